@@ -1,0 +1,59 @@
+"""Command-line smoke entry: load a policy and answer one prompt.
+
+    python -m agentic_rl.chat --model smollm2-135m-instruct --greedy "What is the capital of France?"
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m agentic_rl.chat", description=__doc__.split("\n")[0])
+    ap.add_argument("prompt", help="the user message")
+    ap.add_argument("--model", default="smollm2-135m-instruct",
+                    help="embedded model name, HF model directory or .gguf file")
+    ap.add_argument("--system", default=None, help="optional system message")
+    ap.add_argument("--greedy", action="store_true", help="argmax decoding")
+    ap.add_argument("--temperature", type=float, default=0.7)
+    ap.add_argument("--top-p", type=float, default=0.9)
+    ap.add_argument("--max-new-tokens", type=int, default=128)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--dtype", default=None, help="compute dtype: float32 or bfloat16")
+    ap.add_argument("--verbose", action="store_true", help="print timings to stderr")
+    args = ap.parse_args(argv)
+
+    from agentic_rl.models.loading import ModelNotFoundError, load_policy
+    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.config import UnsupportedModelError
+    from agentic_rl.sampling import SamplingParams, generate
+
+    t0 = time.time()
+    try:
+        policy = load_policy(args.model, dtype=args.dtype)
+    except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    tok = policy.tokenizer
+    messages = ([{"role": "system", "content": args.system}] if args.system else []) + [
+        {"role": "user", "content": args.prompt}
+    ]
+    ids = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                  return_dict=True)["input_ids"]
+    params = SamplingParams(temperature=args.temperature, top_p=args.top_p, greedy=args.greedy)
+    stop = [i for i in {tok.eos_token_id, policy.config.eos_token_id} if isinstance(i, int)]
+    t1 = time.time()
+    (out,) = generate(policy.model.lm, [ids], max_new_tokens=args.max_new_tokens, params=params,
+                      stop_token_ids=stop, seed=args.seed)
+    t2 = time.time()
+    print(tok.decode(out.tokens, skip_special_tokens=True).strip())
+    if args.verbose:
+        print(f"[load {t1 - t0:.1f}s, generate {len(out.tokens)} tokens in {t2 - t1:.1f}s "
+              f"(incl. compile), finish={out.finish_reason}]", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

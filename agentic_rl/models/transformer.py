@@ -1,0 +1,566 @@
+"""A Llama-family decoder in Flax NNX, with layer weights stacked for `lax.scan`.
+
+Why stacked layers: a 30-layer model unrolled into one XLA program compiles
+slowly and its compile time grows with depth; scanning one layer body over a
+leading `layers` axis compiles once per program whatever the depth. The stacked
+layout is also what checkpoint loaders produce naturally (one array per weight
+name) and what FSDP shards along.
+
+Every parameter carries logical axis names (`out_sharding` metadata, not applied
+eagerly) so a `jax.sharding.Mesh` can map them to devices later:
+`vocab`, `embed`, `q_heads`, `kv_heads`, `mlp`, `head_dim`, `layers`, `lora_rank`.
+
+Weight names follow HF (`q_proj`, `gate_proj`, ...); kernels are stored [in, out].
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentic_rl.models.config import ModelConfig, rope_inv_freq
+
+Array = jax.Array
+NEG_INF = float(np.finfo(np.float32).min)
+
+
+class LoRAParam(nnx.Param):
+    """Low-rank adapter weights. A distinct Variable type so that filters can train,
+    differentiate and checkpoint adapters apart from the frozen base weights."""
+
+
+def _param(value, axes, cls=nnx.Param):
+    return cls(value, out_sharding=tuple(axes), eager_sharding=False)
+
+
+# Projections in a layer: name -> (input axis name, output axis name).
+PROJ_AXES = {
+    "q_proj": ("embed", "q_heads"),
+    "k_proj": ("embed", "kv_heads"),
+    "v_proj": ("embed", "kv_heads"),
+    "o_proj": ("q_heads", "embed"),
+    "gate_proj": ("embed", "mlp"),
+    "up_proj": ("embed", "mlp"),
+    "down_proj": ("mlp", "embed"),
+}
+
+
+def _proj_shapes(cfg: ModelConfig) -> dict[str, tuple[int, int]]:
+    d, h = cfg.hidden_size, cfg.head_dim
+    return {
+        "q_proj": (d, cfg.num_heads * h),
+        "k_proj": (d, cfg.num_kv_heads * h),
+        "v_proj": (d, cfg.num_kv_heads * h),
+        "o_proj": (cfg.num_heads * h, d),
+        "gate_proj": (d, cfg.intermediate_size),
+        "up_proj": (d, cfg.intermediate_size),
+        "down_proj": (cfg.intermediate_size, d),
+    }
+
+
+class DecoderLayers(nnx.Module):
+    """All decoder layers, each weight stacked along a leading `layers` axis."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        L, pd = cfg.num_layers, cfg.weight_dtype
+        init = nnx.initializers.normal(0.02)
+        for name, (fan_in, fan_out) in _proj_shapes(cfg).items():
+            ax_in, ax_out = PROJ_AXES[name]
+            w = init(rngs.params(), (L, fan_in, fan_out), jnp.float32).astype(pd)
+            setattr(self, name, _param(w, ("layers", ax_in, ax_out)))
+        if cfg.attention_bias:
+            for name in ("q_proj", "k_proj", "v_proj"):
+                n_out = _proj_shapes(cfg)[name][1]
+                setattr(
+                    self,
+                    f"{name}_bias",
+                    _param(jnp.zeros((L, n_out), pd), ("layers", PROJ_AXES[name][1])),
+                )
+        self.input_layernorm = _param(jnp.ones((L, cfg.hidden_size), pd), ("layers", "embed"))
+        self.post_attention_layernorm = _param(
+            jnp.ones((L, cfg.hidden_size), pd), ("layers", "embed")
+        )
+        if cfg.qk_norm:
+            self.q_norm = _param(jnp.ones((L, cfg.head_dim), pd), ("layers", "head_dim"))
+            self.k_norm = _param(jnp.ones((L, cfg.head_dim), pd), ("layers", "head_dim"))
+        self.lora_scale: dict[str, float] = {}
+
+    def layer_params(self) -> dict[str, Array]:
+        """The stacked arrays, by name, ready to be scanned over."""
+        return {
+            k: v.value
+            for k, v in vars(self).items()
+            if isinstance(v, nnx.Variable) and not k.startswith("_")
+        }
+
+
+@flax.struct.dataclass
+class KVCache:
+    """Keys/values of every layer plus which slots hold real tokens.
+
+    k, v: [L, B, S, KV, Dh]; mask: bool [B, S] (slot holds a real token);
+    length: int32 [B] (number of slots written = next RoPE position).
+    Rows may have different lengths (prompts of different lengths in one batch);
+    new tokens of row b are written at slots length[b], length[b]+1, ...
+    """
+
+    k: Array
+    v: Array
+    mask: Array
+    length: Array
+
+    @property
+    def capacity(self) -> int:
+        return self.k.shape[2]
+
+
+def init_cache(cfg: ModelConfig, batch: int, capacity: int, dtype=None) -> KVCache:
+    dtype = dtype or cfg.compute_dtype
+    shape = (cfg.num_layers, batch, capacity, cfg.num_kv_heads, cfg.head_dim)
+    return KVCache(
+        k=jnp.zeros(shape, dtype),
+        v=jnp.zeros(shape, dtype),
+        mask=jnp.zeros((batch, capacity), bool),
+        length=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+# ------------------------------------------------------------------ pure pieces
+def rms_norm(x: Array, weight: Array, eps: float) -> Array:
+    """RMSNorm with float32 statistics, cast back to the input dtype before scaling (as HF)."""
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.mean(xf * xf, axis=-1, keepdims=True) + eps)
+    return weight.astype(x.dtype) * y.astype(x.dtype)
+
+
+def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
+    """Rotate-half RoPE (HF layout). x: [B, T, N, Dh]; positions: int [B, T]."""
+    angles = positions[..., None].astype(jnp.float32) * inv_freq  # [B, T, Dh/2]
+    angles = jnp.concatenate([angles, angles], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(angles), jnp.sin(angles)
+    xf = x.astype(jnp.float32)
+    half = x.shape[-1] // 2
+    rotated = jnp.concatenate([-xf[..., half:], xf[..., :half]], axis=-1)
+    return (xf * cos + rotated * sin).astype(x.dtype)
+
+
+def _linear(p: dict[str, Array], name: str, x: Array, scales: dict[str, float]) -> Array:
+    y = x @ p[name].astype(x.dtype)
+    if f"{name}_bias" in p:
+        y = y + p[f"{name}_bias"].astype(x.dtype)
+    if f"{name}_lora_a" in p:
+        a = p[f"{name}_lora_a"].astype(x.dtype)
+        b = p[f"{name}_lora_b"].astype(x.dtype)
+        y = y + (x @ a) @ b * scales[name]
+    return y
+
+
+def attention(q: Array, k: Array, v: Array, allowed: Array) -> Array:
+    """Grouped-query attention without materialising repeated K/V heads.
+
+    q: [B, T, H, Dh]; k, v: [B, S, KV, Dh]; allowed: bool [B, T, S].
+    Scores and softmax in float32.
+    """
+    B, T, H, Dh = q.shape
+    KV = k.shape[2]
+    qg = q.reshape(B, T, KV, H // KV, Dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    scores = scores * (Dh**-0.5)
+    scores = jnp.where(allowed[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
+    return out.reshape(B, T, H * Dh)
+
+
+def decoder_layer(
+    p: dict[str, Array],
+    x: Array,
+    positions: Array,
+    inv_freq: Array,
+    kv_fn,
+    cfg: ModelConfig,
+    scales: dict[str, float],
+):
+    """One pre-norm decoder layer. `kv_fn(k, v) -> (keys, values, allowed)` decides
+    where the new keys/values go (nowhere for a plain forward, into a cache slot
+    for sampling) and which keys each query may see."""
+    B, T, _ = x.shape
+    H, KV, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    h = rms_norm(x, p["input_layernorm"], cfg.rms_norm_eps)
+    q = _linear(p, "q_proj", h, scales).reshape(B, T, H, Dh)
+    k = _linear(p, "k_proj", h, scales).reshape(B, T, KV, Dh)
+    v = _linear(p, "v_proj", h, scales).reshape(B, T, KV, Dh)
+    if cfg.qk_norm:
+        q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
+        k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
+    q = apply_rope(q, positions, inv_freq)
+    k = apply_rope(k, positions, inv_freq)
+    keys, values, allowed, aux = kv_fn(k, v)
+    x = x + _linear(p, "o_proj", attention(q, keys, values, allowed), scales)
+    h = rms_norm(x, p["post_attention_layernorm"], cfg.rms_norm_eps)
+    gate = jax.nn.silu(_linear(p, "gate_proj", h, scales))
+    x = x + _linear(p, "down_proj", gate * _linear(p, "up_proj", h, scales), scales)
+    return x, aux
+
+
+class Transformer(nnx.Module):
+    """Decoder-only LM: embeddings, stacked layers, final norm, (untied) LM head."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.cfg = cfg
+        pd = cfg.weight_dtype
+        emb = nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size))
+        self.embed_tokens = _param(emb.astype(pd), ("vocab", "embed"))
+        self.layers = DecoderLayers(cfg, rngs=rngs)
+        self.norm = _param(jnp.ones((cfg.hidden_size,), pd), ("embed",))
+        if not cfg.tie_word_embeddings:
+            head = nnx.initializers.normal(0.02)(rngs.params(), (cfg.hidden_size, cfg.vocab_size))
+            self.lm_head = _param(head.astype(pd), ("embed", "vocab"))
+
+    # -- the unembedding used by logits and by chunked log-probs
+    def unembed_matrix(self) -> Array:
+        """[D, V] output projection (the transposed embedding when tied)."""
+        if self.cfg.tie_word_embeddings:
+            return self.embed_tokens.value.T
+        return self.lm_head.value
+
+    def logits(self, hidden: Array) -> Array:
+        w = self.unembed_matrix().astype(hidden.dtype)
+        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+
+    def embed(self, tokens: Array) -> Array:
+        return jnp.take(self.embed_tokens.value, tokens, axis=0).astype(self.cfg.compute_dtype)
+
+    def _run_layers(self, x, positions, kv_fn_for_layer, carry_aux):
+        cfg = self.cfg
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))
+        params = self.layers.layer_params()
+        scales = dict(self.layers.lora_scale)
+
+        def body(carry, inputs):
+            x, aux = carry
+            p, layer_idx = inputs
+            x, aux = decoder_layer(
+                p, x, positions, inv_freq, kv_fn_for_layer(layer_idx, aux), cfg, scales
+            )
+            return (x, aux), None
+
+        if cfg.remat:
+            body = jax.checkpoint(body, prevent_cse=False)
+        (x, aux), _ = jax.lax.scan(
+            body, (x, carry_aux), (params, jnp.arange(cfg.num_layers, dtype=jnp.int32))
+        )
+        return rms_norm(x, self.norm.value, cfg.rms_norm_eps), aux
+
+    def hidden_states(self, tokens: Array, attention_mask: Array | None = None) -> Array:
+        """Full-sequence forward (training / scoring). tokens, attention_mask: [B, T].
+
+        Positions count real tokens only (cumsum of the mask), so left and right
+        padding both give the positions an unpadded sequence would have.
+        """
+        B, T = tokens.shape
+        if attention_mask is None:
+            attention_mask = jnp.ones((B, T), bool)
+        attention_mask = attention_mask.astype(bool)
+        positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
+        causal = jnp.tril(jnp.ones((T, T), bool))
+        allowed = causal[None] & attention_mask[:, None, :]
+
+        def kv_fn_for_layer(_, aux):
+            return lambda k, v: (k, v, allowed, aux)
+
+        x = self.embed(tokens)
+        h, _ = self._run_layers(x, positions, kv_fn_for_layer, jnp.zeros((), jnp.int32))
+        return h
+
+    def __call__(self, tokens: Array, attention_mask: Array | None = None) -> Array:
+        """Float32 logits [B, T, V]. For long sequences use `token_logprobs` instead."""
+        return self.logits(self.hidden_states(tokens, attention_mask))
+
+    def forward_cached(
+        self, tokens: Array, cache: KVCache, input_mask: Array | None = None
+    ) -> tuple[Array, KVCache]:
+        """Append `tokens` [B, t] to each row's cached sequence and return
+        (hidden [B, t, D], updated cache). `input_mask` [B, t] marks real new tokens;
+        they must be a prefix of each row's chunk (right padding). Padded positions
+        are written but not marked valid, and are overwritten by the next call.
+
+        The caller guarantees `cache.length + t <= cache.capacity`.
+        """
+        B, t = tokens.shape
+        S = cache.capacity
+        if input_mask is None:
+            input_mask = jnp.ones((B, t), bool)
+        input_mask = input_mask.astype(bool)
+        start = cache.length  # [B]
+        positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
+        slot = jnp.arange(S, dtype=jnp.int32)
+        # Mark the written slots valid where the new token is real.
+        in_chunk = (slot[None] >= start[:, None]) & (slot[None] < start[:, None] + t)
+        idx = jnp.clip(slot[None] - start[:, None], 0, t - 1)
+        new_valid = jnp.take_along_axis(input_mask, idx, axis=1)
+        mask = jnp.where(in_chunk, new_valid, cache.mask)
+        allowed = mask[:, None, :] & (slot[None, None, :] <= positions[:, :, None])
+
+        def write(buf, new):  # buf [B, S, KV, Dh], new [B, t, KV, Dh]
+            return jax.vmap(
+                lambda b, n, s: jax.lax.dynamic_update_slice(b, n, (s, 0, 0))
+            )(buf, new.astype(buf.dtype), start)
+
+        def kv_fn_for_layer(layer_idx, aux):
+            ck, cv = aux
+
+            def kv_fn(k, v):
+                lk = write(ck[layer_idx], k)
+                lv = write(cv[layer_idx], v)
+                ck2 = jax.lax.dynamic_update_index_in_dim(ck, lk, layer_idx, 0)
+                cv2 = jax.lax.dynamic_update_index_in_dim(cv, lv, layer_idx, 0)
+                return lk.astype(k.dtype), lv.astype(v.dtype), allowed, (ck2, cv2)
+
+            return kv_fn
+
+        x = self.embed(tokens)
+        h, (k_new, v_new) = self._run_layers(x, positions, kv_fn_for_layer, (cache.k, cache.v))
+        length = start + input_mask.sum(axis=1).astype(jnp.int32)
+        return h, KVCache(k=k_new, v=v_new, mask=mask, length=length)
+
+
+# ------------------------------------------------------------------ log-probs
+def chunked_logprobs(
+    hidden: Array,
+    unembed: Array,
+    targets: Array,
+    *,
+    chunk_size: int = 128,
+    with_entropy: bool = False,
+) -> tuple[Array, Array | None]:
+    """log p(targets) (and entropy) from hidden states, chunked over time.
+
+    hidden [B, T, D], unembed [D, V], targets [B, T] -> float32 [B, T].
+    Only a [B, chunk, V] slab of logits exists at a time, and each chunk is
+    rematerialised in the backward pass, so memory is O(B * chunk * V), not
+    O(B * T * V): with V = 49152 the full logits of a 16 x 1024 batch would be 3 GiB.
+    """
+    B, T, D = hidden.shape
+    c = min(chunk_size, T)
+    pad = (-T) % c
+    if pad:
+        hidden = jnp.pad(hidden, ((0, 0), (0, pad), (0, 0)))
+        targets = jnp.pad(targets, ((0, 0), (0, pad)))
+    n = (T + pad) // c
+    hs = hidden.reshape(B, n, c, D).swapaxes(0, 1)
+    ts = targets.reshape(B, n, c).swapaxes(0, 1)
+    w = unembed.astype(hidden.dtype)
+
+    @jax.checkpoint
+    def one(h, t):
+        logits = jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        lp = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0] - lse
+        if with_entropy:
+            probs = jax.nn.softmax(logits, axis=-1)
+            ent = lse - jnp.sum(probs * logits, axis=-1)
+        else:
+            ent = jnp.zeros_like(lp)
+        return lp, ent
+
+    lp, ent = jax.lax.map(lambda xs: one(*xs), (hs, ts))
+    lp = lp.swapaxes(0, 1).reshape(B, n * c)[:, :T]
+    ent = ent.swapaxes(0, 1).reshape(B, n * c)[:, :T]
+    return lp, (ent if with_entropy else None)
+
+
+def token_logprobs(
+    model: Transformer,
+    tokens: Array,
+    attention_mask: Array | None = None,
+    *,
+    chunk_size: int = 128,
+    with_entropy: bool = False,
+) -> tuple[Array, Array | None]:
+    """Log-prob of every token given its prefix: out[:, t] = log p(tokens[t] | tokens[<t]).
+
+    Aligned with `EpisodeBatch.sample_logprobs` (position t holds the log-prob of
+    token t); position 0 has no prefix and is 0. Entropy (optional) is that of the
+    predictive distribution for position t.
+    """
+    h = model.hidden_states(tokens, attention_mask)
+    lp, ent = chunked_logprobs(
+        h[:, :-1], model.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
+        with_entropy=with_entropy,
+    )
+    lp = jnp.pad(lp, ((0, 0), (1, 0)))
+    if ent is not None:
+        ent = jnp.pad(ent, ((0, 0), (1, 0)))
+    return lp, ent
+
+
+# ------------------------------------------------------------------ value head
+class ValueHead(nnx.Module):
+    """Scalar value per token from final hidden states (PPO critic)."""
+
+    def __init__(self, hidden_size: int, *, rngs: nnx.Rngs, param_dtype=jnp.float32):
+        self.kernel = _param(
+            jnp.zeros((hidden_size, 1), param_dtype), ("embed", None)
+        )
+        self.bias = _param(jnp.zeros((1,), param_dtype), (None,))
+
+    def __call__(self, hidden: Array) -> Array:
+        h = hidden.astype(jnp.float32)
+        return (h @ self.kernel.value.astype(jnp.float32))[..., 0] + self.bias.value[0]
+
+
+class PolicyModel(nnx.Module):
+    """The policy LM, optionally with a value head on the shared trunk."""
+
+    def __init__(
+        self,
+        cfg: ModelConfig,
+        *,
+        rngs: nnx.Rngs,
+        value_head: bool = False,
+        lm: Transformer | None = None,
+    ):
+        self.lm = lm if lm is not None else Transformer(cfg, rngs=rngs)
+        self.value_head = ValueHead(cfg.hidden_size, rngs=rngs) if value_head else None
+
+    @property
+    def cfg(self) -> ModelConfig:
+        return self.lm.cfg
+
+    def __call__(self, tokens, attention_mask=None):
+        return self.lm(tokens, attention_mask)
+
+    def logprobs_and_values(
+        self, tokens, attention_mask=None, *, chunk_size: int = 128, with_entropy=False
+    ):
+        """One trunk pass giving token log-probs, entropies and (if shared) values [B, T]."""
+        h = self.lm.hidden_states(tokens, attention_mask)
+        lp, ent = chunked_logprobs(
+            h[:, :-1], self.lm.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
+            with_entropy=with_entropy,
+        )
+        lp = jnp.pad(lp, ((0, 0), (1, 0)))
+        ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
+        values = self.value_head(h) if self.value_head is not None else None
+        return lp, ent, values
+
+
+class CriticModel(nnx.Module):
+    """A separate critic: its own trunk (usually initialised from the policy) + value head."""
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
+        self.lm = Transformer(cfg, rngs=rngs)
+        self.value_head = ValueHead(cfg.hidden_size, rngs=rngs)
+
+    def __call__(self, tokens, attention_mask=None) -> Array:
+        return self.value_head(self.lm.hidden_states(tokens, attention_mask))
+
+
+# ------------------------------------------------------------------ LoRA
+DEFAULT_LORA_TARGETS = r"(q|k|v|o|gate|up|down)_proj"
+
+
+def add_lora(
+    model: nnx.Module,
+    *,
+    rank: int,
+    alpha: float,
+    targets: str = DEFAULT_LORA_TARGETS,
+    rngs: nnx.Rngs,
+) -> list[str]:
+    """Add LoRA adapters to every projection whose name fully matches `targets`.
+
+    A is initialised like a Kaiming-uniform kernel, B to zero, so the adapted model
+    starts exactly equal to the base model. Returns the adapted projection names.
+    Train only `LoRAParam`s (e.g. `nnx.Optimizer(model, tx, wrt=LoRAParam)`): the
+    optimizer then holds state only for the adapters.
+    """
+    if rank <= 0:
+        raise ValueError(f"LoRA rank must be positive, got {rank}")
+    pat = re.compile(targets)
+    adapted = []
+    for layers in _decoder_layer_modules(model):
+        cfg_shapes = {name: arr.shape for name, arr in layers.layer_params().items()}
+        for name in PROJ_AXES:
+            if not pat.fullmatch(name) or name not in cfg_shapes:
+                continue
+            L, fan_in, fan_out = cfg_shapes[name]
+            dtype = getattr(layers, name).value.dtype
+            bound = 1.0 / np.sqrt(fan_in)
+            a = jax.random.uniform(rngs.params(), (L, fan_in, rank), jnp.float32, -bound, bound)
+            ax_in, ax_out = PROJ_AXES[name]
+            setattr(layers, f"{name}_lora_a",
+                    _param(a.astype(dtype), ("layers", ax_in, "lora_rank"), LoRAParam))
+            setattr(layers, f"{name}_lora_b",
+                    _param(jnp.zeros((L, rank, fan_out), dtype), ("layers", "lora_rank", ax_out),
+                           LoRAParam))
+            layers.lora_scale = {**layers.lora_scale, name: float(alpha) / rank}
+            adapted.append(name)
+    if not adapted:
+        raise ValueError(
+            f"LoRA target pattern {targets!r} matched no projection; valid names: "
+            f"{', '.join(PROJ_AXES)}"
+        )
+    return sorted(set(adapted))
+
+
+def _decoder_layer_modules(model: nnx.Module) -> list[DecoderLayers]:
+    return [m for _, m in nnx.iter_graph(model) if isinstance(m, DecoderLayers)]
+
+
+def merge_lora(model: nnx.Module) -> None:
+    """Fold adapters into the base kernels (W += A @ B * scale) and remove them,
+    leaving a plain model (for export or adapter-free sampling)."""
+    for layers in _decoder_layer_modules(model):
+        for name, scale in layers.lora_scale.items():
+            a = getattr(layers, f"{name}_lora_a").value.astype(jnp.float32)
+            b = getattr(layers, f"{name}_lora_b").value.astype(jnp.float32)
+            w = getattr(layers, name)
+            w.value = (w.value.astype(jnp.float32) + jnp.einsum("lir,lro->lio", a, b) * scale
+                       ).astype(w.value.dtype)
+            delattr(layers, f"{name}_lora_a")
+            delattr(layers, f"{name}_lora_b")
+        layers.lora_scale = {}
+
+
+def unmerge_lora(model: nnx.Module, adapters: dict[str, Any]) -> None:
+    """Inverse of `merge_lora`: subtract adapters from the kernels and re-attach them.
+
+    `adapters` is `lora_state(model)` taken before merging.
+    """
+    for layers, (scales, arrays) in zip(_decoder_layer_modules(model), adapters["layers"]):
+        for name, scale in scales.items():
+            a, b = arrays[f"{name}_lora_a"], arrays[f"{name}_lora_b"]
+            w = getattr(layers, name)
+            delta = jnp.einsum("lir,lro->lio", a.astype(jnp.float32), b.astype(jnp.float32))
+            w.value = (w.value.astype(jnp.float32) - delta * scale).astype(w.value.dtype)
+            ax = w.get_metadata().get("out_sharding")
+            ax_in, ax_out = ax[1], ax[2]
+            setattr(layers, f"{name}_lora_a",
+                    _param(a, ("layers", ax_in, "lora_rank"), LoRAParam))
+            setattr(layers, f"{name}_lora_b",
+                    _param(b, ("layers", "lora_rank", ax_out), LoRAParam))
+        layers.lora_scale = dict(scales)
+
+
+def lora_state(model: nnx.Module) -> dict[str, Any]:
+    """Adapter arrays and scales per DecoderLayers, for `unmerge_lora`."""
+    out = []
+    for layers in _decoder_layer_modules(model):
+        arrays = {
+            k: v.value for k, v in vars(layers).items() if isinstance(v, LoRAParam)
+        }
+        out.append((dict(layers.lora_scale), arrays))
+    return {"layers": out}
+
+
+def logical_axes(model: nnx.Module):
+    """PartitionSpecs of logical axis names for every parameter (for a Mesh)."""
+    return nnx.get_partition_spec(nnx.state(model))
