@@ -1,6 +1,7 @@
 """Command-line smoke entry: load a policy and answer one prompt.
 
-    python -m agentic_rl.chat --model smollm2-135m-instruct --greedy "What is the capital of France?"
+    python -m agentic_rl.chat --model smollm2-135m-instruct --greedy \
+        "What is the capital of France?"
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import time
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agentic_rl.chat", description=__doc__.split("\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m agentic_rl.chat",
+                                 description=__doc__.split("\n")[0])
     ap.add_argument("prompt", help="the user message")
     ap.add_argument("--model", default="smollm2-135m-instruct",
                     help="embedded model name, HF model directory or .gguf file")
@@ -25,9 +27,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print timings to stderr")
     args = ap.parse_args(argv)
 
-    from agentic_rl.models.loading import ModelNotFoundError, load_policy
-    from agentic_rl.models.hf_io import CheckpointError
     from agentic_rl.models.config import UnsupportedModelError
+    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.loading import ModelNotFoundError, load_policy
     from agentic_rl.sampling import SamplingParams, generate
 
     t0 = time.time()

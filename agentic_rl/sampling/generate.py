@@ -36,7 +36,7 @@ def generate(
     prompts: Sequence[Sequence[int]],
     *,
     max_new_tokens: int = 128,
-    params: SamplingParams = SamplingParams(),
+    params: SamplingParams | None = None,
     stop_token_ids: Sequence[int] = (),
     seed: int = 0,
 ) -> list[Completion]:
@@ -45,6 +45,7 @@ def generate(
     Row i uses PRNG key fold_in(seed, i), so results reproduce from the seed and
     do not depend on batch padding.
     """
+    params = params or SamplingParams()
     if not prompts:
         return []
     if any(len(p) == 0 for p in prompts):
