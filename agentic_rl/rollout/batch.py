@@ -1,0 +1,278 @@
+"""`EpisodeBatch`, the data contract between rollout and learning (see DESIGN.md).
+
+One row per episode: the whole multi-turn interaction as one right-padded token
+sequence, with masks, sampling log-probs, turn structure and per-turn rewards.
+Arrays are built on the host as numpy; the trainer moves them to devices.
+
+Conventions fixed here (the DESIGN table leaves them open):
+- `turn_index` is -1 on the prompt and padding; an observation segment carries the index
+  of the turn it answers, so turn k = assistant tokens of turn k + the observation after it.
+- `agent_id` is the acting agent's id on assistant-turn tokens (including an end-of-turn
+  token appended by the rollout) and -1 on prompt, observation and padding tokens.
+- `turn_end[b, k]` is the position of the last *sampled* token of turn k (an appended
+  end-of-turn token is not sampled, so it is never a turn end).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from flax import struct
+
+
+class HostMetadata(Sequence):
+    """Per-episode host-side metadata (one dict per row), carried as a static pytree field.
+
+    All `HostMetadata` objects compare equal and hash alike, so passing batches with
+    different metadata to a jitted function never retraces (a plain tuple of dicts would
+    be unhashable, and a content-based hash would recompile every step). Consequence: a
+    jitted function must not *return* the batch, or it would hand back the metadata of the
+    first trace. Compare `.rows` to compare contents.
+    """
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: Sequence[Mapping[str, Any]] = ()):
+        self.rows = tuple(rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Mapping[str, Any]]:
+        return iter(self.rows)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HostMetadata)
+
+    def __hash__(self) -> int:
+        return hash(HostMetadata)
+
+    def __repr__(self) -> str:
+        return f"HostMetadata({len(self.rows)} rows)"
+
+
+@struct.dataclass
+class EpisodeBatch:
+    """Episodes as padded arrays; field meanings in DESIGN.md and the module docstring."""
+
+    tokens: Any  # int32 [B, T]
+    attention_mask: Any  # bool [B, T]
+    loss_mask: Any  # bool [B, T]
+    sample_logprobs: Any  # f32 [B, T]
+    turn_index: Any  # int32 [B, T]
+    turn_end: Any  # int32 [B, K]
+    turn_rewards: Any  # f32 [B, K]
+    group_id: Any  # int32 [B]
+    agent_id: Any  # int32 [B, T]
+    metadata: HostMetadata = struct.field(pytree_node=False, default_factory=HostMetadata)
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    @property
+    def seq_len(self) -> int:
+        return int(self.tokens.shape[1])
+
+    @property
+    def num_turns(self) -> int:
+        return int(self.turn_end.shape[1])
+
+    def validate(self) -> EpisodeBatch:
+        """Checks shapes, dtypes and the invariants between fields; returns self.
+
+        Host-side only (reads values). Raises ValueError naming the broken field.
+        """
+        validate_episode_batch(self)
+        return self
+
+
+_SPEC = {  # field -> (allowed numpy dtype kinds, named axes)
+    "tokens": ("iu", ("B", "T")),
+    "attention_mask": ("b", ("B", "T")),
+    "loss_mask": ("b", ("B", "T")),
+    "sample_logprobs": ("f", ("B", "T")),
+    "turn_index": ("iu", ("B", "T")),
+    "agent_id": ("iu", ("B", "T")),
+    "turn_end": ("iu", ("B", "K")),
+    "turn_rewards": ("f", ("B", "K")),
+    "group_id": ("iu", ("B",)),
+}
+
+
+def _check_shapes(batch: EpisodeBatch) -> dict[str, np.ndarray]:
+    arrays = {name: np.asarray(getattr(batch, name)) for name in _SPEC}
+    dims: dict[str, tuple[int, str]] = {}  # axis -> (size, field that set it)
+    for name, (kinds, axes) in _SPEC.items():
+        a = arrays[name]
+        if a.ndim != len(axes):
+            raise ValueError(
+                f"EpisodeBatch.{name} must have shape [{', '.join(axes)}], got {a.shape}"
+            )
+        if a.dtype.kind not in kinds:
+            raise ValueError(f"EpisodeBatch.{name} has dtype {a.dtype}; expected kind {kinds!r}")
+        for axis, size in zip(axes, a.shape):
+            known, source = dims.setdefault(axis, (size, name))
+            if known != size:
+                raise ValueError(
+                    f"EpisodeBatch.{name} has {axis}={size} but EpisodeBatch.{source} has "
+                    f"{axis}={known}"
+                )
+    if len(batch.metadata) != dims["B"][0]:
+        raise ValueError(
+            f"EpisodeBatch.metadata has {len(batch.metadata)} rows for B={dims['B'][0]}"
+        )
+    return arrays
+
+
+def _check_turn_ends(a: dict[str, np.ndarray]) -> None:
+    turn_end, loss, turn_index = a["turn_end"], a["loss_mask"], a["turn_index"]
+    present = turn_end >= 0
+    if np.any(turn_end < -1) or np.any(turn_end >= loss.shape[1]):
+        raise ValueError("EpisodeBatch.turn_end must be -1 or a position in [0, T)")
+    if np.any(present[:, 1:] & ~present[:, :-1]):
+        raise ValueError("EpisodeBatch.turn_end: present turns must come first (no gaps)")
+    rows, ks = np.nonzero(present)
+    pos = turn_end[rows, ks]
+    if not np.all(loss[rows, pos]):
+        raise ValueError("EpisodeBatch.turn_end must point at sampled tokens (loss_mask 1)")
+    if not np.all(turn_index[rows, pos] == ks):
+        raise ValueError("EpisodeBatch.turn_end[b, k] must point at a token of turn k")
+    both = present[:, 1:] & present[:, :-1]
+    if np.any(both & (turn_end[:, 1:] <= turn_end[:, :-1])):
+        raise ValueError("EpisodeBatch.turn_end must increase with k")
+    if np.any(a["turn_rewards"][~present] != 0):
+        raise ValueError("EpisodeBatch.turn_rewards must be 0 for absent turns")
+
+
+def validate_episode_batch(batch: EpisodeBatch) -> None:
+    """See `EpisodeBatch.validate`."""
+    a = _check_shapes(batch)
+    attn, loss = a["attention_mask"], a["loss_mask"]
+    if np.any(attn[:, 1:] & ~attn[:, :-1]):
+        raise ValueError("EpisodeBatch.attention_mask must be right-padded (ones, then zeros)")
+    if np.any(loss & ~attn):
+        raise ValueError("EpisodeBatch.loss_mask is set on padding tokens")
+    lp = a["sample_logprobs"]
+    if not np.all(np.isfinite(lp)):
+        raise ValueError("EpisodeBatch.sample_logprobs has non-finite values")
+    if np.any(lp[~loss] != 0):
+        raise ValueError("EpisodeBatch.sample_logprobs must be 0 where loss_mask is 0")
+    if np.any(lp > 1e-4):
+        raise ValueError("EpisodeBatch.sample_logprobs must be <= 0 (they are log-probs)")
+    if np.any(a["turn_index"][~attn] != -1) or np.any(a["agent_id"][~attn] != -1):
+        raise ValueError("EpisodeBatch.turn_index and agent_id must be -1 on padding")
+    if np.any(a["turn_index"][loss] < 0):
+        raise ValueError("EpisodeBatch.turn_index must be >= 0 on sampled tokens")
+    if not np.all(np.isfinite(a["turn_rewards"])):
+        raise ValueError("EpisodeBatch.turn_rewards has non-finite values")
+    _check_turn_ends(a)
+
+
+@dataclass
+class EpisodeRecord:
+    """One finished episode, unpadded (what `collate` stacks). Lists are per token/turn."""
+
+    tokens: list[int] = field(default_factory=list)
+    loss_mask: list[bool] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    turn_index: list[int] = field(default_factory=list)
+    agent_id: list[int] = field(default_factory=list)
+    turn_ends: list[int] = field(default_factory=list)
+    turn_rewards: list[float] = field(default_factory=list)
+    group_id: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def append(
+        self,
+        ids: Sequence[int],
+        *,
+        sampled: bool,
+        turn: int,
+        agent: int,
+        logprobs: Sequence[float] | None = None,
+    ) -> None:
+        """Appends one segment; `logprobs` is required iff the tokens were sampled."""
+        if sampled != (logprobs is not None) or (
+            logprobs is not None and len(logprobs) != len(ids)
+        ):
+            raise ValueError("sampled segments need one log-prob per token; others none")
+        self.tokens.extend(int(i) for i in ids)
+        self.loss_mask.extend([sampled] * len(ids))
+        self.logprobs.extend(logprobs if logprobs is not None else [0.0] * len(ids))
+        self.turn_index.extend([turn] * len(ids))
+        self.agent_id.extend([agent] * len(ids))
+
+
+def bucket_length(n: int, bucket: int | str = 64) -> int:
+    """Padded length for `n` tokens: next multiple of `bucket`, or next power of two for
+    "pow2". Bucketing bounds how many distinct shapes (hence jit compilations) a run sees."""
+    if n < 0:
+        raise ValueError(f"length must be >= 0, got {n}")
+    if bucket == "pow2":
+        return 1 << max(0, (max(n, 1) - 1).bit_length())
+    if isinstance(bucket, int) and not isinstance(bucket, bool) and bucket > 0:
+        return max(bucket, -(-n // bucket) * bucket)
+    raise ValueError(f"bucket must be a positive int or 'pow2', got {bucket!r}")
+
+
+def collate(
+    records: Sequence[EpisodeRecord],
+    *,
+    length_bucket: int | str = 64,
+    length: int | None = None,
+    num_turns: int | None = None,
+    pad_token_id: int = 0,
+) -> EpisodeBatch:
+    """Stacks episodes into a validated `EpisodeBatch`.
+
+    T is `length` if given (an error if an episode is longer), else the bucketed longest
+    episode. K is `num_turns` if given (pass the max-turns config for a static shape),
+    else the most turns in the batch.
+    """
+    if not records:
+        raise ValueError("collate needs at least one episode")
+    longest = max(len(r) for r in records)
+    most_turns = max(len(r.turn_ends) for r in records)
+    T = bucket_length(longest, length_bucket) if length is None else length
+    K = max(most_turns, 1) if num_turns is None else num_turns
+    if longest > T:
+        raise ValueError(f"an episode has {longest} tokens > length={T}")
+    if most_turns > K:
+        raise ValueError(f"an episode has {most_turns} turns > num_turns={K}")
+    B = len(records)
+    out = {
+        "tokens": np.full((B, T), pad_token_id, np.int32),
+        "attention_mask": np.zeros((B, T), bool),
+        "loss_mask": np.zeros((B, T), bool),
+        "sample_logprobs": np.zeros((B, T), np.float32),
+        "turn_index": np.full((B, T), -1, np.int32),
+        "agent_id": np.full((B, T), -1, np.int32),
+        "turn_end": np.full((B, K), -1, np.int32),
+        "turn_rewards": np.zeros((B, K), np.float32),
+        "group_id": np.zeros((B,), np.int32),
+    }
+    for b, r in enumerate(records):
+        n, k = len(r), len(r.turn_ends)
+        if len(r.turn_rewards) != k:
+            raise ValueError(f"episode {b}: {k} turn ends but {len(r.turn_rewards)} rewards")
+        out["tokens"][b, :n] = r.tokens
+        out["attention_mask"][b, :n] = True
+        out["loss_mask"][b, :n] = r.loss_mask
+        out["sample_logprobs"][b, :n] = r.logprobs
+        out["turn_index"][b, :n] = r.turn_index
+        out["agent_id"][b, :n] = r.agent_id
+        out["turn_end"][b, :k] = r.turn_ends
+        out["turn_rewards"][b, :k] = r.turn_rewards
+        out["group_id"][b] = r.group_id
+    batch = EpisodeBatch(**out, metadata=HostMetadata([r.metadata for r in records]))
+    return batch.validate()

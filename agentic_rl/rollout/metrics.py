@@ -1,0 +1,47 @@
+"""Episode metrics, computed from per-episode metadata so results of several rollout calls
+(e.g. an evaluation run in chunks) aggregate exactly by concatenating their episodes."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(sum(values) / len(values)) if values else math.nan
+
+
+def episode_metrics(episodes: Sequence[Mapping[str, Any]], num_errors: int = 0) -> dict[str, float]:
+    """Summary metrics of finished episodes (their metadata dicts) and dropped ones.
+
+    Rates over episodes are over *finished* episodes; `error_rate` reports the dropped.
+    `tool_call_validity_rate` = turns whose tool-call attempt parsed and validated /
+    turns that attempted a tool call (NaN when no turn attempted one).
+    """
+    n = len(episodes)
+    attempts = sum(e["tool_call_attempts"] for e in episodes)
+    valid = sum(e["tool_call_valid"] for e in episodes)
+    finishes = [r for e in episodes for r in e["finish_reasons"]]
+    metrics: dict[str, float] = {
+        "num_episodes": float(n),
+        "num_errors": float(num_errors),
+        "error_rate": num_errors / (n + num_errors) if n + num_errors else math.nan,
+        "success_rate": _mean([float(e["success"]) for e in episodes]),
+        "mean_return": _mean([e["return"] for e in episodes]),
+        "mean_turns": _mean([e["num_turns"] for e in episodes]),
+        "mean_tokens": _mean([e["num_tokens"] for e in episodes]),
+        "mean_sampled_tokens": _mean([e["num_sampled_tokens"] for e in episodes]),
+        "truncated_rate": _mean([float(e["truncated"]) for e in episodes]),
+        "length_finish_rate": _mean([float(r == "length") for r in finishes]),
+        "tool_calls_per_episode": attempts / n if n else math.nan,
+        "tool_call_validity_rate": valid / attempts if attempts else math.nan,
+    }
+    kinds = Counter(err["kind"] for e in episodes for err in e["tool_errors"])
+    for kind, count in sorted(kinds.items()):
+        metrics[f"tool_errors/{kind}"] = float(count)
+    terminations = Counter(e["termination"] for e in episodes)
+    for reason, count in sorted(terminations.items()):
+        metrics[f"termination/{reason}"] = count / n
+    return metrics

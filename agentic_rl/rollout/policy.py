@@ -1,0 +1,153 @@
+"""The policy side of the rollout: requests, generations, the `Policy` protocol, a scripted policy.
+
+The rollout calls `policy.generate(requests)` with one request per live episode that
+awaits an action, batched across episodes. A request carries the episode's *full*
+token history plus how many trailing tokens are new since that episode's previous call,
+so a KV-cache sampler can append those to its cache instead of re-prefilling:
+
+    request.tokens[:-request.num_new_tokens]
+        == previous request's tokens + previous generation's token_ids   (turn > 0)
+
+i.e. the new suffix is the end-of-turn token the rollout may have appended (see
+`chat_format`) followed by the observation segment. On the first call the whole prompt
+is new. When an episode ends, the rollout calls `policy.release(ids)` so the sampler can
+free its cache slots.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, runtime_checkable
+
+from agentic_rl.rollout.tokenizer import Tokenizer, as_tokenizer
+
+FinishReason = Literal["stop", "length"]
+FINISH_REASONS: tuple[str, ...] = ("stop", "length")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One episode's request for its next assistant turn.
+
+    `tokens` is read-only history. Sampling must stop after `max_new_tokens` tokens, on
+    any id in `stop_token_ids` (the stop token is included in the output), or once the
+    decoded output contains one of `stop_strings` (output cut right after it).
+    """
+
+    episode_id: str
+    tokens: Sequence[int]
+    num_new_tokens: int
+    max_new_tokens: int
+    stop_token_ids: tuple[int, ...]
+    stop_strings: tuple[str, ...] = ()
+    turn: int = 0
+
+    @property
+    def new_tokens(self) -> Sequence[int]:
+        return self.tokens[len(self.tokens) - self.num_new_tokens :]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Sampled ids (stop token included if one was hit), their log-probs, and why it ended."""
+
+    token_ids: Sequence[int]
+    logprobs: Sequence[float]
+    finish_reason: FinishReason
+
+
+@runtime_checkable
+class Policy(Protocol):
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One `Generation` per request, in request order."""
+        ...
+
+    def release(self, episode_ids: Sequence[str]) -> None:
+        """The episodes ended: drop any per-episode state (e.g. KV-cache rows).
+
+        When a rollout aborts (an exception), every live id is released, including ids
+        this policy never generated for: unknown ids must be ignored.
+        """
+        ...
+
+
+class PolicyContractError(ValueError):
+    """The policy returned something the rollout cannot use (a bug, not an env failure)."""
+
+
+def check_generation(request: GenerationRequest, gen: Generation) -> None:
+    """Validates one generation against its request, with a message naming the problem."""
+    where = f"policy output for episode {request.episode_id!r} turn {request.turn}"
+    if not isinstance(gen, Generation):
+        raise PolicyContractError(f"{where}: expected Generation, got {type(gen).__name__}")
+    n = len(gen.token_ids)
+    if n == 0:
+        raise PolicyContractError(f"{where}: no tokens were generated")
+    if n > request.max_new_tokens:
+        raise PolicyContractError(f"{where}: {n} tokens > max_new_tokens={request.max_new_tokens}")
+    if len(gen.logprobs) != n:
+        raise PolicyContractError(f"{where}: {len(gen.logprobs)} logprobs for {n} tokens")
+    if gen.finish_reason not in FINISH_REASONS:
+        raise PolicyContractError(
+            f"{where}: finish_reason {gen.finish_reason!r} not in {FINISH_REASONS}"
+        )
+    bad = [lp for lp in gen.logprobs if not (math.isfinite(lp) and lp <= 1e-4)]
+    if bad:
+        raise PolicyContractError(f"{where}: log-probs must be finite and <= 0, got {bad[:3]}")
+
+
+# A script maps (request, decoded history) to the assistant's next text.
+ScriptFn = Callable[[GenerationRequest, str], str]
+
+
+@dataclass
+class ScriptedPolicy:
+    """A policy with fixed outputs, so environments and the rollout are testable without a model.
+
+    `script` is either a list of texts (turn k of every episode says `script[k]`) or a
+    function `(request, history_text) -> text`. Each text is tokenized and treated like a
+    sample: cut right after the first stop string (finish "stop"), otherwise followed by
+    the first stop token id (finish "stop"); longer than `max_new_tokens` is cut there
+    (finish "length"). Every token gets log-prob `logprob`. `calls` records each batch.
+    """
+
+    tokenizer: Tokenizer
+    script: Sequence[str] | ScriptFn
+    logprob: float = 0.0
+    calls: list[list[GenerationRequest]] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.tokenizer = as_tokenizer(self.tokenizer)
+        if not (math.isfinite(self.logprob) and self.logprob <= 0):
+            raise ValueError(f"logprob must be finite and <= 0, got {self.logprob}")
+
+    def _text(self, request: GenerationRequest) -> str:
+        if callable(self.script):
+            return self.script(request, self.tokenizer.decode(request.tokens))
+        if request.turn >= len(self.script):
+            raise IndexError(
+                f"script has {len(self.script)} turns; episode {request.episode_id!r} asked for "
+                f"turn {request.turn}"
+            )
+        return self.script[request.turn]
+
+    def _sample(self, request: GenerationRequest) -> Generation:
+        text = self._text(request)
+        cuts = [text.find(s) + len(s) for s in request.stop_strings if s in text]
+        if cuts:
+            ids, reason = self.tokenizer.encode(text[: min(cuts)]), "stop"
+        else:
+            ids, reason = self.tokenizer.encode(text) + list(request.stop_token_ids[:1]), "stop"
+        if len(ids) > request.max_new_tokens:
+            ids, reason = ids[: request.max_new_tokens], "length"
+        return Generation(ids, [self.logprob] * len(ids), reason)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.calls.append(list(requests))
+        return [self._sample(r) for r in requests]
+
+    def release(self, episode_ids: Sequence[str]) -> None:
+        self.released.extend(episode_ids)
