@@ -1,0 +1,103 @@
+"""RL core: pure array functions for advantages, policy/value/KL/entropy losses and DPO.
+
+Nothing here knows about models: every function takes arrays shaped like the
+EpisodeBatch of DESIGN.md and returns arrays, so a new loss can be prototyped in
+a notebook on synthetic data. Variants are selected by name through registries:
+
+    ADVANTAGES      advantage estimators   (AdvantageConfig.estimator)
+    POLICY_LOSSES   policy losses          (LossConfig.policy_loss)
+    KL_ESTIMATORS   k1 / k2 / k3           (LossConfig.kl_estimator)
+    AGGREGATIONS    loss aggregation modes (LossConfig.aggregation)
+"""
+
+from agentic_rl.rl.advantages import (
+    ADVANTAGES,
+    AdvantageConfig,
+    GroupStats,
+    broadcast_turns_to_tokens,
+    compute_advantages,
+    dense_group_ranks,
+    discounted_returns,
+    effective_turn_rewards,
+    episode_returns,
+    fold_token_rewards,
+    gather_at_turn_ends,
+    group_stats,
+    masked_gae,
+    place_turn_values,
+    present_turns,
+    whiten,
+)
+from agentic_rl.rl.dpo import (
+    DPOConfig,
+    PreferencePairs,
+    build_preference_pairs,
+    dpo_loss,
+    dpo_loss_from_pairs,
+    sequence_logprobs,
+)
+from agentic_rl.rl.losses import (
+    AGGREGATIONS,
+    KL_ESTIMATORS,
+    POLICY_LOSSES,
+    LossConfig,
+    aggregate,
+    clipped_surrogate,
+    compute_policy_loss,
+    entropy_from_logits,
+    entropy_loss,
+    finalize,
+    kl_loss,
+    kl_penalty_rewards,
+    kl_per_token,
+    log_ratio,
+    logprobs_from_logits,
+    masked_mean,
+    safe_div,
+    value_loss,
+)
+from agentic_rl.rl.registry import Registry
+
+__all__ = [
+    "ADVANTAGES",
+    "AGGREGATIONS",
+    "KL_ESTIMATORS",
+    "POLICY_LOSSES",
+    "AdvantageConfig",
+    "DPOConfig",
+    "GroupStats",
+    "LossConfig",
+    "PreferencePairs",
+    "Registry",
+    "aggregate",
+    "broadcast_turns_to_tokens",
+    "build_preference_pairs",
+    "clipped_surrogate",
+    "compute_advantages",
+    "compute_policy_loss",
+    "dense_group_ranks",
+    "discounted_returns",
+    "dpo_loss",
+    "dpo_loss_from_pairs",
+    "effective_turn_rewards",
+    "entropy_from_logits",
+    "entropy_loss",
+    "episode_returns",
+    "finalize",
+    "fold_token_rewards",
+    "gather_at_turn_ends",
+    "group_stats",
+    "kl_loss",
+    "kl_penalty_rewards",
+    "kl_per_token",
+    "log_ratio",
+    "logprobs_from_logits",
+    "masked_gae",
+    "masked_mean",
+    "place_turn_values",
+    "present_turns",
+    "safe_div",
+    "sequence_logprobs",
+    "value_loss",
+    "whiten",
+]

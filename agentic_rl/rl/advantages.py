@@ -1,0 +1,607 @@
+"""Returns and advantages for multi-turn episodes laid out as one token row.
+
+Inputs follow the EpisodeBatch contract of DESIGN.md:
+
+    loss_mask    bool  [B, T]  True only on tokens the policy sampled ("action tokens")
+    turn_index   int32 [B, T]  turn of each token (only read on action tokens)
+    turn_end     int32 [B, K]  position of the last sampled token of turn k; -1 = no turn k
+    turn_rewards f32   [B, K]  reward received after turn k
+    group_id     int32 [B]     episodes that share a task (any integers, not necessarily dense)
+
+Conventions shared by every estimator in this module:
+
+* Rewards sit at turn ends. Credit assignment is the choice of estimator, never
+  baked into the data.
+* A turn is *present* iff ``turn_end[b, k] >= 0``. Rewards of absent ("empty")
+  turns are ignored: no action exists to credit them to. Absent turns are skipped
+  by the across-turn discount (the return of turn k bootstraps from the next
+  *present* turn), the turn-level analogue of GAE skipping observation tokens.
+* Only action tokens carry advantages: outputs are 0 wherever ``loss_mask`` is 0,
+  whatever ``turn_index`` says there.
+* Every registered estimator has the keyword-only signature::
+
+      fn(*, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg,
+         values=None, token_rewards=None) -> (advantages [B, T], returns [B, T])
+
+  ``returns`` are value targets for critic-based estimators and the raw
+  (un-normalised) return each token was credited with otherwise.
+  ``token_rewards`` [B, T] (e.g. a KL penalty from ``losses.kl_penalty_rewards``)
+  is added per token by token-level estimators and summed into its turn's reward
+  by turn- and episode-level ones.
+* Float hyperparameters live in ``AdvantageConfig`` as pytree leaves, so they can
+  be traced: a sweep can ``jax.vmap`` over ``cfg.replace(gamma=g)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from agentic_rl.rl.registry import Registry
+
+Array = jax.Array
+
+ADVANTAGES = Registry("advantage estimator")
+
+LEVELS = ("outcome", "turn")
+WEIGHTINGS = ("token", "rollout")
+
+
+@struct.dataclass
+class AdvantageConfig:
+    """Advantage hyperparameters.
+
+    Static (part of the jit cache key):
+      estimator         a name in ``ADVANTAGES``
+      level             read by grpo, dr_grpo and rloo: "outcome" compares one scalar
+                        per episode; "turn" compares the return-to-go of turn k with
+                        turn k of the other episodes of the group
+      whiten            whiten the final advantages over the batch
+      whiten_weighting  "token": every action token weighs the same; "rollout": every
+                        episode weighs the same, so long episodes do not dominate the
+                        batch statistics (used by ``whiten`` and REINFORCE++)
+
+    Traced floats: ``gamma``/``lam`` discount and GAE lambda per token,
+    ``turn_gamma``/``turn_lam`` the same across turns, ``eps`` in std divisions.
+    """
+
+    estimator: str = struct.field(pytree_node=False, default="grpo")
+    level: str = struct.field(pytree_node=False, default="outcome")
+    whiten: bool = struct.field(pytree_node=False, default=False)
+    whiten_weighting: str = struct.field(pytree_node=False, default="token")
+    gamma: float = 1.0
+    lam: float = 0.95
+    turn_gamma: float = 1.0
+    turn_lam: float = 0.95
+    eps: float = 1e-6
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def masked_gae(
+    rewards: Array,
+    values: Array,
+    valid: Array,
+    gamma: float | Array,
+    lam: float | Array,
+    cut: Array | None = None,
+) -> Array:
+    """Generalised advantage estimation along the last axis, over valid positions only.
+
+    A reverse ``lax.scan``. Invalid positions are transparent: the carry (the next
+    valid position's value and advantage) passes through them unchanged and they
+    output 0, so the TD error of the last valid position before a gap bootstraps
+    from the first valid position after it. This is why GAE on a multi-turn row
+    skips observation tokens: the environment's tokens are not actions of the
+    policy, so no value or TD error belongs to them and the Markov chain of
+    decisions runs from one action token to the next.
+
+    ``cut[..., t]`` (bool, read only where valid) ends an episode segment after t:
+    the next value and advantage are treated as 0 there (used by bi-level GAE to
+    keep token-level GAE inside a turn). The value after the last valid position is 0.
+
+    Recurrence over valid positions i (next valid position i+1):
+        delta_i = r_i + gamma * V_{i+1} - V_i
+        A_i     = delta_i + gamma * lam * A_{i+1}
+    """
+    rewards = jnp.asarray(rewards)
+    dtype = jnp.result_type(rewards.dtype, jnp.float32)
+    rewards = rewards.astype(dtype)
+    values = jnp.asarray(values, dtype)
+    valid = jnp.asarray(valid, bool)
+    cut = jnp.zeros_like(valid) if cut is None else jnp.asarray(cut, bool)
+    gamma = jnp.asarray(gamma, dtype)
+    lam = jnp.asarray(lam, dtype)
+
+    def step(carry, x):
+        next_value, next_adv = carry
+        r, v, m, c = x
+        nv = jnp.where(c, 0.0, next_value)
+        na = jnp.where(c, 0.0, next_adv)
+        adv = r + gamma * nv - v + gamma * lam * na
+        carry = (jnp.where(m, v, next_value), jnp.where(m, adv, next_adv))
+        return carry, jnp.where(m, adv, 0.0)
+
+    xs = tuple(jnp.moveaxis(a, -1, 0) for a in (rewards, values, valid, cut))
+    zeros = jnp.zeros(rewards.shape[:-1], dtype)
+    _, adv = jax.lax.scan(step, (zeros, zeros), xs, reverse=True)
+    return jnp.moveaxis(adv, 0, -1)
+
+
+def discounted_returns(
+    rewards: Array, valid: Array, gamma: float | Array, cut: Array | None = None
+) -> Array:
+    """Reward-to-go over valid positions of the last axis: G_i = r_i + gamma * G_{i+1}.
+
+    Monte-Carlo returns are GAE with V = 0 and lambda = 1.
+    """
+    return masked_gae(rewards, jnp.zeros_like(rewards), valid, gamma, 1.0, cut)
+
+
+def present_turns(turn_end: Array) -> Array:
+    """bool [B, K]: which turns exist (turn_end >= 0)."""
+    return turn_end >= 0
+
+
+def place_turn_values(turn_values: Array, turn_end: Array, seq_len: int) -> Array:
+    """Scatters per-turn values [B, K] onto their turn-end token positions -> [B, T].
+
+    Absent turns contribute nothing. Used to put turn rewards where DESIGN.md says
+    they sit: on the last sampled token of the turn.
+    """
+    present = present_turns(turn_end)
+    rows = jnp.arange(turn_end.shape[0])[:, None]
+    cols = jnp.where(present, turn_end, 0)
+    vals = jnp.where(present, turn_values, 0)
+    return jnp.zeros((turn_end.shape[0], seq_len), vals.dtype).at[rows, cols].add(vals)
+
+
+def gather_at_turn_ends(token_values: Array, turn_end: Array) -> Array:
+    """Reads token_values [B, T] at each turn's end -> [B, K] (0 for absent turns)."""
+    present = present_turns(turn_end)
+    idx = jnp.where(present, turn_end, 0)
+    return jnp.where(present, jnp.take_along_axis(token_values, idx, axis=1), 0)
+
+
+def broadcast_turns_to_tokens(turn_values: Array, turn_index: Array, loss_mask: Array) -> Array:
+    """Gives every action token the value of its turn: [B, K] -> [B, T].
+
+    Non-action tokens, and action tokens whose turn_index is outside [0, K), get 0.
+    """
+    num_turns = turn_values.shape[1]
+    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
+    idx = jnp.clip(turn_index, 0, num_turns - 1)
+    return jnp.where(ok, jnp.take_along_axis(turn_values, idx, axis=1), 0)
+
+
+def fold_token_rewards(
+    token_rewards: Array, turn_index: Array, loss_mask: Array, num_turns: int
+) -> Array:
+    """Sums per-token rewards of the action tokens of each turn: [B, T] -> [B, K]."""
+    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
+    rows = jnp.arange(token_rewards.shape[0])[:, None]
+    cols = jnp.where(ok, turn_index, 0)
+    vals = jnp.where(ok, token_rewards, 0)
+    return jnp.zeros((token_rewards.shape[0], num_turns), vals.dtype).at[rows, cols].add(vals)
+
+
+def effective_turn_rewards(
+    turn_rewards: Array,
+    turn_end: Array,
+    turn_index: Array,
+    loss_mask: Array,
+    token_rewards: Array | None = None,
+) -> Array:
+    """Turn rewards with absent turns zeroed and token rewards folded into their turns."""
+    r = jnp.where(present_turns(turn_end), turn_rewards, 0).astype(jnp.float32)
+    if token_rewards is not None:
+        r = r + fold_token_rewards(token_rewards, turn_index, loss_mask, turn_rewards.shape[1])
+    return jnp.where(present_turns(turn_end), r, 0)
+
+
+def episode_returns(turn_rewards: Array, turn_end: Array, gamma: float | Array = 1.0) -> Array:
+    """Discounted return of each episode from its first present turn -> [B].
+
+    G = sum_k gamma^(number of present turns before k) * r_k over present turns.
+    With gamma = 1 this is the plain sum of the episode's turn rewards.
+    """
+    present = present_turns(turn_end)
+    r = jnp.where(present, turn_rewards, 0).astype(jnp.float32)
+    steps = (jnp.cumsum(present, axis=1) - 1).astype(jnp.float32)
+    disc = jnp.power(jnp.asarray(gamma, jnp.float32), jnp.maximum(steps, 0.0))
+    return jnp.sum(jnp.where(present, disc * r, 0), axis=1)
+
+
+def dense_group_ranks(group_id: Array) -> Array:
+    """Maps arbitrary group ids to 0..G-1 (in sorted id order), so segment ops can use
+    a static ``num_segments = B`` whatever integers the rollout used as ids."""
+    order = jnp.argsort(group_id, stable=True)
+    s = group_id[order]
+    new = jnp.concatenate([jnp.zeros((1,), bool), s[1:] != s[:-1]])
+    ranks_sorted = jnp.cumsum(new).astype(jnp.int32)
+    return jnp.zeros(group_id.shape, jnp.int32).at[order].set(ranks_sorted)
+
+
+class GroupStats(NamedTuple):
+    """Per-element statistics of the element's group, gathered back to x's shape."""
+
+    count: Array  # members of the group that are valid in this column
+    mean: Array
+    std: Array  # unbiased (n - 1) standard deviation; 0 for groups of one
+    spread: Array  # bool: valid and the group's values are not all identical
+
+
+def group_stats(x: Array, valid: Array, group_id: Array) -> GroupStats:
+    """Statistics of x [B, C] within each (group, column) over valid entries.
+
+    ``spread`` is computed from the group max and min, which are exact: the mean of
+    identical floats can be off by an ulp, and (x - mean) / (std + eps) would turn
+    that rounding into an advantage of ~1e-2. Estimators use ``spread`` to return an
+    exact 0 for groups without signal.
+    """
+    num = x.shape[0]
+    rank = dense_group_ranks(group_id)
+    v = valid.astype(x.dtype)
+    n_group = jax.ops.segment_sum(v, rank, num)
+    n = n_group[rank]
+    mean = (jax.ops.segment_sum(x * v, rank, num) / jnp.maximum(n_group, 1))[rank]
+    c = jnp.where(valid, x - mean, 0)
+    ss = jax.ops.segment_sum(c * c, rank, num)[rank]
+    std = jnp.sqrt(jnp.where(n > 1, ss / jnp.maximum(n - 1, 1), 0))
+    gmax = jax.ops.segment_max(jnp.where(valid, x, -jnp.inf), rank, num)[rank]
+    gmin = jax.ops.segment_min(jnp.where(valid, x, jnp.inf), rank, num)[rank]
+    return GroupStats(n, mean, std, valid & (gmax > gmin))
+
+
+def whiten(x: Array, mask: Array, *, weighting: str = "token", eps: float | Array = 1e-6) -> Array:
+    """Normalises x to zero mean / unit std over the masked entries of the whole batch.
+
+    ``weighting="token"`` gives every action token the same weight (REINFORCE++ as
+    published). ``weighting="rollout"`` gives every episode (row) the same total
+    weight, 1/n_tokens per token, so a few long episodes cannot dominate the batch
+    mean and std. Returns 0 where mask is 0, and exact 0 everywhere if all masked
+    values are identical.
+    """
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"unknown whiten weighting {weighting!r}; valid names: token, rollout")
+    x = x.astype(jnp.float32)
+    m = mask.astype(jnp.float32)
+    if weighting == "token":
+        w = m
+    else:
+        w = m / jnp.maximum(m.sum(axis=-1, keepdims=True), 1)
+    total = jnp.maximum(w.sum(), 1e-12)
+    mu = jnp.sum(w * x) / total
+    var = jnp.sum(w * jnp.square(x - mu)) / total
+    xmax = jnp.max(jnp.where(mask, x, -jnp.inf))
+    xmin = jnp.min(jnp.where(mask, x, jnp.inf))
+    return jnp.where(mask & (xmax > xmin), (x - mu) / (jnp.sqrt(var) + eps), 0)
+
+
+def _prep(turn_rewards, turn_end, turn_index, loss_mask, group_id):
+    """Converts the EpisodeBatch fields to jax arrays and checks their shapes agree."""
+    turn_rewards = jnp.asarray(turn_rewards, jnp.float32)
+    turn_end = jnp.asarray(turn_end, jnp.int32)
+    turn_index = jnp.asarray(turn_index, jnp.int32)
+    loss_mask = jnp.asarray(loss_mask, bool)
+    group_id = jnp.asarray(group_id)
+    if loss_mask.shape != turn_index.shape or loss_mask.ndim != 2:
+        raise ValueError(
+            f"loss_mask {loss_mask.shape} and turn_index {turn_index.shape} must both be [B, T]"
+        )
+    if turn_end.shape != turn_rewards.shape or turn_end.ndim != 2:
+        raise ValueError(
+            f"turn_end {turn_end.shape} and turn_rewards {turn_rewards.shape} must both be [B, K]"
+        )
+    if not (loss_mask.shape[0] == turn_end.shape[0] == group_id.shape[0]) or group_id.ndim != 1:
+        raise ValueError(
+            "batch sizes differ: loss_mask "
+            f"{loss_mask.shape}, turn_end {turn_end.shape}, group_id {group_id.shape}"
+        )
+    return turn_rewards, turn_end, turn_index, loss_mask, group_id
+
+
+def _require_values(values: Array | None, loss_mask: Array, name: str) -> Array:
+    if values is None:
+        raise ValueError(f"advantage estimator {name!r} needs critic values [B, T]")
+    values = jnp.asarray(values, jnp.float32)
+    if values.shape != loss_mask.shape:
+        raise ValueError(f"values {values.shape} must match loss_mask {loss_mask.shape}")
+    return values
+
+
+def _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards) -> Array:
+    """Turn rewards placed at turn ends plus optional per-token rewards on action tokens."""
+    r = place_turn_values(turn_rewards.astype(jnp.float32), turn_end, loss_mask.shape[1])
+    if token_rewards is not None:
+        r = r + jnp.where(loss_mask, jnp.asarray(token_rewards, jnp.float32), 0)
+    return r
+
+
+# ----------------------------------------------------------------------------- critic-based
+
+
+@ADVANTAGES.register("gae")
+def gae(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """Token-level GAE with a critic (PPO).
+
+    Each action token is a step of the MDP. Turn rewards sit on the turn's last
+    sampled token; the TD error of that token bootstraps (across the observation
+    tokens that follow) from the value of the first action token of the next
+    turn, and the episode ends after its last action token (V = 0). Uses
+    ``cfg.gamma`` and ``cfg.lam``; returns = advantages + values (value targets).
+    """
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    values = _require_values(values, loss_mask, "gae")
+    r = _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards)
+    adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam)
+    return adv, jnp.where(loss_mask, adv + values, 0)
+
+
+def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg):
+    r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
+    v_turn = gather_at_turn_ends(values, turn_end)
+    a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam)
+    return a_turn, v_turn
+
+
+@ADVANTAGES.register("turn_gae")
+def turn_gae(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """Turn-level GAE: one MDP step per turn, every token of the turn shares its advantage.
+
+    The critic's value of turn k is its value at the turn's last sampled token,
+    V_k = values[turn_end[k]]; then over present turns
+    delta_k = r_k + turn_gamma * V_{k+1} - V_k and A_k = delta_k + turn_gamma *
+    turn_lam * A_{k+1}. This is the utterance-level critic of ArCHer (Zhou et al.,
+    2024) without its token-level actor refinement; ``bilevel_gae`` adds that.
+    Returns (value targets) are A_k + V_k on every token of the turn.
+    """
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    values = _require_values(values, loss_mask, "turn_gae")
+    a_turn, v_turn = _turn_level_gae(
+        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg
+    )
+    adv = broadcast_turns_to_tokens(a_turn, turn_index, loss_mask)
+    ret = broadcast_turns_to_tokens(a_turn + v_turn, turn_index, loss_mask)
+    return adv, ret
+
+
+@ADVANTAGES.register("bilevel_gae")
+def bilevel_gae(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """Bi-level GAE: turn-level GAE across turns, then token-level GAE within each turn.
+
+    The hierarchical credit assignment of ArCHer (Zhou et al., 2024) as the
+    "bi-level GAE" of multi-turn agent RL (e.g. VAGEN, Wang et al., 2025). Definition:
+
+    1. Turn level (as ``turn_gae``): V_k = values[turn_end[k]],
+       A^turn_k = GAE(turn rewards, V_k; turn_gamma, turn_lam) over present turns,
+       and the turn's target return R_k = A^turn_k + V_k.
+    2. Token level: each turn is its own segment whose only reward, R_k, sits on its
+       last token and after which nothing is bootstrapped. Token GAE with
+       (gamma, lam) inside the segment gives, at the last token,
+       delta = R_k - V_end = A^turn_k, and earlier tokens see it discounted by
+       gamma * lam plus the critic's within-turn TD errors.
+
+    So turn-level discounting (how far rewards propagate across turns) and
+    token-level discounting (how credit spreads inside one utterance) are set
+    independently. Returns = advantages + values.
+    """
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    values = _require_values(values, loss_mask, "bilevel_gae")
+    a_turn, v_turn = _turn_level_gae(
+        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg
+    )
+    seq_len = loss_mask.shape[1]
+    r = place_turn_values(a_turn + v_turn, turn_end, seq_len)
+    cut = place_turn_values(jnp.ones_like(a_turn), turn_end, seq_len) > 0
+    adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam, cut=cut)
+    return adv, jnp.where(loss_mask, adv + values, 0)
+
+
+# ----------------------------------------------------------------------------- critic-free
+
+
+@ADVANTAGES.register("mc_returns")
+def mc_returns(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """Monte-Carlo discounted return per turn, as the advantage of every token of the turn.
+
+    G_k = r_k + turn_gamma * G_{k+1} over present turns (REINFORCE without a
+    baseline, with per-turn credit: a turn is credited only with rewards received
+    after it, not with earlier ones).
+    """
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
+    g = discounted_returns(r_turn, present_turns(turn_end), cfg.turn_gamma)
+    ret = broadcast_turns_to_tokens(g, turn_index, loss_mask)
+    return ret, ret
+
+
+def _group_scores(turn_rewards, turn_end, turn_index, loss_mask, token_rewards, cfg):
+    """The scalar(s) a group-relative estimator compares: x [B, C], valid [B, C].
+
+    level="outcome": C = 1, the episode's discounted return (sum of turn rewards
+    when turn_gamma = 1); episodes without any present turn take no part.
+    level="turn": C = K, the return-to-go from turn k; turn k of an episode is
+    compared with turn k of the other episodes of its group that have a turn k.
+    """
+    r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
+    present = present_turns(turn_end)
+    if cfg.level == "outcome":
+        g = discounted_returns(r_turn, present, cfg.turn_gamma)
+        first = jnp.argmax(present, axis=1)[:, None]
+        return jnp.take_along_axis(g, first, axis=1), jnp.any(present, axis=1, keepdims=True)
+    if cfg.level == "turn":
+        return discounted_returns(r_turn, present, cfg.turn_gamma), present
+    raise ValueError(f"unknown advantage level {cfg.level!r}; valid names: {', '.join(LEVELS)}")
+
+
+def _scores_to_tokens(x, turn_index, loss_mask, level):
+    if level == "outcome":
+        return jnp.where(loss_mask, x[:, :1], 0)
+    return broadcast_turns_to_tokens(x, turn_index, loss_mask)
+
+
+def _group_estimator(name, adv_fn):
+    def estimator(
+        *,
+        turn_rewards,
+        turn_end,
+        turn_index,
+        loss_mask,
+        group_id,
+        cfg,
+        values=None,
+        token_rewards=None,
+    ):
+        turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+            turn_rewards, turn_end, turn_index, loss_mask, group_id
+        )
+        x, valid = _group_scores(turn_rewards, turn_end, turn_index, loss_mask, token_rewards, cfg)
+        a = adv_fn(x, group_stats(x, valid, group_id), cfg)
+        adv = _scores_to_tokens(a, turn_index, loss_mask, cfg.level)
+        return adv, _scores_to_tokens(x, turn_index, loss_mask, cfg.level)
+
+    estimator.__name__ = name
+    return estimator
+
+
+def _grpo(x, st: GroupStats, cfg):
+    return jnp.where(st.spread, (x - st.mean) / (st.std + cfg.eps), 0)
+
+
+def _dr_grpo(x, st: GroupStats, cfg):
+    return jnp.where(st.spread, x - st.mean, 0)
+
+
+def _rloo(x, st: GroupStats, cfg):
+    # mean of the *other* members: r_i - (S - r_i)/(n-1) = n/(n-1) * (r_i - mean)
+    return jnp.where(st.spread, st.count / jnp.maximum(st.count - 1, 1) * (x - st.mean), 0)
+
+
+grpo = ADVANTAGES.register("grpo", _group_estimator("grpo", _grpo))
+grpo.__doc__ = """GRPO (Shao et al., 2024): (r - group mean) / (group std + eps).
+
+The std is the unbiased (n - 1) one, as in TRL and verl. Groups whose rewards
+are all identical carry no signal and get exactly 0. ``cfg.level`` picks
+outcome-level or per-turn comparison (see ``_group_scores``)."""
+
+dr_grpo = ADVANTAGES.register("dr_grpo", _group_estimator("dr_grpo", _dr_grpo))
+dr_grpo.__doc__ = """Dr.GRPO (Liu et al., 2025): r - group mean, no std division.
+
+Dividing by the group std up-weights groups whose rewards barely differ (too
+easy or too hard prompts), a difficulty bias; Dr.GRPO drops it. Its other half,
+no length normalisation, is the ``seq_sum_const`` loss aggregation."""
+
+rloo = ADVANTAGES.register("rloo", _group_estimator("rloo", _rloo))
+rloo.__doc__ = """RLOO (Ahmadian et al., 2024): r_i - mean of the other members of the group.
+
+The leave-one-out baseline is independent of the episode it scores, so the
+estimator stays unbiased. Groups of one, and identical rewards, give 0."""
+
+
+def _reinforce_pp(
+    turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, baseline: bool
+):
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    r = _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards)
+    g = discounted_returns(r, loss_mask, cfg.gamma)
+    adv = g
+    if baseline:
+        has_tokens = jnp.any(loss_mask, axis=1)
+        first = jnp.argmax(loss_mask, axis=1)[:, None]
+        x = jnp.take_along_axis(g, first, axis=1)  # episode return seen from its first token
+        st = group_stats(x, has_tokens[:, None], group_id)
+        # Identical group returns: subtract the episode's own return (exact 0 signal).
+        b = jnp.where(st.spread, st.mean, x)
+        adv = jnp.where(loss_mask, g - b, 0)
+    return whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps), g
+
+
+@ADVANTAGES.register("reinforce_pp")
+def reinforce_pp(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """REINFORCE++ (Hu, 2025): token-level reward-to-go, whitened over the batch.
+
+    G_t = sum of rewards (turn rewards at turn ends + ``token_rewards``, typically
+    a KL penalty) at action tokens from t on, discounted by ``cfg.gamma`` per
+    action token; then (G - mean) / std over all action tokens of the batch
+    (``cfg.whiten_weighting``). The batch-level baseline replaces a critic.
+    """
+    return _reinforce_pp(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, False
+    )
+
+
+@ADVANTAGES.register("reinforce_pp_baseline")
+def reinforce_pp_baseline(
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+):
+    """REINFORCE++-baseline: reward-to-go minus the group-mean episode return, then
+    whitened over the batch. The group mean removes per-prompt difficulty before the
+    batch normalisation sets the scale."""
+    return _reinforce_pp(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, True
+    )
+
+
+# ----------------------------------------------------------------------------- entry point
+
+
+def _field(batch: Any, name: str) -> Any:
+    if isinstance(batch, dict):
+        return batch[name]
+    return getattr(batch, name)
+
+
+def compute_advantages(
+    batch: Any,
+    cfg: AdvantageConfig,
+    *,
+    values: Array | None = None,
+    token_rewards: Array | None = None,
+) -> tuple[Array, Array]:
+    """Runs the estimator named by ``cfg.estimator`` on an EpisodeBatch-like object.
+
+    ``batch`` is anything with the fields turn_rewards, turn_end, turn_index,
+    loss_mask and group_id (an EpisodeBatch, a dict, a namespace). If ``cfg.whiten``,
+    the advantages are then whitened over the batch with ``cfg.whiten_weighting``.
+    Returns (advantages [B, T], returns [B, T]).
+    """
+    fn = ADVANTAGES.get(cfg.estimator)
+    loss_mask = jnp.asarray(_field(batch, "loss_mask"), bool)
+    adv, ret = fn(
+        turn_rewards=jnp.asarray(_field(batch, "turn_rewards")),
+        turn_end=jnp.asarray(_field(batch, "turn_end")),
+        turn_index=jnp.asarray(_field(batch, "turn_index")),
+        loss_mask=loss_mask,
+        group_id=jnp.asarray(_field(batch, "group_id")),
+        cfg=cfg,
+        values=values,
+        token_rewards=token_rewards,
+    )
+    if cfg.whiten:
+        adv = whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps)
+    return adv, ret

@@ -1,0 +1,464 @@
+"""Policy, value, KL and entropy losses on token arrays, and their aggregation.
+
+Every loss here returns ``(loss_sum, denominator, metrics)`` rather than a mean.
+The loss of a batch is ``loss_sum / denominator``; summing both over micro-batches
+before dividing makes gradient accumulation exact (a mean of micro-batch means is
+not the batch mean when micro-batches hold different numbers of tokens).
+``finalize(loss_sum, denominator)`` does the safe division. Metrics are means over
+the micro-batch's action tokens (ratios, clip fractions, ...), for logging.
+
+All policy losses share one signature::
+
+    fn(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None)
+        -> (loss_sum, denominator, metrics)
+
+with float [B, T] ``logprobs`` (current policy, differentiated), ``sample_logprobs``
+(the behaviour policy the tokens were sampled from, or the pre-update policy in
+multi-epoch PPO), ``advantages`` and bool ``mask`` (the loss_mask), and a
+``LossConfig``. ``turn_index`` is only read by losses with per-turn structure
+(GSPO at ``gspo_level="turn"``). Register a new one with
+``@POLICY_LOSSES.register("name")``; ``LossConfig(policy_loss="name")`` selects it.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from agentic_rl.rl.registry import Registry
+
+Array = jax.Array
+
+POLICY_LOSSES = Registry("policy loss")
+AGGREGATIONS = Registry("loss aggregation")
+KL_ESTIMATORS = Registry("KL estimator")
+
+# exp() of a log-ratio beyond this overflows float32 or is meaningless anyway.
+MAX_LOG_RATIO = 20.0
+
+
+@struct.dataclass
+class LossConfig:
+    """Loss hyperparameters.
+
+    Static (names, part of the jit cache key): ``policy_loss`` (in POLICY_LOSSES),
+    ``aggregation`` (in AGGREGATIONS), ``kl_estimator`` (in KL_ESTIMATORS),
+    ``gspo_level`` ("sequence" or "turn").
+
+    Traced floats (pytree leaves, so a sweep can vmap over them):
+      clip_eps                    symmetric PPO / dual-clip ratio clip
+      clip_eps_low, clip_eps_high asymmetric clip (DAPO clip-higher: 0.2, 0.28)
+      dual_clip_c                 dual-clip bound on the loss for negative advantages
+      gspo_eps_low, gspo_eps_high GSPO clip on the sequence ratio (paper: 3e-4, 4e-4)
+      cispo_eps_low, cispo_eps_high  CISPO clip of the stop-gradient IS weight
+      tis_cap                     truncated-IS cap on the stop-gradient weight
+      value_clip_eps              clip of the value update around the old values
+      loss_norm_const             Dr.GRPO's constant per-sequence denominator
+                                  (set it to the generation budget, max new tokens)
+    """
+
+    policy_loss: str = struct.field(pytree_node=False, default="ppo")
+    aggregation: str = struct.field(pytree_node=False, default="token_mean")
+    kl_estimator: str = struct.field(pytree_node=False, default="k3")
+    gspo_level: str = struct.field(pytree_node=False, default="sequence")
+    clip_eps: float = 0.2
+    clip_eps_low: float = 0.2
+    clip_eps_high: float = 0.28
+    dual_clip_c: float = 3.0
+    gspo_eps_low: float = 3e-4
+    gspo_eps_high: float = 4e-4
+    cispo_eps_low: float = 1.0
+    cispo_eps_high: float = 1.0
+    tis_cap: float = 2.0
+    value_clip_eps: float = 0.2
+    loss_norm_const: float = 1.0
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def safe_div(num: Array, den: Array) -> Array:
+    """num / den, and 0 where den == 0, with finite gradients (double-where)."""
+    ok = den > 0
+    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
+
+
+def finalize(loss_sum: Array, denominator: Array) -> Array:
+    """The loss value: loss_sum / denominator (0 for an empty batch)."""
+    return safe_div(loss_sum, denominator)
+
+
+def masked_mean(x: Array, mask: Array) -> Array:
+    """Mean of x over mask (0 if the mask is empty)."""
+    m = mask.astype(jnp.float32)
+    return safe_div(jnp.sum(jnp.where(mask, x, 0) * m), jnp.sum(m))
+
+
+def _masked_max(x: Array, mask: Array) -> Array:
+    return jnp.where(jnp.any(mask), jnp.max(jnp.where(mask, x, -jnp.inf)), 0)
+
+
+def _masked_min(x: Array, mask: Array) -> Array:
+    return jnp.where(jnp.any(mask), jnp.min(jnp.where(mask, x, jnp.inf)), 0)
+
+
+def log_ratio(logprobs: Array, sample_logprobs: Array, mask: Array) -> Array:
+    """log(pi / pi_sample) on action tokens, 0 elsewhere, clipped to +-MAX_LOG_RATIO.
+
+    Masking before the subtraction keeps padding (where log-probs may be -inf or
+    garbage) out of both the forward values and the gradients.
+    """
+    lr = jnp.where(mask, logprobs - sample_logprobs, 0.0)
+    return jnp.clip(lr, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+
+
+def logprobs_from_logits(logits: Array, targets: Array) -> Array:
+    """log softmax(logits)[targets]: [..., V], int [...] -> [...]. Alignment of logits
+    with targets (the usual shift by one) is the caller's business."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
+
+
+def entropy_from_logits(logits: Array) -> Array:
+    """Entropy of softmax(logits) over the last axis; handles -inf (banned) logits."""
+    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    p = jnp.exp(logp)
+    return -jnp.sum(jnp.where(p > 0, p * jnp.where(p > 0, logp, 0), 0), axis=-1)
+
+
+def _ratio_metrics(lr: Array, mask: Array) -> dict[str, Array]:
+    ratio = jnp.exp(lr)
+    return {
+        # KL(pi_sample || pi) by the k3 estimator on the sampled tokens (Schulman 2020).
+        "approx_kl": masked_mean(jnp.expm1(lr) - lr, mask),
+        "ratio_mean": masked_mean(ratio, mask),
+        "ratio_max": _masked_max(ratio, mask),
+        "ratio_min": _masked_min(ratio, mask),
+    }
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+
+@AGGREGATIONS.register("token_mean")
+def token_mean(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
+    """Mean over every action token of the batch (DAPO's token-level loss): each token
+    weighs the same, so an episode's weight grows with its length. Per-episode means
+    would instead shrink the per-token gradient of long episodes."""
+    m = mask.astype(jnp.float32)
+    return jnp.sum(jnp.where(mask, per_token, 0)), jnp.sum(m)
+
+
+@AGGREGATIONS.register("seq_mean_token_mean")
+def seq_mean_token_mean(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
+    """Mean over episodes of each episode's token mean (original GRPO): every episode
+    weighs the same whatever its length. Rows without action tokens are not counted."""
+    m = mask.astype(jnp.float32)
+    n = jnp.sum(m, axis=-1)
+    row = safe_div(jnp.sum(jnp.where(mask, per_token, 0), axis=-1), n)
+    return jnp.sum(row), jnp.sum(n > 0).astype(jnp.float32)
+
+
+@AGGREGATIONS.register("seq_mean_token_sum")
+def seq_mean_token_sum(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
+    """Mean over episodes of each episode's token sum (rows without tokens not counted)."""
+    n = jnp.sum(mask, axis=-1)
+    return jnp.sum(jnp.where(mask, per_token, 0)), jnp.sum(n > 0).astype(jnp.float32)
+
+
+@AGGREGATIONS.register("seq_sum_const")
+def seq_sum_const(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
+    """Token sums over a constant: sum / (B * cfg.loss_norm_const) (Dr.GRPO, Liu et al. 2025).
+
+    Why a constant: dividing each episode's loss by its own length gives the tokens
+    of long episodes smaller gradients, so for negative advantages long wrong
+    answers are penalised less per token and response length drifts upward. With a
+    denominator that does not depend on the sample (the generation budget) every
+    token's gradient has the same scale. Every row counts, even an empty one,
+    because the denominator must not depend on what was sampled.
+    """
+    num_rows = jnp.asarray(per_token.shape[0], jnp.float32)
+    return jnp.sum(jnp.where(mask, per_token, 0)), num_rows * cfg.loss_norm_const
+
+
+def aggregate(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
+    """(sum, denominator) of a per-token loss with the mode named by cfg.aggregation."""
+    return AGGREGATIONS.get(cfg.aggregation)(per_token, mask, cfg)
+
+
+def _finish(per_token: Array, mask: Array, cfg: LossConfig, metrics: dict[str, Array]):
+    loss_sum, denom = aggregate(per_token, mask, cfg)
+    metrics = {"loss": finalize(loss_sum, denom), **metrics}
+    return loss_sum, denom, metrics
+
+
+# ----------------------------------------------------------------------------- policy losses
+
+
+def clipped_surrogate(ratio: Array, advantages: Array, low: Array, high: Array):
+    """PPO's pessimistic surrogate, as a loss: -min(r A, clip(r, low, high) A).
+
+    Returns (per-token loss, bool where the clipped branch is the active one).
+    When the clipped branch is active the gradient is 0: the update already moved
+    the ratio far enough in the direction the advantage asks for.
+    """
+    unclipped = ratio * advantages
+    clipped = jnp.clip(ratio, low, high) * advantages
+    return -jnp.minimum(unclipped, clipped), clipped < unclipped
+
+
+def _ppo_like(logprobs, sample_logprobs, advantages, mask, cfg, low, high):
+    lr = log_ratio(logprobs, sample_logprobs, mask)
+    loss, is_clipped = clipped_surrogate(jnp.exp(lr), advantages, low, high)
+    metrics = {"clip_frac": masked_mean(is_clipped, mask), **_ratio_metrics(lr, mask)}
+    return loss, metrics, lr
+
+
+@POLICY_LOSSES.register("ppo")
+def ppo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """PPO clip (Schulman et al., 2017) with a symmetric range 1 +- cfg.clip_eps."""
+    loss, metrics, _ = _ppo_like(
+        logprobs, sample_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
+    )
+    return _finish(loss, mask, cfg, metrics)
+
+
+@POLICY_LOSSES.register("asym_clip")
+def asym_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """PPO clip with range [1 - clip_eps_low, 1 + clip_eps_high] (DAPO clip-higher, Yu et
+    al., 2025). A wider upper bound lets low-probability tokens with positive
+    advantage grow faster, which counters entropy collapse."""
+    loss, metrics, _ = _ppo_like(
+        logprobs,
+        sample_logprobs,
+        advantages,
+        mask,
+        cfg,
+        1 - cfg.clip_eps_low,
+        1 + cfg.clip_eps_high,
+    )
+    return _finish(loss, mask, cfg, metrics)
+
+
+@POLICY_LOSSES.register("dual_clip")
+def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """Dual-clip PPO (Ye et al., 2020): for A < 0 the loss is also capped at -c * A.
+
+    With a negative advantage PPO's min() keeps the unclipped r * A, which is
+    unbounded as the ratio grows: one stale, very off-policy token can dominate the
+    batch. The cap bounds it (and zeroes its gradient) beyond r = c.
+    """
+    loss, metrics, _ = _ppo_like(
+        logprobs, sample_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
+    )
+    capped = jnp.minimum(loss, -cfg.dual_clip_c * advantages)
+    is_dual = (advantages < 0) & (capped < loss)
+    loss = jnp.where(advantages < 0, capped, loss)
+    return _finish(loss, mask, cfg, {**metrics, "dual_clip_frac": masked_mean(is_dual, mask)})
+
+
+def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
+    """Mean of lr over the action tokens of each (row, segment), gathered back to [B, T].
+
+    segment_ids [B, T] are per-row labels in [0, T) (all 0 for whole sequences,
+    turn_index for turns).
+    """
+    num_rows, seq_len = lr.shape
+    seg = jnp.clip(segment_ids, 0, seq_len - 1) + seq_len * jnp.arange(num_rows)[:, None]
+    seg = seg.reshape(-1)
+    m = mask.astype(lr.dtype).reshape(-1)
+    total = jax.ops.segment_sum(lr.reshape(-1) * m, seg, num_rows * seq_len)
+    count = jax.ops.segment_sum(m, seg, num_rows * seq_len)
+    return safe_div(total, count)[seg].reshape(num_rows, seq_len)
+
+
+@POLICY_LOSSES.register("gspo")
+def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """GSPO (Zheng et al., 2025): clip a sequence-level ratio instead of token ratios.
+
+    s = exp(mean over the sequence's action tokens of log(pi / pi_sample)), the
+    length-normalised sequence likelihood ratio; with ``cfg.gspo_level="turn"`` one
+    ratio per turn (needs ``turn_index``), so a multi-turn episode is not clipped
+    as a whole because of one turn. Written in the GSPO-token form:
+    s_t = sg(s) * pi_t / sg(pi_t), whose value is s and whose gradient is
+    s * grad log pi_t, so advantages may vary per token; with constant advantages
+    per sequence and ``seq_mean_token_mean`` aggregation it is exactly GSPO.
+    Token ratios are noisy and their variance grows with length; the sequence
+    ratio matches the sequence-level reward, hence the much smaller clip range
+    (cfg.gspo_eps_low/high).
+    """
+    if cfg.gspo_level == "sequence":
+        segments = jnp.zeros(mask.shape, jnp.int32)
+    elif cfg.gspo_level == "turn":
+        if turn_index is None:
+            raise ValueError("gspo with gspo_level='turn' needs turn_index")
+        segments = jnp.asarray(turn_index, jnp.int32)
+    else:
+        raise ValueError(f"unknown gspo_level {cfg.gspo_level!r}; valid names: sequence, turn")
+    lr = log_ratio(logprobs, sample_logprobs, mask)
+    seq_lr = segment_mean_log_ratio(lr, mask, segments)
+    lp = jnp.where(mask, logprobs, 0.0)
+    s = jnp.exp(jax.lax.stop_gradient(seq_lr) + lp - jax.lax.stop_gradient(lp))
+    loss, is_clipped = clipped_surrogate(s, advantages, 1 - cfg.gspo_eps_low, 1 + cfg.gspo_eps_high)
+    metrics = {
+        "clip_frac": masked_mean(is_clipped, mask),
+        "seq_ratio_mean": masked_mean(jnp.exp(seq_lr), mask),
+        **_ratio_metrics(lr, mask),
+    }
+    return _finish(loss, mask, cfg, metrics)
+
+
+def _weighted_pg(logprobs, weight, advantages, mask):
+    """-sg(w) * A * log pi: a policy gradient whose importance weight gets no gradient."""
+    lp = jnp.where(mask, logprobs, 0.0)
+    return -jax.lax.stop_gradient(weight) * advantages * lp
+
+
+@POLICY_LOSSES.register("cispo")
+def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update.
+
+    loss = -sg(clip(r, 1 - cispo_eps_low, 1 + cispo_eps_high)) * A * log pi.
+    PPO's clip zeroes the gradient of clipped tokens, and the rare tokens whose
+    ratio moves most (often "reflective" tokens such as "wait") stop learning after
+    the first update; here every token keeps a gradient, with a bounded weight.
+    Defaults: no lower bound (eps_low = 1), weight at most 2.
+    """
+    lr = log_ratio(logprobs, sample_logprobs, mask)
+    ratio = jnp.exp(lr)
+    w = jnp.clip(ratio, 1 - cfg.cispo_eps_low, 1 + cfg.cispo_eps_high)
+    loss = _weighted_pg(logprobs, w, advantages, mask)
+    metrics = {
+        "clip_frac": masked_mean(w != ratio, mask),
+        "is_weight_mean": masked_mean(w, mask),
+        **_ratio_metrics(lr, mask),
+    }
+    return _finish(loss, mask, cfg, metrics)
+
+
+@POLICY_LOSSES.register("truncated_is")
+def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """Truncated importance sampling policy gradient: -sg(min(r, tis_cap)) * A * log pi.
+
+    Corrects for the sampler being a different policy (stale weights, or an
+    inference engine whose numerics differ from the trainer's) with a weight
+    truncated from above, trading a little bias for bounded variance.
+    """
+    lr = log_ratio(logprobs, sample_logprobs, mask)
+    ratio = jnp.exp(lr)
+    w = jnp.minimum(ratio, cfg.tis_cap)
+    loss = _weighted_pg(logprobs, w, advantages, mask)
+    metrics = {
+        "clip_frac": masked_mean(ratio > cfg.tis_cap, mask),
+        "is_weight_mean": masked_mean(w, mask),
+        **_ratio_metrics(lr, mask),
+    }
+    return _finish(loss, mask, cfg, metrics)
+
+
+@POLICY_LOSSES.register("pg")
+def pg(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """Plain policy gradient (REINFORCE): -A * log pi, no importance correction.
+
+    Correct for on-policy data; for data from another policy use a ratio-based loss.
+    Its gradient equals PPO's at ratio 1.
+    """
+    lr = log_ratio(logprobs, sample_logprobs, mask)
+    loss = -advantages * jnp.where(mask, logprobs, 0.0)
+    return _finish(loss, mask, cfg, _ratio_metrics(lr, mask))
+
+
+def compute_policy_loss(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+    """Runs the policy loss named by ``cfg.policy_loss``."""
+    fn = POLICY_LOSSES.get(cfg.policy_loss)
+    return fn(logprobs, sample_logprobs, advantages, mask, cfg, turn_index=turn_index)
+
+
+# ----------------------------------------------------------------------------- KL
+
+
+def _ref_log_ratio(logprobs: Array, ref_logprobs: Array) -> Array:
+    """log(pi_ref / pi), clipped so exp() stays finite."""
+    return jnp.clip(ref_logprobs - logprobs, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+
+
+@KL_ESTIMATORS.register("k1")
+def kl_k1(logprobs: Array, ref_logprobs: Array) -> Array:
+    """k1 = log(pi / pi_ref): unbiased for KL(pi || pi_ref) on samples of pi, high
+    variance, can be negative. As a loss its expected gradient is 0 (the score
+    function has mean 0), so use it as a reward penalty, not a loss term."""
+    return logprobs - ref_logprobs
+
+
+@KL_ESTIMATORS.register("k2")
+def kl_k2(logprobs: Array, ref_logprobs: Array) -> Array:
+    """k2 = 0.5 * log(pi / pi_ref)^2: biased but low variance, non-negative. As a loss
+    on on-policy samples its gradient is the gradient of KL(pi || pi_ref)."""
+    return 0.5 * jnp.square(logprobs - ref_logprobs)
+
+
+@KL_ESTIMATORS.register("k3")
+def kl_k3(logprobs: Array, ref_logprobs: Array) -> Array:
+    """k3 = (pi_ref / pi - 1) - log(pi_ref / pi) (Schulman 2020): unbiased, non-negative,
+    low variance. As a loss (GRPO's choice) its expected gradient is that of the
+    forward KL(pi_ref || pi), not of KL(pi || pi_ref)."""
+    lr = _ref_log_ratio(logprobs, ref_logprobs)
+    return jnp.expm1(lr) - lr
+
+
+def kl_per_token(logprobs: Array, ref_logprobs: Array, mask: Array, estimator: str) -> Array:
+    """Per-token KL estimate with the named estimator, 0 off the mask."""
+    lp = jnp.where(mask, logprobs, 0.0)
+    ref = jnp.where(mask, ref_logprobs, 0.0)
+    return jnp.where(mask, KL_ESTIMATORS.get(estimator)(lp, ref), 0.0)
+
+
+def kl_loss(logprobs, ref_logprobs, mask, cfg: LossConfig):
+    """KL to a reference policy as a loss term (GRPO style): (sum, denominator, metrics).
+
+    Uses cfg.kl_estimator and cfg.aggregation; multiply by the KL coefficient
+    after ``finalize``.
+    """
+    kl = kl_per_token(logprobs, ref_logprobs, mask, cfg.kl_estimator)
+    return _finish(kl, mask, cfg, {"kl": masked_mean(kl, mask)})
+
+
+def kl_penalty_rewards(logprobs, ref_logprobs, mask, coef, estimator: str = "k1") -> Array:
+    """KL to a reference as a per-token reward penalty (PPO-RLHF style): -coef * KL_t.
+
+    Gradient-free (it is a reward). Pass it as ``token_rewards`` to an advantage
+    estimator; k1 is the usual choice since only its expectation matters here.
+    """
+    kl = kl_per_token(logprobs, ref_logprobs, mask, estimator)
+    return -coef * jax.lax.stop_gradient(kl)
+
+
+# ----------------------------------------------------------------------------- value, entropy
+
+
+def value_loss(values, old_values, returns, mask, cfg: LossConfig):
+    """Clipped value loss (PPO2): 0.5 * max((V - R)^2, (V_clip - R)^2),
+    V_clip = V_old + clip(V - V_old, -value_clip_eps, value_clip_eps).
+
+    Taking the max keeps the critic from moving far from the values the
+    advantages were computed with in one update. Returns (sum, denominator, metrics).
+    """
+    delta = jnp.clip(values - old_values, -cfg.value_clip_eps, cfg.value_clip_eps)
+    unclipped = jnp.square(values - returns)
+    clipped = jnp.square(old_values + delta - returns)
+    loss = 0.5 * jnp.maximum(unclipped, clipped)
+    metrics = {
+        "vf_clip_frac": masked_mean(clipped > unclipped, mask),
+        "value_mean": masked_mean(values, mask),
+        "return_mean": masked_mean(returns, mask),
+    }
+    return _finish(jnp.where(mask, loss, 0.0), mask, cfg, metrics)
+
+
+def entropy_loss(entropy, mask, cfg: LossConfig):
+    """Entropy bonus as a loss term, -H per token, so a positive coefficient times
+    ``finalize(...)`` added to the loss raises entropy. ``entropy`` is per token
+    [B, T] (``entropy_from_logits``). Returns (sum, denominator, metrics)."""
+    h = jnp.where(mask, entropy, 0.0)
+    return _finish(-h, mask, cfg, {"entropy": masked_mean(h, mask)})
