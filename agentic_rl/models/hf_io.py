@@ -69,7 +69,7 @@ def load_into_model(model: Transformer, get: Callable[[str], np.ndarray]) -> Non
     model.embed_tokens.value = fetch("model.embed_tokens.weight", (v, d)).astype(pd)
     model.norm.value = fetch("model.norm.weight", (d,)).astype(pd)
     if not cfg.tie_word_embeddings:
-        model.lm_head.value = fetch("lm_head.weight", (v, d)).T.astype(pd)
+        model.lm_head.value = fetch("lm_head.weight", (v, d)).astype(pd)
     layers = model.layers
     for proj in PROJ_AXES:
         cur = getattr(layers, proj)
@@ -110,7 +110,7 @@ def model_to_hf_tensors(model: Transformer, dtype=np.float32) -> dict[str, np.nd
         "model.norm.weight": np_(model.norm.value),
     }
     if not cfg.tie_word_embeddings:
-        out["lm_head.weight"] = np.ascontiguousarray(np_(model.lm_head.value).T)
+        out["lm_head.weight"] = np_(model.lm_head.value)
     layers = model.layers
     for i in range(cfg.num_layers):
         for proj in PROJ_AXES:

@@ -89,7 +89,9 @@ class DecoderLayers(nnx.Module):
         if cfg.qk_norm:
             self.q_norm = _param(jnp.ones((L, cfg.head_dim), pd), ("layers", "head_dim"))
             self.k_norm = _param(jnp.ones((L, cfg.head_dim), pd), ("layers", "head_dim"))
-        self.lora_scale: dict[str, float] = {}
+        # (name, alpha / rank) pairs: a hashable static attribute, so the graphdef
+        # can be a static argument of jax.jit.
+        self.lora_scale: tuple[tuple[str, float], ...] = ()
 
     def layer_params(self) -> dict[str, Array]:
         """The stacked arrays, by name, ready to be scanned over."""
@@ -100,34 +102,57 @@ class DecoderLayers(nnx.Module):
         }
 
 
+def unstack_layers(stacked: dict[str, Array]) -> tuple[dict[str, Array], ...]:
+    """Per-layer weight dicts, each array its own buffer.
+
+    Why: XLA's CPU backend copies a weight slice out of a stacked array on every
+    use (in `scan` and in static slices alike), which triples the memory traffic
+    of a decode step. The sampler unstacks once per policy version and runs an
+    unrolled layer loop over separate buffers instead.
+    """
+    n = next(iter(stacked.values())).shape[0]
+    return tuple({k: jnp.array(v[i]) for k, v in stacked.items()} for i in range(n))
+
+
 @flax.struct.dataclass
 class KVCache:
-    """Keys/values of every layer plus which slots hold real tokens.
+    """Keys/values of every layer, which slots hold real tokens, and positions.
 
-    k, v: [L, B, S, KV, Dh]; mask: bool [B, S] (slot holds a real token);
-    length: int32 [B] (number of slots written = next RoPE position).
-    Rows may have different lengths (prompts of different lengths in one batch);
-    new tokens of row b are written at slots length[b], length[b]+1, ...
+    k, v: L-tuples of [B, KV, S, Dh] (one buffer per layer, head-major, so a layer
+    reads its cache without slicing a stacked array and attention is a plain
+    batched contraction);
+    mask: bool [B, S] (slot holds a real token of that row);
+    length: int32 [B] (real tokens of each row = RoPE position of its next token);
+    cursor: int32 scalar, the first free slot, shared by all rows.
+
+    All rows write a chunk at the same slots [cursor, cursor + t): one in-place
+    `dynamic_update_slice` instead of a per-row scatter (which XLA's CPU backend
+    runs ~1000x slower). Rows with fewer real tokens than t leave holes (mask 0);
+    attention ignores holes and RoPE uses each row's own `length`, so holes cost
+    capacity, never correctness. Truncating a row (a stop string found after the
+    fact) just clears its mask and lowers its length.
     """
 
     k: Array
     v: Array
     mask: Array
     length: Array
+    cursor: Array
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[2]
+        return self.k[0].shape[2]
 
 
 def init_cache(cfg: ModelConfig, batch: int, capacity: int, dtype=None) -> KVCache:
     dtype = dtype or cfg.compute_dtype
-    shape = (cfg.num_layers, batch, capacity, cfg.num_kv_heads, cfg.head_dim)
+    shape = (batch, cfg.num_kv_heads, capacity, cfg.head_dim)
     return KVCache(
-        k=jnp.zeros(shape, dtype),
-        v=jnp.zeros(shape, dtype),
+        k=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(cfg.num_layers)),
         mask=jnp.zeros((batch, capacity), bool),
         length=jnp.zeros((batch,), jnp.int32),
+        cursor=jnp.zeros((), jnp.int32),
     )
 
 
@@ -161,6 +186,11 @@ def _linear(p: dict[str, Array], name: str, x: Array, scales: dict[str, float]) 
     return y
 
 
+def _grouped(q: Array, num_kv: int) -> Array:
+    B, T, H, Dh = q.shape
+    return q.reshape(B, T, num_kv, H // num_kv, Dh)
+
+
 def attention(q: Array, k: Array, v: Array, allowed: Array) -> Array:
     """Grouped-query attention without materialising repeated K/V heads.
 
@@ -168,14 +198,40 @@ def attention(q: Array, k: Array, v: Array, allowed: Array) -> Array:
     Scores and softmax in float32.
     """
     B, T, H, Dh = q.shape
-    KV = k.shape[2]
-    qg = q.reshape(B, T, KV, H // KV, Dh)
+    qg = _grouped(q, k.shape[2])
     scores = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
-    scores = scores * (Dh**-0.5)
-    scores = jnp.where(allowed[:, None, None], scores, NEG_INF)
+    scores = jnp.where(allowed[:, None, None], scores * (Dh**-0.5), NEG_INF)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v)
-    return out.reshape(B, T, H * Dh)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H * Dh)
+
+
+def cached_attention(q: Array, ck: Array, cv: Array, allowed: Array) -> Array:
+    """Attention of a chunk of queries over the cache (which already holds the chunk).
+
+    q: [B, t, H, Dh]; ck, cv: [B, KV, S, Dh]; allowed: bool [B, t, S].
+    The chunk's keys are written into the cache *before* attending, so each layer
+    reads its cache buffer only after its last write: XLA then updates the cache in
+    place inside the decode loop instead of copying it every step.
+    """
+    B, T, H, Dh = q.shape
+    KV = ck.shape[1]
+    G = H // KV
+    qh = q.reshape(B, T, KV, G, Dh).transpose(0, 2, 3, 1, 4)  # [B, KV, G, T, Dh]
+    ck, cv = ck.astype(q.dtype), cv.astype(q.dtype)
+    ok = allowed[:, None, None]  # [B, 1, 1, T, S]
+    if T == 1:
+        # One query per row: a fused multiply-reduce streams the cache once, which
+        # beats XLA CPU's small batched matmuls for decode.
+        s = jnp.sum(qh.astype(jnp.float32) * ck[:, :, None].astype(jnp.float32), -1)
+        s = s[..., None, :]
+        probs = jax.nn.softmax(jnp.where(ok, s * Dh**-0.5, NEG_INF), axis=-1)
+        out = jnp.sum(probs[:, :, :, 0, :, None] * cv[:, :, None].astype(jnp.float32), -2)
+        out = out[:, :, :, None].astype(q.dtype)  # [B, KV, G, 1, Dh]
+    else:
+        s = jnp.einsum("bkgtd,bksd->bkgts", qh, ck, preferred_element_type=jnp.float32)
+        probs = jax.nn.softmax(jnp.where(ok, s * Dh**-0.5, NEG_INF), axis=-1)
+        out = jnp.einsum("bkgts,bksd->bkgtd", probs.astype(cv.dtype), cv)
+    return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H * Dh)
 
 
 def decoder_layer(
@@ -183,13 +239,14 @@ def decoder_layer(
     x: Array,
     positions: Array,
     inv_freq: Array,
-    kv_fn,
+    attend,
+    layer_in,
     cfg: ModelConfig,
     scales: dict[str, float],
 ):
-    """One pre-norm decoder layer. `kv_fn(k, v) -> (keys, values, allowed)` decides
-    where the new keys/values go (nowhere for a plain forward, into a cache slot
-    for sampling) and which keys each query may see."""
+    """One pre-norm decoder layer. `attend(q, k, v, layer_in) -> (out, layer_out)`
+    decides which keys each query sees (plain causal, or cache + chunk) and what the
+    layer hands back to the caller (nothing, or its new keys/values)."""
     B, T, _ = x.shape
     H, KV, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
     h = rms_norm(x, p["input_layernorm"], cfg.rms_norm_eps)
@@ -201,12 +258,12 @@ def decoder_layer(
         k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
-    keys, values, allowed, aux = kv_fn(k, v)
-    x = x + _linear(p, "o_proj", attention(q, keys, values, allowed), scales)
+    attn, layer_out = attend(q, k, v, layer_in)
+    x = x + _linear(p, "o_proj", attn, scales)
     h = rms_norm(x, p["post_attention_layernorm"], cfg.rms_norm_eps)
     gate = jax.nn.silu(_linear(p, "gate_proj", h, scales))
     x = x + _linear(p, "down_proj", gate * _linear(p, "up_proj", h, scales), scales)
-    return x, aux
+    return x, layer_out
 
 
 class Transformer(nnx.Module):
@@ -220,43 +277,38 @@ class Transformer(nnx.Module):
         self.layers = DecoderLayers(cfg, rngs=rngs)
         self.norm = _param(jnp.ones((cfg.hidden_size,), pd), ("embed",))
         if not cfg.tie_word_embeddings:
-            head = nnx.initializers.normal(0.02)(rngs.params(), (cfg.hidden_size, cfg.vocab_size))
-            self.lm_head = _param(head.astype(pd), ("embed", "vocab"))
+            head = nnx.initializers.normal(0.02)(rngs.params(), (cfg.vocab_size, cfg.hidden_size))
+            self.lm_head = _param(head.astype(pd), ("vocab", "embed"))
 
     # -- the unembedding used by logits and by chunked log-probs
     def unembed_matrix(self) -> Array:
-        """[D, V] output projection (the transposed embedding when tied)."""
+        """[V, D] output projection (the embedding itself when tied). Kept in [V, D]
+        layout so tied models never materialise a transposed copy of the embedding."""
         if self.cfg.tie_word_embeddings:
-            return self.embed_tokens.value.T
+            return self.embed_tokens.value
         return self.lm_head.value
 
     def logits(self, hidden: Array) -> Array:
         w = self.unembed_matrix().astype(hidden.dtype)
-        return jnp.einsum("btd,dv->btv", hidden, w, preferred_element_type=jnp.float32)
+        return jnp.einsum("btd,vd->btv", hidden, w, preferred_element_type=jnp.float32)
 
     def embed(self, tokens: Array) -> Array:
         return jnp.take(self.embed_tokens.value, tokens, axis=0).astype(self.cfg.compute_dtype)
 
-    def _run_layers(self, x, positions, kv_fn_for_layer, carry_aux):
+    def _run_layers(self, x, positions, attend, layer_inputs):
+        """Scan the layer body over the stacked weights (and per-layer inputs)."""
         cfg = self.cfg
         inv_freq = jnp.asarray(rope_inv_freq(cfg))
-        params = self.layers.layer_params()
         scales = dict(self.layers.lora_scale)
 
-        def body(carry, inputs):
-            x, aux = carry
-            p, layer_idx = inputs
-            x, aux = decoder_layer(
-                p, x, positions, inv_freq, kv_fn_for_layer(layer_idx, aux), cfg, scales
-            )
-            return (x, aux), None
+        def body(x, inputs):
+            p, layer_in = inputs
+            return decoder_layer(p, x, positions, inv_freq, attend, layer_in, cfg, scales)
 
         if cfg.remat:
             body = jax.checkpoint(body, prevent_cse=False)
-        (x, aux), _ = jax.lax.scan(
-            body, (x, carry_aux), (params, jnp.arange(cfg.num_layers, dtype=jnp.int32))
-        )
-        return rms_norm(x, self.norm.value, cfg.rms_norm_eps), aux
+        x, layer_outs = jax.lax.scan(body, x, (self.layers.layer_params(), layer_inputs))
+        return rms_norm(x, self.norm.value, cfg.rms_norm_eps), layer_outs
 
     def hidden_states(self, tokens: Array, attention_mask: Array | None = None) -> Array:
         """Full-sequence forward (training / scoring). tokens, attention_mask: [B, T].
@@ -269,14 +321,12 @@ class Transformer(nnx.Module):
             attention_mask = jnp.ones((B, T), bool)
         attention_mask = attention_mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
-        causal = jnp.tril(jnp.ones((T, T), bool))
-        allowed = causal[None] & attention_mask[:, None, :]
+        allowed = jnp.tril(jnp.ones((T, T), bool))[None] & attention_mask[:, None, :]
 
-        def kv_fn_for_layer(_, aux):
-            return lambda k, v: (k, v, allowed, aux)
+        def attend(q, k, v, _):
+            return attention(q, k, v, allowed), None
 
-        x = self.embed(tokens)
-        h, _ = self._run_layers(x, positions, kv_fn_for_layer, jnp.zeros((), jnp.int32))
+        h, _ = self._run_layers(self.embed(tokens), positions, attend, None)
         return h
 
     def __call__(self, tokens: Array, attention_mask: Array | None = None) -> Array:
@@ -284,51 +334,54 @@ class Transformer(nnx.Module):
         return self.logits(self.hidden_states(tokens, attention_mask))
 
     def forward_cached(
-        self, tokens: Array, cache: KVCache, input_mask: Array | None = None
+        self,
+        tokens: Array,
+        cache: KVCache,
+        input_mask: Array | None = None,
+        layers: tuple[dict[str, Array], ...] | None = None,
     ) -> tuple[Array, KVCache]:
         """Append `tokens` [B, t] to each row's cached sequence and return
         (hidden [B, t, D], updated cache). `input_mask` [B, t] marks real new tokens;
         they must be a prefix of each row's chunk (right padding). Padded positions
-        are written but not marked valid, and are overwritten by the next call.
+        become holes in the cache (never attended to).
 
-        The caller guarantees `cache.length + t <= cache.capacity`.
+        The caller guarantees `cache.cursor + t <= cache.capacity`.
+        `layers`: per-layer weights from `unstack_layers` (faster on CPU); by default
+        they are sliced from the stacked weights. The layer loop is unrolled.
         """
         B, t = tokens.shape
-        S = cache.capacity
         if input_mask is None:
             input_mask = jnp.ones((B, t), bool)
         input_mask = input_mask.astype(bool)
-        start = cache.length  # [B]
-        positions = start[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
-        slot = jnp.arange(S, dtype=jnp.int32)
-        # Mark the written slots valid where the new token is real.
-        in_chunk = (slot[None] >= start[:, None]) & (slot[None] < start[:, None] + t)
-        idx = jnp.clip(slot[None] - start[:, None], 0, t - 1)
-        new_valid = jnp.take_along_axis(input_mask, idx, axis=1)
-        mask = jnp.where(in_chunk, new_valid, cache.mask)
-        allowed = mask[:, None, :] & (slot[None, None, :] <= positions[:, :, None])
+        positions = cache.length[:, None] + jnp.arange(t, dtype=jnp.int32)[None]
+        at = (0, 0, cache.cursor, 0)
+        mask = jax.lax.dynamic_update_slice(cache.mask, input_mask, (0, cache.cursor))
+        slot = jnp.arange(cache.capacity, dtype=jnp.int32)
+        # query i (at slot cursor + i) sees every real slot up to and including its own
+        own_slot = cache.cursor + jnp.arange(t, dtype=jnp.int32)
+        allowed = mask[:, None, :] & (slot[None, None, :] <= own_slot[:, None])
 
-        def write(buf, new):  # buf [B, S, KV, Dh], new [B, t, KV, Dh]
-            return jax.vmap(
-                lambda b, n, s: jax.lax.dynamic_update_slice(b, n, (s, 0, 0))
-            )(buf, new.astype(buf.dtype), start)
+        def attend(q, k, v, layer_cache):
+            ck, cv = layer_cache
+            ck = jax.lax.dynamic_update_slice(ck, k.swapaxes(1, 2).astype(ck.dtype), at)
+            cv = jax.lax.dynamic_update_slice(cv, v.swapaxes(1, 2).astype(cv.dtype), at)
+            return cached_attention(q, ck, cv, allowed), (ck, cv)
 
-        def kv_fn_for_layer(layer_idx, aux):
-            ck, cv = aux
-
-            def kv_fn(k, v):
-                lk = write(ck[layer_idx], k)
-                lv = write(cv[layer_idx], v)
-                ck2 = jax.lax.dynamic_update_index_in_dim(ck, lk, layer_idx, 0)
-                cv2 = jax.lax.dynamic_update_index_in_dim(cv, lv, layer_idx, 0)
-                return lk.astype(k.dtype), lv.astype(v.dtype), allowed, (ck2, cv2)
-
-            return kv_fn
-
+        cfg = self.cfg
+        if layers is None:
+            layers = unstack_layers(self.layers.layer_params())
+        inv_freq = jnp.asarray(rope_inv_freq(cfg))
+        scales = dict(self.layers.lora_scale)
         x = self.embed(tokens)
-        h, (k_new, v_new) = self._run_layers(x, positions, kv_fn_for_layer, (cache.k, cache.v))
-        length = start + input_mask.sum(axis=1).astype(jnp.int32)
-        return h, KVCache(k=k_new, v=v_new, mask=mask, length=length)
+        k_all, v_all = [], []
+        for p, ck, cv in zip(layers, cache.k, cache.v):
+            x, (ck, cv) = decoder_layer(p, x, positions, inv_freq, attend, (ck, cv), cfg, scales)
+            k_all.append(ck)
+            v_all.append(cv)
+        h = rms_norm(x, self.norm.value, cfg.rms_norm_eps)
+        length = cache.length + input_mask.sum(axis=1).astype(jnp.int32)
+        return h, KVCache(k=tuple(k_all), v=tuple(v_all), mask=mask, length=length,
+                          cursor=cache.cursor + t)
 
 
 # ------------------------------------------------------------------ log-probs
@@ -342,7 +395,7 @@ def chunked_logprobs(
 ) -> tuple[Array, Array | None]:
     """log p(targets) (and entropy) from hidden states, chunked over time.
 
-    hidden [B, T, D], unembed [D, V], targets [B, T] -> float32 [B, T].
+    hidden [B, T, D], unembed [V, D], targets [B, T] -> float32 [B, T].
     Only a [B, chunk, V] slab of logits exists at a time, and each chunk is
     rematerialised in the backward pass, so memory is O(B * chunk * V), not
     O(B * T * V): with V = 49152 the full logits of a 16 x 1024 batch would be 3 GiB.
@@ -360,7 +413,7 @@ def chunked_logprobs(
 
     @jax.checkpoint
     def one(h, t):
-        logits = jnp.einsum("bcd,dv->bcv", h, w, preferred_element_type=jnp.float32)
+        logits = jnp.einsum("bcd,vd->bcv", h, w, preferred_element_type=jnp.float32)
         lse = jax.nn.logsumexp(logits, axis=-1)
         lp = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0] - lse
         if with_entropy:
@@ -501,7 +554,9 @@ def add_lora(
             setattr(layers, f"{name}_lora_b",
                     _param(jnp.zeros((L, rank, fan_out), dtype), ("layers", "lora_rank", ax_out),
                            LoRAParam))
-            layers.lora_scale = {**layers.lora_scale, name: float(alpha) / rank}
+            layers.lora_scale = tuple(
+                sorted({**dict(layers.lora_scale), name: float(alpha) / rank}.items())
+            )
             adapted.append(name)
     if not adapted:
         raise ValueError(
@@ -519,7 +574,7 @@ def merge_lora(model: nnx.Module) -> None:
     """Fold adapters into the base kernels (W += A @ B * scale) and remove them,
     leaving a plain model (for export or adapter-free sampling)."""
     for layers in _decoder_layer_modules(model):
-        for name, scale in layers.lora_scale.items():
+        for name, scale in dict(layers.lora_scale).items():
             a = getattr(layers, f"{name}_lora_a").value.astype(jnp.float32)
             b = getattr(layers, f"{name}_lora_b").value.astype(jnp.float32)
             w = getattr(layers, name)
@@ -527,7 +582,7 @@ def merge_lora(model: nnx.Module) -> None:
                        ).astype(w.value.dtype)
             delattr(layers, f"{name}_lora_a")
             delattr(layers, f"{name}_lora_b")
-        layers.lora_scale = {}
+        layers.lora_scale = ()
 
 
 def unmerge_lora(model: nnx.Module, adapters: dict[str, Any]) -> None:
@@ -547,7 +602,7 @@ def unmerge_lora(model: nnx.Module, adapters: dict[str, Any]) -> None:
                     _param(a, ("layers", ax_in, "lora_rank"), LoRAParam))
             setattr(layers, f"{name}_lora_b",
                     _param(b, ("layers", "lora_rank", ax_out), LoRAParam))
-        layers.lora_scale = dict(scales)
+        layers.lora_scale = tuple(sorted(scales.items()))
 
 
 def lora_state(model: nnx.Module) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""The real policy for rollouts: the KV-cached JAX sampler behind the `Policy` protocol.
+
+Each live episode owns one row of a `BatchSampler`. A request's new tokens (the
+prompt on turn 0; afterwards the end-of-turn token the rollout may have appended plus
+the observation) are prefilled into that row's cache, then all requested rows decode
+their next turn together. History is never re-prefilled unless the request's history
+disagrees with the row's cache (counted in `stats["reprefills"]`, which should stay 0).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+from agentic_rl.models.transformer import Transformer
+from agentic_rl.rollout.policy import Generation, GenerationRequest
+from agentic_rl.sampling.sampler import SamplingParams
+from agentic_rl.sampling.session import BatchSampler
+
+
+class SamplerPolicy:
+    """`Policy` implementation over `BatchSampler`.
+
+    max_rows: most episodes alive at once (rows of the KV cache).
+    params: sampling settings (temperature, top-k, top-p, greedy).
+    seed: with the episode id and turn, fixes every draw, so a rollout reproduces.
+    """
+
+    def __init__(
+        self,
+        model: Transformer,
+        tokenizer,
+        *,
+        max_rows: int = 64,
+        params: SamplingParams | None = None,
+        seed: int = 0,
+        capacity: int = 512,
+    ):
+        self.params = params or SamplingParams()
+        self.tokenizer = tokenizer
+        self.max_rows = max_rows
+        self.sampler = BatchSampler(model, max_rows, capacity=capacity, tokenizer=tokenizer,
+                                    seed=seed)
+        self.rows: dict[str, int] = {}
+        self.stats = {"reprefills": 0, "prefill_tokens": 0, "generated_tokens": 0}
+
+    def update_model(self, model: Transformer) -> None:
+        """Sample from new weights (call between rollouts, with no live episodes)."""
+        if self.rows:
+            raise RuntimeError(f"{len(self.rows)} episodes still live; release them first")
+        self.sampler.update_model(model)
+
+    def _row_for(self, episode_id: str) -> int:
+        if episode_id in self.rows:
+            return self.rows[episode_id]
+        used = set(self.rows.values())
+        free = [r for r in range(self.max_rows) if r not in used]
+        if not free:
+            raise RuntimeError(
+                f"more than max_rows={self.max_rows} live episodes; build SamplerPolicy with a "
+                "larger max_rows (or run fewer episodes at once)"
+            )
+        self.rows[episode_id] = free[0]
+        self.sampler.reset([free[0]])
+        return free[0]
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        new_tokens: dict[int, list[int]] = {}
+        for req in requests:
+            fresh = req.episode_id not in self.rows
+            row = self._row_for(req.episode_id)
+            tokens = list(req.tokens)
+            prefix = tokens[: len(tokens) - req.num_new_tokens]
+            if fresh or self.sampler.history[row] != prefix:
+                if not fresh:
+                    self.stats["reprefills"] += 1
+                self.sampler.reset([row])
+                new_tokens[row] = tokens
+            else:
+                new_tokens[row] = list(req.new_tokens)
+        self.stats["prefill_tokens"] += sum(len(v) for v in new_tokens.values())
+        self.sampler.extend(new_tokens)
+        rows = [self.rows[r.episode_id] for r in requests]
+        out = self.sampler.sample(
+            rows,
+            max_new_tokens={self.rows[r.episode_id]: r.max_new_tokens for r in requests},
+            params=self.params,
+            stop_token_ids={self.rows[r.episode_id]: r.stop_token_ids for r in requests},
+            stop_strings={self.rows[r.episode_id]: r.stop_strings for r in requests},
+            key_ids={self.rows[r.episode_id]: zlib.crc32(r.episode_id.encode()) & 0x7FFFFFFF
+                     for r in requests},
+        )
+        gens = []
+        for row in rows:
+            c = out[row]
+            self.stats["generated_tokens"] += len(c.tokens)
+            gens.append(Generation(c.tokens, c.logprobs, c.finish_reason))
+        return gens
+
+    def release(self, episode_ids: Sequence[str]) -> None:
+        rows = [self.rows.pop(e) for e in episode_ids if e in self.rows]
+        if rows:
+            self.sampler.reset(rows)
