@@ -1,0 +1,47 @@
+"""The real KV-cached sampler behind the rollout's Policy protocol: the EpisodeBatch's
+sampling log-probs equal a full-sequence recomputation (the invariant importance
+ratios rely on), and no episode's history is ever re-prefilled."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from agentic_rl.envs import make_env_suite
+from agentic_rl.models import token_logprobs
+from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format, run_episodes
+from agentic_rl.rollout.sampler_policy import SamplerPolicy
+from agentic_rl.sampling import SamplingParams
+from tests.sampling.test_sampler import tiny_model
+
+
+def test_rollout_logprobs_match_full_forward_and_no_reprefill():
+    tok = CharTokenizer()
+    model = tiny_model(seed=3, scale=0.3)
+    policy = SamplerPolicy(model, tok, max_rows=8, params=SamplingParams(temperature=1.0),
+                           seed=0)
+    fmt = make_chat_format("chatml", tok)
+    suite = make_env_suite("guess_number", num_eval=3)
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_episode_tokens=2048)
+    res = run_episodes(policy, fmt, suite.make_env, suite.tasks.split("eval"), group_size=2,
+                       config=cfg, seed=5)
+    assert not res.errors
+    b = res.batch
+    assert b.tokens.shape[0] == 6 and policy.stats["reprefills"] == 0
+    assert not policy.rows  # every episode released its row
+    gd, st = nnx.split(model)
+    lp = np.asarray(jax.jit(lambda s, t, m: token_logprobs(nnx.merge(gd, s), t, m)[0])(
+        st, jnp.asarray(b.tokens), jnp.asarray(b.attention_mask)))
+    mask = np.asarray(b.loss_mask, bool)
+    assert mask.sum() > 30
+    np.testing.assert_allclose(np.asarray(b.sample_logprobs)[mask], lp[mask], atol=2e-4)
+    # every multi-turn episode continued from its cache (prefill = prompt + observations)
+    assert policy.stats["prefill_tokens"] < int(np.asarray(b.attention_mask).sum())
+
+    again = run_episodes(SamplerPolicy(model, tok, max_rows=8, seed=0,
+                                       params=SamplingParams(temperature=1.0)),
+                         fmt, suite.make_env, suite.tasks.split("eval"), group_size=2,
+                         config=cfg, seed=5)
+    np.testing.assert_array_equal(np.asarray(again.batch.tokens), np.asarray(b.tokens))
