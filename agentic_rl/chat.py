@@ -27,11 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--verbose", action="store_true", help="print timings to stderr")
     args = ap.parse_args(argv)
 
+    from agentic_rl import compile_cache
     from agentic_rl.models.config import UnsupportedModelError
     from agentic_rl.models.hf_io import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError, load_policy
     from agentic_rl.sampling import SamplingParams, generate
 
+    compile_cache.enable()
     t0 = time.time()
     try:
         policy = load_policy(args.model, dtype=args.dtype)

@@ -47,3 +47,12 @@ def hf_gguf_tokenizer():
 def _quiet_env():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     yield
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _compilation_cache():
+    """Share compiled XLA programs across tests and the CLI subprocesses they start."""
+    from agentic_rl import compile_cache
+
+    compile_cache.enable()
+    yield

@@ -224,9 +224,10 @@ class BatchSampler:
         use_chunks = any(sstops.values())
         while live:
             step = max(int(remaining[r]) for r in live)
-            if use_chunks:
-                step = min(step, self.decode_chunk)
-            M = bucket(step)
+            # With stop strings, always the same chunk program (one compile), else
+            # the whole budget in one call.
+            M = self.decode_chunk if use_chunks else bucket(step)
+            step = min(step, M)
             self._ensure_capacity(M)
             active = np.zeros(self.rows, bool)
             active[list(live)] = True

@@ -1,0 +1,33 @@
+"""Opt-in persistent XLA compilation cache.
+
+Compiling the sampler's programs for a 30-layer model takes tens of seconds on a
+small CPU, and a command-line run compiles the same programs every time. With the
+persistent cache on, a later process (the next CLI call, the next test) loads them
+from disk instead. Entry points call `enable()`; the library itself never changes
+global JAX configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("AGENTIC_RL_CACHE", str(Path.home() / ".cache" / "agentic_rl"))
+    return Path(root) / "jax_compilation_cache"
+
+
+def enable(path: str | os.PathLike | None = None, min_compile_secs: float = 1.0) -> Path:
+    """Turn on JAX's persistent compilation cache (idempotent). Set
+    AGENTIC_RL_NO_COMPILE_CACHE=1 to keep it off."""
+    import jax
+
+    target = Path(path) if path is not None else cache_dir()
+    if os.environ.get("AGENTIC_RL_NO_COMPILE_CACHE"):
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", str(target))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", min_compile_secs)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+    return target
