@@ -78,6 +78,13 @@ def _build_root(cfg):
     root = cfg["root"]
     _mount(None, "/", None, MS_REC | MS_PRIVATE)
     _mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=755")
+    # /tmp first: the interpreter or its site-packages may themselves live under /tmp
+    # (a virtualenv in a CI checkout), and their binds must land inside this tmpfs
+    # rather than be hidden by it.
+    os.makedirs(root + "/tmp")
+    _mount(
+        "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_mb']}m,mode=1777"
+    )
     for path in cfg["ro_paths"]:
         if not os.path.lexists(path):
             continue
@@ -92,10 +99,6 @@ def _build_root(cfg):
         _bind("/dev/" + dev, f"{root}/dev/{dev}", readonly=False, is_file=True)
     os.makedirs(root + "/proc")
     _mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    os.makedirs(root + "/tmp")
-    _mount(
-        "tmpfs", root + "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={cfg['tmp_mb']}m,mode=1777"
-    )
     _bind(cfg["workdir"], root + "/workspace", readonly=False)
     _mount(None, root, None, MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV, "size=1m,mode=755")
     os.chroot(root)
