@@ -6,6 +6,13 @@
 prints success rate, tool-call validity rate, mean turns (and more) as JSON. `--tasks`
 (any GSM8K-format JSONL for the math environments) becomes the evaluation split;
 without it the environment's own eval split is used.
+
+A trained policy is evaluated from its run directory instead of `--model`:
+
+    python -m agentic_rl.evaluate --workdir runs/smollm2_calculator_grpo --checkpoint best
+
+(`--checkpoint latest|best|STEP`); the environment, its settings and the chat format
+then default to the run's own config.
 """
 
 from __future__ import annotations
@@ -19,18 +26,25 @@ import time
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m agentic_rl.evaluate",
                                  description=__doc__.split("\n")[0])
-    ap.add_argument("--env", required=True, help="environment name (see agentic_rl.envs.ENVS)")
+    ap.add_argument("--env", default=None,
+                    help="environment name (see agentic_rl.envs.ENVS); default with --workdir: "
+                         "the run's environment")
     ap.add_argument("--tasks", default=None, help="JSONL task file used as the eval split")
-    ap.add_argument("--model", default="smollm2-135m-instruct",
-                    help="embedded model name, HF model directory or .gguf file")
+    ap.add_argument("--model", default=None,
+                    help="embedded model name, HF model directory or .gguf file "
+                         "(default smollm2-135m-instruct)")
+    ap.add_argument("--workdir", default=None,
+                    help="a training run directory: evaluate its checkpoint instead of --model")
+    ap.add_argument("--checkpoint", default="latest",
+                    help="with --workdir: latest, best, or a step number")
     ap.add_argument("--num-episodes", type=int, default=None, help="default: the whole split")
     ap.add_argument("--batch-size", type=int, default=32, help="episodes run at once")
     ap.add_argument("--max-turns", type=int, default=6)
     ap.add_argument("--max-new-tokens", type=int, default=192)
     ap.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--chat-format", default="smollm2",
-                    help="chat/tool format: smollm2, chatml, qwen2.5, qwen3")
+    ap.add_argument("--chat-format", default=None,
+                    help="chat/tool format: smollm2 (default), chatml, qwen2.5, qwen3")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true", help="print only the JSON summary")
     return ap
@@ -46,32 +60,61 @@ def main(argv: list[str] | None = None) -> int:
     from agentic_rl.rollout.sampler_policy import SamplerPolicy
     from agentic_rl.sampling import SamplingParams
 
+    if args.workdir and args.model:
+        print("error: pass either --model or --workdir, not both", file=sys.stderr)
+        return 2
+    from agentic_rl import compile_cache
+
+    compile_cache.enable()
+    t0 = time.time()
+    env_kwargs: dict = {}
+    try:
+        if args.workdir:
+            from agentic_rl.train.checkpoint import CheckpointNotFoundError, load_trained_policy
+
+            try:
+                built, run_cfg, step = load_trained_policy(args.workdir, args.checkpoint)
+            except (CheckpointNotFoundError, ValueError) as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            lm, tokenizer = built.model.lm, built.tokenizer
+            chat_format = args.chat_format or run_cfg.model.chat_format
+            if args.env is None or args.env == run_cfg.env.name:
+                env_kwargs = dict(run_cfg.env.kwargs)
+            args.env = args.env or run_cfg.env.name
+            label = f"{args.workdir}@{step}"
+        else:
+            policy = load_policy(args.model or "smollm2-135m-instruct")
+            lm, tokenizer = policy.model.lm, policy.tokenizer
+            chat_format = args.chat_format or "smollm2"
+            label = str(args.model or "smollm2-135m-instruct")
+    except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.env is None:
+        print("error: --env is required without --workdir", file=sys.stderr)
+        return 2
     if args.env not in ENVS:
         print(f"error: unknown env {args.env!r}; valid: {', '.join(sorted(ENVS))}",
               file=sys.stderr)
         return 2
-    t0 = time.time()
-    try:
-        policy = load_policy(args.model)
-    except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     params = SamplingParams(temperature=args.temperature, top_p=args.top_p,
                             greedy=args.temperature == 0.0)
-    sampler = SamplerPolicy(policy.model.lm, policy.tokenizer, max_rows=args.batch_size,
+    sampler = SamplerPolicy(lm, tokenizer, max_rows=args.batch_size,
                             params=params, seed=args.seed)
-    fmt = make_chat_format(args.chat_format, policy.tokenizer)
+    fmt = make_chat_format(chat_format, tokenizer)
     config = RolloutConfig(max_turns=args.max_turns, max_new_tokens=args.max_new_tokens)
-    env_kwargs = {"eval_path": args.tasks} if args.tasks else None
+    if args.tasks:
+        env_kwargs["eval_path"] = args.tasks
     try:
         report = evaluate_policy(sampler, fmt, args.env, num_episodes=args.num_episodes,
                                  batch_size=args.batch_size, config=config, seed=args.seed,
-                                 env_kwargs=env_kwargs)
+                                 env_kwargs=env_kwargs or None)
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     summary = dict(report.summary())
-    summary.update(model=str(args.model), env=args.env, seconds=round(time.time() - t0, 1),
+    summary.update(model=label, env=args.env, seconds=round(time.time() - t0, 1),
                    generated_tokens=sampler.stats["generated_tokens"],
                    reprefills=sampler.stats["reprefills"])
     if args.json:

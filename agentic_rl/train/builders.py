@@ -1,0 +1,110 @@
+"""From a validated config to the objects a run needs: policy, env suite, rollout and
+loss settings, and the task order (a pure function of the data position, for exact resume).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from flax import nnx
+
+from agentic_rl.envs import make_env_suite
+from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.models import ModelConfig, PolicyModel, add_lora
+from agentic_rl.rl import AdvantageConfig, LossConfig
+from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
+from agentic_rl.sampling import SamplingParams
+from agentic_rl.train.config import estimator, uses_critic
+
+TINY = "tiny"
+
+
+@dataclass
+class BuiltPolicy:
+    """The policy module, its tokenizer (HF or CharTokenizer) and chat format."""
+
+    model: PolicyModel
+    tokenizer: Any
+    chat_format: Any
+    hf_tokenizer: Any = None  # saved with an export; None for the character tokenizer
+
+
+def tiny_model_config(cfg) -> ModelConfig:
+    """A random model whose vocabulary covers CharTokenizer's ids for ASCII text."""
+    vocab = len(CharTokenizer().special_tokens) + 128
+    return ModelConfig(vocab_size=vocab, **dict(cfg.model.tiny),
+                       dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype,
+                       remat=cfg.model.remat)
+
+
+def build_policy(cfg) -> BuiltPolicy:
+    """Loads (or, for model.name='tiny', initialises) the policy, adding a value head for
+    critic-based algorithms and LoRA adapters when model.lora_rank > 0."""
+    m = cfg.model
+    critic = uses_critic(cfg)
+    if m.name == TINY:
+        rngs = nnx.Rngs(cfg.seed)
+        model = PolicyModel(tiny_model_config(cfg), rngs=rngs, value_head=critic)
+        if m.lora_rank:
+            kw = {"targets": m.lora_targets} if m.lora_targets else {}
+            add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, rngs=rngs, **kw)
+        tok = CharTokenizer()
+        return BuiltPolicy(model, tok, make_chat_format(m.chat_format, tok))
+    from agentic_rl.models import load_policy
+
+    policy = load_policy(m.name, dtype=m.dtype, param_dtype=m.param_dtype, value_head=critic,
+                         lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                         lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed)
+    fmt = make_chat_format(m.chat_format, policy.tokenizer)
+    return BuiltPolicy(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+
+
+def build_suite(cfg) -> EnvSuite:
+    return make_env_suite(cfg.env.name, dict(cfg.env.kwargs))
+
+
+def rollout_config(cfg) -> RolloutConfig:
+    r = cfg.rollout
+    return RolloutConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
+                         max_episode_tokens=r.max_episode_tokens, length_bucket=r.length_bucket,
+                         step_timeout_s=r.step_timeout_s)
+
+
+def sampling_params(cfg, *, greedy: bool = False) -> SamplingParams:
+    if greedy:
+        return SamplingParams(temperature=0.0, greedy=True)
+    r = cfg.rollout
+    return SamplingParams(temperature=r.temperature, top_p=r.top_p, top_k=r.top_k)
+
+
+def advantage_config(cfg, env_gamma: float) -> AdvantageConfig:
+    """The advantage settings; turn_gamma < 0 means the environment's own discount."""
+    a = cfg.rl.advantage
+    turn_gamma = a.turn_gamma if a.turn_gamma >= 0 else env_gamma
+    return AdvantageConfig(estimator=estimator(cfg), level=a.level, whiten=a.whiten,
+                           whiten_weighting=a.whiten_weighting, gamma=a.gamma, lam=a.lam,
+                           turn_gamma=turn_gamma, turn_lam=a.turn_lam)
+
+
+def loss_config(cfg) -> LossConfig:
+    return LossConfig(**dict(cfg.rl.loss))
+
+
+def task_indices(num_tasks: int, position: int, n: int, seed: int) -> list[int]:
+    """The `n` tasks after `position` in an endless stream of seeded shuffles of the split.
+
+    A pure function of (position, seed): resuming from a saved position continues the
+    exact same task order, with no sampler state to checkpoint but one integer.
+    """
+    if num_tasks < 1:
+        raise ValueError("the training split has no tasks")
+    out: list[int] = []
+    while len(out) < n:
+        epoch, offset = divmod(position, num_tasks)
+        perm = np.random.default_rng([seed, epoch]).permutation(num_tasks)
+        take = min(n - len(out), num_tasks - offset)
+        out.extend(int(i) for i in perm[offset:offset + take])
+        position += take
+    return out

@@ -1,0 +1,135 @@
+"""`AgentTrainer`: the one-object entry point, for notebooks and scripts.
+
+    trainer = AgentTrainer(model="smollm2-135m-instruct", environment="calculator",
+                           algo="grpo", learning_rate=2e-4)
+    history = trainer.train(episodes=500)
+    print(trainer.evaluate(num_episodes=32))
+    trainer.export("my_policy/")
+
+It fills a full trainer config (the same one the CLI takes), so anything the shell can
+set is reachable through `overrides={"rl.kl_coef": 0.01, ...}`; the common knobs have
+keyword shortcuts. A loaded `Policy` or a built `EnvSuite` can be passed in place of names.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from flax import nnx
+
+from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.models import Policy, ValueHead, add_lora
+from agentic_rl.models.transformer import LoRAParam
+from agentic_rl.rollout import make_chat_format
+from agentic_rl.train import builders
+from agentic_rl.train.config import apply_overrides, default_config, uses_critic, validate
+from agentic_rl.train.loop import Trainer
+
+# keyword shortcut -> config key
+SHORTCUTS = {
+    "learning_rate": "optim.learning_rate",
+    "lora_rank": "model.lora_rank",
+    "group_size": "rollout.group_size",
+    "tasks_per_step": "rollout.tasks_per_step",
+    "max_turns": "rollout.max_turns",
+    "max_new_tokens": "rollout.max_new_tokens",
+    "kl_coef": "rl.kl_coef",
+    "num_epochs": "train.num_epochs",
+    "eval_every": "eval.every",
+    "seed": "seed",
+    "chat_format": "model.chat_format",
+}
+
+
+def _adopt_policy(policy: Policy, cfg) -> builders.BuiltPolicy:
+    """Adds what the config asks for and a loaded policy lacks (value head, LoRA)."""
+    model = policy.model
+    if uses_critic(cfg) and model.value_head is None:
+        model.value_head = ValueHead(model.cfg.hidden_size, rngs=nnx.Rngs(cfg.seed))
+    has_lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
+    if cfg.model.lora_rank and not has_lora:
+        kw = {"targets": cfg.model.lora_targets} if cfg.model.lora_targets else {}
+        add_lora(model, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha,
+                 rngs=nnx.Rngs(cfg.seed), **kw)
+    fmt = make_chat_format(cfg.model.chat_format, policy.tokenizer)
+    return builders.BuiltPolicy(model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+
+
+class AgentTrainer:
+    """Train an LLM agent on an environment with GRPO or PPO in a few lines.
+
+    model: embedded model name, HF directory, "tiny", or a loaded `Policy`.
+    environment: a name in `agentic_rl.envs.ENVS` or an `EnvSuite`.
+    algo: "grpo" or "ppo". workdir: where checkpoints/metrics go (default runs/<env>-<algo>-<time>).
+    env_kwargs: the environment's keyword arguments. Other keywords: see SHORTCUTS.
+    """
+
+    def __init__(self, model: str | Policy = "smollm2-135m-instruct",
+                 environment: str | EnvSuite = "calculator", algo: str = "grpo", *,
+                 workdir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None, config=None, **shortcuts: Any):
+        unknown = sorted(set(shortcuts) - set(SHORTCUTS))
+        if unknown:
+            raise TypeError(f"AgentTrainer got unknown keyword(s) {unknown}; valid: "
+                            f"{', '.join(SHORTCUTS)} (or overrides={{'a.b': value}})")
+        cfg = config if config is not None else default_config()
+        flat: dict[str, Any] = {"rl.algo": algo}
+        if isinstance(model, str):
+            flat["model.name"] = model
+        if isinstance(environment, str):
+            flat["env.name"] = environment
+        else:
+            flat["env.name"] = environment.name if environment.name in _env_names() else \
+                cfg.env.name
+        flat.update({SHORTCUTS[k]: v for k, v in shortcuts.items()})
+        flat.update({f"env.kwargs.{k}": v for k, v in (env_kwargs or {}).items()})
+        flat.update(overrides or {})
+        self.cfg = apply_overrides(cfg, flat)
+        self._model = model
+        self._suite = environment if isinstance(environment, EnvSuite) else None
+        name = environment if isinstance(environment, str) else environment.name
+        self.workdir = Path(workdir) if workdir else Path(
+            "runs", f"{name}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}")
+        self.trainer: Trainer | None = None
+
+    def _build(self) -> Trainer:
+        if self.trainer is None:
+            validate(self.cfg)
+            policy = (_adopt_policy(self._model, self.cfg) if isinstance(self._model, Policy)
+                      else None)
+            self.trainer = Trainer(self.cfg, self.workdir, policy=policy, suite=self._suite)
+        return self.trainer
+
+    def train(self, episodes: int | None = None, *, steps: int | None = None):
+        """Trains for `episodes` episodes (rounded up to whole steps) or `steps` steps, in
+        total for this workdir (a second call continues). Returns this call's metrics."""
+        rows = self.cfg.rollout.tasks_per_step * self.cfg.rollout.group_size
+        if (episodes is None) == (steps is None):
+            raise ValueError("pass exactly one of episodes= or steps=")
+        total = steps if steps is not None else math.ceil(episodes / rows)
+        with self.cfg.unlocked():
+            self.cfg.train.max_steps = int(total)
+        trainer = self._build()
+        trainer.cfg = self.cfg
+        return trainer.train()
+
+    def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
+        """Evaluation metrics of the current policy on the held-out split."""
+        trainer = self._build()
+        if num_episodes is not None:
+            with self.cfg.unlocked():
+                self.cfg.eval.num_episodes = int(num_episodes)
+        return trainer.evaluate()
+
+    def export(self, out_dir: str | Path) -> Path:
+        """Writes the current policy as a HF directory (LoRA merged)."""
+        return self._build().export(out_dir)
+
+
+def _env_names() -> tuple[str, ...]:
+    from agentic_rl.envs import ENVS
+
+    return ENVS.names()

@@ -1,0 +1,355 @@
+"""The outer RL loop: sample tasks, roll out, score, compute advantages, update, log, save.
+
+One training step:
+  1. the next `tasks_per_step` training tasks (a pure function of the data position);
+  2. `group_size` episodes of each with the current policy (`SamplerPolicy`, KV cache);
+  3. one no-grad pass for old log-probs, values (PPO) and reference log-probs (KL);
+  4. advantages (`rl.compute_advantages`), with the KL as a reward penalty if asked;
+  5. `train_on_batch`: epochs x minibatches of jitted, donated, guarded updates;
+  6. metrics (JSONL / TensorBoard / progress bar), evaluation every `eval.every` steps
+     with sample trajectories, and a checkpoint.
+
+Everything random is derived from `seed`, the step number and the checkpointed PRNG key,
+and the data position is checkpointed, so a run restarted with the same workdir resumes
+exactly: its metrics equal those of an uninterrupted run (timing fields aside).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agentic_rl.models import merge_lora, save_hf_model
+from agentic_rl.rl import compute_advantages, kl_penalty_rewards
+from agentic_rl.rollout import EpisodeBatch, evaluate_policy, run_episodes
+from agentic_rl.rollout.sampler_policy import SamplerPolicy
+from agentic_rl.train import builders, viewer
+from agentic_rl.train.checkpoint import Checkpointer, write_json
+from agentic_rl.train.config import to_json, uses_critic, validate
+from agentic_rl.train.metrics import MetricsWriter, truncate_jsonl
+from agentic_rl.train.state import (
+    batch_sharding,
+    has_lora,
+    init_train_state,
+    make_mesh,
+    make_optimizer,
+    place_state,
+    tree_shardings,
+)
+from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score
+
+
+class NonFiniteError(RuntimeError):
+    """Updates kept producing non-finite losses or gradients; the run stopped."""
+
+
+@functools.partial(jax.jit, static_argnames=("kl_estimator",))
+def _advantages(fields, cfg, values, ref_logprobs, old_logprobs, kl_coef, *, kl_estimator):
+    token_rewards = None
+    if ref_logprobs is not None:  # KL as a per-token reward penalty
+        token_rewards = kl_penalty_rewards(old_logprobs, ref_logprobs, fields["loss_mask"],
+                                           kl_coef, kl_estimator)
+    return compute_advantages(fields, cfg, values=values, token_rewards=token_rewards)
+
+
+def pad_rows(batch: EpisodeBatch, rows: int) -> dict[str, np.ndarray]:
+    """The batch's arrays with empty rows appended up to `rows` (episodes dropped by env
+    errors), so every step has the same shape. Empty rows have no action tokens, hence no
+    loss, and each its own group id so no GRPO group statistics see them."""
+    arrays = {k: np.asarray(getattr(batch, k)) for k in (
+        "tokens", "attention_mask", "loss_mask", "sample_logprobs", "turn_index", "turn_end",
+        "turn_rewards", "group_id", "agent_id")}
+    missing = rows - batch.batch_size
+    if missing <= 0:
+        return arrays
+    fill = {"turn_index": -1, "turn_end": -1, "agent_id": -1}
+    for k, a in arrays.items():
+        pad = np.full((missing, *a.shape[1:]), fill.get(k, 0), a.dtype)
+        if k == "group_id":
+            pad = (a.min(initial=0) - 1 - np.arange(missing)).astype(a.dtype)
+        arrays[k] = np.concatenate([a, pad])
+    return arrays
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+class Trainer:
+    """Runs (or resumes) one experiment in `workdir` from a config.
+
+    `policy` / `suite` may be passed pre-built (the AgentTrainer facade does so); by
+    default they are built from `cfg.model` and `cfg.env`.
+    """
+
+    def __init__(self, cfg, workdir: str | Path, *, policy: builders.BuiltPolicy | None = None,
+                 suite=None):
+        self.cfg = validate(cfg)
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.suite = suite or builders.build_suite(cfg)
+        self.policy = policy or builders.build_policy(cfg)
+        self.train_tasks = list(self.suite.tasks.split(cfg.env.train_split))
+        self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size
+        self.mesh = make_mesh()
+        self._check_divisibility()
+
+        c = cfg.rl
+        self.critic = uses_critic(cfg)
+        self.need_ref = c.kl_coef > 0
+        updates = cfg.train.max_steps * cfg.train.num_epochs * cfg.train.num_minibatches
+        state = init_train_state(self.policy.model, make_optimizer(cfg.optim, updates),
+                                 seed=cfg.seed, need_ref_copy=self.need_ref)
+        self.lora = has_lora(state.params)
+        self.shardings = tree_shardings(state, self.mesh, cfg.train.fsdp)
+        self.state = place_state(state, self.mesh, cfg.train.fsdp)
+        self.batch_sharding = batch_sharding(self.mesh)
+        self.train_fn = make_train_fn(self.shardings, self.batch_sharding)
+        self.hp = StepConfig(
+            loss=builders.loss_config(cfg), kl_coef=c.kl_coef, entropy_coef=c.entropy_coef,
+            vf_coef=c.vf_coef, num_epochs=cfg.train.num_epochs,
+            num_minibatches=cfg.train.num_minibatches,
+            micro_batch_size=cfg.train.micro_batch_size,
+            kl_in_loss=self.need_ref and c.kl_mode == "loss",
+            use_entropy=c.entropy_coef > 0, use_critic=self.critic, mesh=self.mesh)
+        self.adv_cfg = builders.advantage_config(cfg, self.suite.gamma)
+        self.rollout_cfg = builders.rollout_config(cfg)
+        eval_rows = min(cfg.eval.num_episodes, 64) if cfg.eval.every or cfg.eval.at_start else 1
+        self.sampler = SamplerPolicy(
+            self.policy.model.lm, self.policy.tokenizer, max_rows=max(self.rows, eval_rows),
+            params=builders.sampling_params(cfg), seed=cfg.seed,
+            capacity=cfg.rollout.max_episode_tokens)
+        self.eval_rows = eval_rows
+
+        self.ckpt = Checkpointer(self.workdir / "checkpoints", keep=cfg.checkpoint.keep,
+                                 best_mode=cfg.checkpoint.best_mode)
+        self.step = 0  # training steps completed
+        self.position = 0  # training tasks consumed
+        self.best: dict[str, Any] | None = None
+        self.nonfinite_streak = 0
+        self.resumed_from: int | None = None
+        self._restore_or_start()
+        self._last_batch: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ setup
+
+    def _check_divisibility(self) -> None:
+        n = self.mesh.shape["data"]
+        t = self.cfg.train
+        micro = t.micro_batch_size or self.rows // t.num_minibatches
+        score_rows = t.score_batch_size or self.rows
+        if micro % n or self.rows % score_rows:
+            raise ValueError(
+                f"with {n} devices the micro-batch ({micro} rows) must be a multiple of {n}, "
+                f"and train.score_batch_size ({score_rows}) must divide the {self.rows} rows"
+            )
+
+    def _restore_or_start(self) -> None:
+        latest = self.ckpt.latest_step()
+        config_path = self.workdir / "config.json"
+        if latest is None:
+            config_path.write_text(to_json(self.cfg))
+            (self.workdir / "metrics.jsonl").unlink(missing_ok=True)
+            return
+        self.state, host = self.ckpt.restore(latest, self.state)
+        self.step = int(host["step"])
+        self.position = int(host["position"])
+        self.best = host.get("best")
+        self.nonfinite_streak = int(host.get("nonfinite_streak", 0))
+        self.resumed_from = self.step
+        truncate_jsonl(self.workdir / "metrics.jsonl", self.step)
+        config_path.write_text(to_json(self.cfg))
+        print(f"resumed from {self.ckpt.directory / str(latest)} at step {self.step}",
+              file=sys.stderr)
+
+    def _host_state(self) -> dict[str, Any]:
+        return {"step": self.step, "position": self.position, "best": self.best,
+                "nonfinite_streak": self.nonfinite_streak}
+
+    # ------------------------------------------------------------------ one step
+
+    def _sync_sampler(self, *, greedy: bool, seed: int) -> None:
+        """Point the sampler at the current weights, sampling settings and a fresh seed.
+
+        The per-call seed matters: the sampler derives each draw from (seed, episode id,
+        turn), and episode ids repeat every step, so a fixed seed would replay the same
+        random numbers at every step.
+        """
+        self.sampler.update_model(self.state.model().lm)
+        self.sampler.params = builders.sampling_params(self.cfg, greedy=greedy)
+        self.sampler.sampler.seed = seed
+
+    def rollout(self):
+        cfg = self.cfg
+        idx = builders.task_indices(len(self.train_tasks), self.position,
+                                    cfg.rollout.tasks_per_step, cfg.seed)
+        tasks = [self.train_tasks[i] for i in idx]
+        seed = _seed(cfg.seed, self.step, 1)
+        self._sync_sampler(greedy=False, seed=seed)
+        generated = self.sampler.stats["generated_tokens"]
+        t0 = time.perf_counter()
+        result = run_episodes(self.sampler, self.policy.chat_format, self.suite.make_env, tasks,
+                              group_size=cfg.rollout.group_size, config=self.rollout_cfg,
+                              seed=seed)
+        dt = time.perf_counter() - t0
+        new_tokens = self.sampler.stats["generated_tokens"] - generated
+        self.position += len(tasks)
+        return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
+
+    def prepare_batch(self, arrays: dict[str, np.ndarray]) -> TrainBatch:
+        """Scoring pass and advantages: the host EpisodeBatch arrays -> a sharded TrainBatch."""
+        put = lambda x: jax.device_put(jnp.asarray(x), self.batch_sharding)
+        tokens, attn = put(arrays["tokens"]), put(arrays["attention_mask"])
+        chunk = self.cfg.train.score_batch_size or self.rows
+        if self.cfg.train.reuse_sample_logprobs and not (self.critic or self.need_ref):
+            old_lp = put(arrays["sample_logprobs"])
+            values = ref_lp = jnp.zeros_like(old_lp)
+        else:
+            old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
+                                           with_values=self.critic, with_ref=self.need_ref)
+        fields = {k: jnp.asarray(arrays[k]) for k in
+                  ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")}
+        kl_reward = self.need_ref and self.cfg.rl.kl_mode == "reward"
+        adv, ret = _advantages(fields, self.adv_cfg, values if self.critic else None,
+                               ref_lp if kl_reward else None, old_lp,
+                               jnp.float32(self.cfg.rl.kl_coef),
+                               kl_estimator=self.cfg.rl.loss.kl_estimator)
+        batch = TrainBatch(tokens=tokens, attention_mask=attn,
+                           loss_mask=put(arrays["loss_mask"]),
+                           turn_index=put(arrays["turn_index"]), advantages=adv, returns=ret,
+                           old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values)
+        return jax.device_put(batch, self.batch_sharding)
+
+    def train_step(self) -> dict[str, Any]:
+        """One rollout + update. Returns the step's metrics (without evaluation)."""
+        t0 = time.perf_counter()
+        result, metrics = self.rollout()
+        if result.batch is None:
+            raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
+        arrays = pad_rows(result.batch, self.rows)
+        t1 = time.perf_counter()
+        batch = self.prepare_batch(arrays)
+        self.state, train_metrics = self.train_fn(self.state, batch, self.hp)
+        train_metrics = {k: float(v) for k, v in jax.device_get(train_metrics).items()}
+        self.step += 1
+        metrics["time/update_s"] = time.perf_counter() - t1
+        metrics["time/step_s"] = time.perf_counter() - t0
+        metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
+        metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
+        mask = arrays["loss_mask"]
+        adv = np.asarray(batch.advantages)
+        metrics["train/advantage_mean"] = float(adv[mask].mean()) if mask.any() else 0.0
+        metrics["train/advantage_std"] = float(adv[mask].std()) if mask.any() else 0.0
+        self._last_batch = {"metas": list(result.batch.metadata), "arrays": arrays,
+                            "advantages": adv}
+        self._check_finite(int(train_metrics["skipped"]))
+        return metrics
+
+    def _check_finite(self, skipped: int) -> None:
+        if not skipped:
+            self.nonfinite_streak = 0
+            return
+        self.nonfinite_streak += skipped
+        print(f"step {self.step}: skipped {skipped} update(s) with a non-finite loss or "
+              f"gradient ({self.nonfinite_streak} in a row)", file=sys.stderr)
+        limit = self.cfg.train.max_nonfinite
+        if self.nonfinite_streak >= limit:
+            raise NonFiniteError(
+                f"stopping at step {self.step}: {self.nonfinite_streak} consecutive updates had a "
+                f"non-finite loss or gradient (train.max_nonfinite={limit}). Params are those "
+                "of the last good update; lower optim.learning_rate, check the rewards for "
+                "NaN/inf, or raise optim.max_grad_norm clipping."
+            )
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        """Greedy (by default) episodes on the held-out split; saves sample trajectories."""
+        cfg = self.cfg
+        self._sync_sampler(greedy=cfg.eval.greedy, seed=_seed(cfg.seed, 2))
+        t0 = time.perf_counter()
+        report = evaluate_policy(self.sampler, self.policy.chat_format, self.suite,
+                                 num_episodes=min(cfg.eval.num_episodes,
+                                                  len(self.suite.tasks.split(cfg.env.eval_split))),
+                                 split=cfg.env.eval_split, batch_size=self.eval_rows,
+                                 config=self.rollout_cfg, seed=cfg.seed)
+        metrics = {f"eval/{k}": v for k, v in report.metrics.items()}
+        metrics["time/eval_s"] = time.perf_counter() - t0
+        self._save_trajectories(report.episodes)
+        return metrics
+
+    def _save_trajectories(self, eval_episodes) -> None:
+        n = self.cfg.eval.num_trajectories
+        if n <= 0:
+            return
+        records = []
+        if self._last_batch is not None:
+            a = self._last_batch["arrays"]
+            records += viewer.records_from_batch(
+                self._last_batch["metas"], a["turn_rewards"], self._last_batch["advantages"],
+                a["turn_index"], a["loss_mask"], step=self.step, limit=n)
+        records += [viewer.trajectory_record(e, step=self.step, kind="eval")
+                    for e in eval_episodes[:n]]
+        viewer.save_trajectories(self.workdir / "trajectories", self.step, records)
+
+    def _update_best(self, metrics: dict[str, Any]) -> bool:
+        key = self.cfg.checkpoint.best_metric
+        value = metrics.get(key)
+        if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        if self.ckpt.is_better(value, self.best):
+            self.best = {"step": self.step, "value": float(value), "metric": key}
+            return True
+        return False
+
+    # ------------------------------------------------------------------ driver
+
+    def train(self) -> list[dict[str, Any]]:
+        """Runs until train.max_steps; returns the metrics of the steps run in this call."""
+        cfg = self.cfg
+        history: list[dict[str, Any]] = []
+        writer = MetricsWriter(self.workdir, total_steps=cfg.train.max_steps,
+                               start_step=self.step, tensorboard=cfg.log.tensorboard,
+                               progress=cfg.log.progress)
+        try:
+            if cfg.eval.at_start and self.step == 0:
+                writer.write(0, self.evaluate())
+            while self.step < cfg.train.max_steps:
+                metrics = self.train_step()
+                every = cfg.eval.every
+                evaluated = bool(every) and (self.step % every == 0
+                                             or self.step == cfg.train.max_steps)
+                if evaluated:
+                    metrics.update(self.evaluate())
+                is_best = evaluated and self._update_best(metrics)
+                writer.write(self.step, metrics)
+                history.append({"step": self.step, **metrics})
+                if (self.step % cfg.checkpoint.every == 0 or is_best
+                        or self.step == cfg.train.max_steps):
+                    self.ckpt.save(self.step, self.state, self._host_state())
+        finally:
+            writer.close()
+        if cfg.checkpoint.export_final and self.step >= cfg.train.max_steps:
+            self.export(self.workdir / "export")
+        return history
+
+    def export(self, out_dir: str | Path) -> Path:
+        """Writes the current policy (LoRA merged) as a HF model directory."""
+        model = self.state.model()
+        if self.lora:
+            merge_lora(model)
+        path = save_hf_model(model.lm, out_dir, tokenizer=self.policy.hf_tokenizer)
+        write_json(Path(out_dir) / "agentic_rl_train.json",
+                   {"step": self.step, "workdir": str(self.workdir.absolute())})
+        return path
+
+    def close(self) -> None:
+        self.ckpt.close()

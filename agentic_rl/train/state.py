@@ -1,0 +1,166 @@
+"""Training state: the policy split into trainable and frozen pytrees, the optimizer, the mesh.
+
+`TrainState` is a pytree of arrays (plus static graphdef and optimizer), so the update
+step is a pure jitted function of (state, batch) that donates the state. The policy is
+`nnx.split` into:
+  params   what the optimizer updates: LoRA adapters (+ value head) with LoRA, else
+           every `nnx.Param`;
+  frozen   the rest (the base weights under LoRA; empty for full fine-tuning);
+  ref      the reference policy for the KL term when it is not free: a frozen copy of
+           the initial params for full fine-tuning with kl_coef > 0. With LoRA the
+           reference is the same params with the adapters zeroed (no copy at all).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from agentic_rl.models import LoRAParam, PolicyModel
+
+DATA_AXIS = "data"
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array  # int32 scalar: training steps done (rollout + updates)
+    params: nnx.State
+    frozen: nnx.State
+    ref: nnx.State | None
+    opt_state: Any
+    rng: jax.Array  # uint32[2] PRNG key (raw, so it checkpoints as a plain array)
+    graphdef: nnx.GraphDef = flax.struct.field(pytree_node=False)
+    tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
+
+    def model(self, params: nnx.State | None = None) -> PolicyModel:
+        """A live module over `params` (default: the current ones); shares the arrays."""
+        return nnx.merge(self.graphdef, self.params if params is None else params, self.frozen)
+
+
+def _is_var(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def trainable_filter(lora: bool):
+    """LoRA: adapters and the value head; full fine-tuning: every Param."""
+    if lora:
+        return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("value_head")))
+    return nnx.Param
+
+
+def zero_lora(params: nnx.State) -> nnx.State:
+    """The params with every LoRA adapter zeroed: the base model, i.e. the reference policy."""
+    return jax.tree.map(
+        lambda v: v.replace(value=jnp.zeros_like(v.get_value())) if isinstance(v, LoRAParam)
+        else v,
+        params,
+        is_leaf=_is_var,
+    )
+
+
+def has_lora(params: nnx.State) -> bool:
+    return any(isinstance(v, LoRAParam) for v in jax.tree.leaves(params, is_leaf=_is_var))
+
+
+def make_schedule(ocfg, total_updates: int) -> optax.Schedule:
+    """Linear warmup, then constant / linear decay to 0 / cosine decay to 0."""
+    lr, warm = float(ocfg.learning_rate), int(ocfg.warmup_steps)
+    rest = max(total_updates - warm, 1)
+    if ocfg.schedule == "constant":
+        after = optax.constant_schedule(lr)
+    elif ocfg.schedule == "linear":
+        after = optax.linear_schedule(lr, 0.0, rest)
+    else:
+        after = optax.cosine_decay_schedule(lr, rest)
+    if warm <= 0:
+        return after
+    return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
+
+
+def make_optimizer(ocfg, total_updates: int) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with the configured schedule."""
+    return optax.chain(
+        optax.clip_by_global_norm(float(ocfg.max_grad_norm)),
+        optax.adamw(make_schedule(ocfg, total_updates), b1=float(ocfg.b1), b2=float(ocfg.b2),
+                    eps=float(ocfg.eps), weight_decay=float(ocfg.weight_decay)),
+    )
+
+
+def init_train_state(
+    model: PolicyModel,
+    tx: optax.GradientTransformation,
+    *,
+    seed: int,
+    need_ref_copy: bool,
+) -> TrainState:
+    """Splits `model` and initialises the optimizer. `need_ref_copy`: keep a frozen copy of
+    the initial params as the KL reference (only meaningful without LoRA)."""
+    lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
+    graphdef, params, frozen = nnx.split(model, trainable_filter(lora), ...)
+    ref = jax.tree.map(jnp.copy, params) if need_ref_copy and not lora else None
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        frozen=frozen,
+        ref=ref,
+        opt_state=tx.init(params),
+        rng=jax.random.PRNGKey(seed),
+        graphdef=graphdef,
+        tx=tx,
+    )
+
+
+# ------------------------------------------------------------------ mesh and shardings
+
+
+def make_mesh(devices=None) -> Mesh:
+    """A 1-D data-parallel mesh over every local device."""
+    return Mesh(np.asarray(devices if devices is not None else jax.devices()), (DATA_AXIS,))
+
+
+def _var_spec(v: nnx.Variable, mesh: Mesh, fsdp: bool) -> P:
+    """FSDP: shard the variable's 'embed' axis over 'data' when the size divides; else replicate.
+
+    Derived from the logical axis names every parameter carries, so any model gets the
+    same treatment; optimizer moments inherit the metadata of their parameter.
+    """
+    axes = v.get_metadata().get("out_sharding") or ()
+    shape = np.shape(v.get_value())
+    n = mesh.shape[DATA_AXIS]
+    if not fsdp or n == 1 or len(axes) != len(shape):
+        return P()
+    spec = [None] * len(shape)
+    for i, name in enumerate(axes):
+        if name == "embed" and shape[i] % n == 0:
+            spec[i] = DATA_AXIS
+            break
+    return P(*spec)
+
+
+def tree_shardings(tree: Any, mesh: Mesh, fsdp: bool = False) -> Any:
+    """NamedShardings for a pytree holding nnx Variables (params, optimizer state, ...):
+    a prefix tree where each Variable becomes one sharding; other leaves are replicated."""
+
+    def one(x):
+        if _is_var(x):
+            return NamedSharding(mesh, _var_spec(x, mesh, fsdp))
+        return NamedSharding(mesh, P())
+
+    return jax.tree.map(one, tree, is_leaf=_is_var)
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """Leading (row) axis split over the data axis."""
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def place_state(state: TrainState, mesh: Mesh, fsdp: bool = False) -> TrainState:
+    return jax.device_put(state, tree_shardings(state, mesh, fsdp))

@@ -1,0 +1,236 @@
+"""The pure update step: scoring, losses, gradient accumulation and guarded optimizer updates.
+
+    train_on_batch(state, batch, hp) -> (state, metrics)
+
+runs `hp.num_epochs` passes over one rollout batch, each split (after a seeded shuffle)
+into `hp.num_minibatches` optimizer updates, each accumulated exactly over micro-batches:
+every loss term shares one denominator (the aggregation's, computed over the whole
+minibatch first), so summing micro-batch loss sums and gradients and dividing once gives
+the gradient of the minibatch loss, whatever the micro-batch size.
+
+An update whose loss or gradient is not finite is skipped: params and optimizer state
+are kept as they were and `skipped` counts it, so the host can log it and stop after
+repeated occurrences. Under a mesh the rows of every micro-batch are sharded over the
+data axis; XLA inserts the gradient all-reduce.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from agentic_rl.rl import (
+    LossConfig,
+    aggregate,
+    compute_policy_loss,
+    entropy_loss,
+    kl_loss,
+    value_loss,
+)
+from agentic_rl.train.state import DATA_AXIS, TrainState, zero_lora
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainBatch:
+    """What the update step needs per token; all [B, T]. Built by the loop from an
+    EpisodeBatch plus the scoring pass and the advantages."""
+
+    tokens: Array
+    attention_mask: Array
+    loss_mask: Array
+    turn_index: Array
+    advantages: Array
+    returns: Array
+    old_logprobs: Array  # pre-update policy (PPO ratio denominators)
+    ref_logprobs: Array  # reference policy (KL); zeros when unused
+    old_values: Array  # critic before the update (value clipping); zeros when unused
+
+
+@flax.struct.dataclass
+class StepConfig:
+    """Hyperparameters of the update. Floats are traced; structure is static."""
+
+    loss: LossConfig
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    vf_coef: float = 0.5
+    num_epochs: int = flax.struct.field(pytree_node=False, default=1)
+    num_minibatches: int = flax.struct.field(pytree_node=False, default=1)
+    micro_batch_size: int = flax.struct.field(pytree_node=False, default=0)
+    kl_in_loss: bool = flax.struct.field(pytree_node=False, default=False)
+    use_entropy: bool = flax.struct.field(pytree_node=False, default=False)
+    use_critic: bool = flax.struct.field(pytree_node=False, default=False)
+    mesh: Mesh | None = flax.struct.field(pytree_node=False, default=None)
+
+
+# ------------------------------------------------------------------ forward / scoring
+
+
+def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=False):
+    """(log-probs, entropies or None, values or None), each [B, T], aligned with tokens."""
+    model = state.model(params)
+    return model.logprobs_and_values(tokens, mask, with_entropy=with_entropy)
+
+
+def reference_params(state: TrainState) -> nnx.State:
+    """The KL reference: the frozen initial copy, or the params with LoRA switched off."""
+    return state.ref if state.ref is not None else zero_lora(state.params)
+
+
+def _chunks(x: Array, size: int) -> Array:
+    return x.reshape(x.shape[0] // size, size, *x.shape[1:])
+
+
+@functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref"))
+def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, with_ref: bool):
+    """No-grad pass over a whole batch, `chunk` rows at a time: log-probs of the current
+    policy, its values (critic) and the reference log-probs. Zeros for what is not asked."""
+    ref_params = reference_params(state) if with_ref else None
+
+    def one(xs):
+        t, m = xs
+        lp, _, v = forward(state, state.params, t, m)
+        ref = forward(state, ref_params, t, m)[0] if with_ref else jnp.zeros_like(lp)
+        v = v if (with_values and v is not None) else jnp.zeros_like(lp)
+        return lp, v, ref
+
+    lp, v, ref = jax.lax.map(one, (_chunks(tokens, chunk), _chunks(mask, chunk)))
+    flat = lambda x: x.reshape(tokens.shape[0], *x.shape[2:])
+    return flat(lp), flat(v), flat(ref)
+
+
+# ------------------------------------------------------------------ losses
+
+
+def denominator(loss_mask: Array, cfg: LossConfig) -> Array:
+    """The aggregation's denominator for a whole minibatch (shared by every loss term)."""
+    return aggregate(jnp.zeros(loss_mask.shape, jnp.float32), loss_mask, cfg)[1]
+
+
+def loss_sums(params, state: TrainState, mb: TrainBatch, hp: StepConfig):
+    """Un-normalised loss terms of one micro-batch: (total_sum, ({term: sum}, metrics))."""
+    lp, ent, values = forward(state, params, mb.tokens, mb.attention_mask,
+                              with_entropy=hp.use_entropy)
+    mask = mb.loss_mask.astype(bool)
+    pg_sum, _, metrics = compute_policy_loss(lp, mb.old_logprobs, mb.advantages, mask, hp.loss,
+                                             turn_index=mb.turn_index)
+    metrics = {k: v for k, v in metrics.items() if k != "loss"}
+    sums = {"pg_loss": pg_sum}
+    total = pg_sum
+    if hp.kl_in_loss:
+        kl_sum, _, _ = kl_loss(lp, mb.ref_logprobs, mask, hp.loss)
+        sums["kl_loss"] = kl_sum
+        total = total + hp.kl_coef * kl_sum
+    if hp.use_critic:
+        v_sum, _, v_metrics = value_loss(values, mb.old_values, mb.returns, mask, hp.loss)
+        sums["value_loss"] = v_sum
+        metrics.update({k: v for k, v in v_metrics.items() if k != "loss"})
+        total = total + hp.vf_coef * v_sum
+    if hp.use_entropy:
+        e_sum, _, _ = entropy_loss(ent, mask, hp.loss)
+        sums["entropy"] = -e_sum  # entropy_loss is -H; log H itself
+        total = total + hp.entropy_coef * e_sum
+    return total, (sums, metrics)
+
+
+def _constrain(tree, mesh: Mesh | None, spec: P):
+    if mesh is None:
+        return tree
+    return jax.lax.with_sharding_constraint(tree, NamedSharding(mesh, spec))
+
+
+def _all_finite(tree) -> Array:
+    return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def minibatch_update(state: TrainState, mb: TrainBatch, hp: StepConfig):
+    """One optimizer update from a minibatch shaped [n_micro, micro, T].
+
+    Returns (state, metrics). Skips the update (keeps params and optimizer state) when the
+    loss or any gradient is not finite.
+    """
+    mb = _constrain(mb, hp.mesh, P(None, DATA_AXIS))
+    denom = denominator(mb.loss_mask.astype(bool), hp.loss)
+    grad_fn = jax.value_and_grad(loss_sums, has_aux=True)
+
+    def micro(acc, m: TrainBatch):
+        grads, total, sums = acc
+        (t, (s, metrics)), g = grad_fn(state.params, state, m, hp)
+        grads = jax.tree.map(jnp.add, grads, g)
+        sums = jax.tree.map(jnp.add, sums, s)
+        return (grads, total + t, sums), metrics
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    first = jax.tree.map(lambda x: x[0], mb)
+    sum_shapes = jax.eval_shape(lambda: loss_sums(state.params, state, first, hp)[1][0])
+    zero_sums = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sum_shapes)
+    (grads, total, sums), metrics = jax.lax.scan(
+        micro,
+        (zeros, jnp.zeros((), jnp.float32), zero_sums),
+        mb,
+    )
+    safe = jnp.where(denom > 0, denom, 1.0)
+    grads = jax.tree.map(lambda g: g / safe, grads)
+    loss = total / safe
+    grad_norm = optax.global_norm(grads)
+    ok = jnp.isfinite(loss) & _all_finite(grads)
+    updates, new_opt = state.tx.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
+    state = state.replace(params=keep(new_params, state.params),
+                          opt_state=keep(new_opt, state.opt_state))
+    out = {k: jnp.mean(v) for k, v in metrics.items()}
+    out.update({k: v / safe for k, v in sums.items()})
+    out.update(loss=loss, grad_norm=grad_norm, skipped=(~ok).astype(jnp.float32))
+    return state, out
+
+
+def split_minibatches(batch: TrainBatch, hp: StepConfig, key: Array) -> TrainBatch:
+    """Shuffle rows, then shape every field [num_minibatches, n_micro, micro, T]."""
+    rows = batch.tokens.shape[0]
+    mb_rows = rows // hp.num_minibatches
+    micro = hp.micro_batch_size or mb_rows
+    perm = jax.random.permutation(key, rows)
+
+    def reshape(x):
+        return x[perm].reshape(hp.num_minibatches, mb_rows // micro, micro, *x.shape[1:])
+
+    return jax.tree.map(reshape, batch)
+
+
+def train_on_batch(state: TrainState, batch: TrainBatch, hp: StepConfig):
+    """All epochs x minibatches of updates on one rollout batch; advances step and rng.
+
+    Metrics are means over the updates, except `skipped` (how many were skipped).
+    """
+    rng, key = jax.random.split(state.rng)
+
+    def epoch(st, k):
+        mbs = split_minibatches(batch, hp, k)
+        return jax.lax.scan(lambda s, mb: minibatch_update(s, mb, hp), st, mbs)
+
+    state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, hp.num_epochs))
+    out = {k: jnp.mean(v) for k, v in metrics.items()}
+    out["skipped"] = jnp.sum(metrics["skipped"])
+    if "ratio_max" in metrics:
+        out["ratio_max"] = jnp.max(metrics["ratio_max"])
+    return state.replace(step=state.step + 1, rng=rng), out
+
+
+def make_train_fn(state_shardings: Any = None, batch_shardings: Any = None):
+    """`train_on_batch` jitted with the state donated (and placed by the given shardings)."""
+    kwargs: dict[str, Any] = {}
+    if state_shardings is not None:
+        kwargs = {"in_shardings": (state_shardings, batch_shardings, None),
+                  "out_shardings": (state_shardings, None)}
+    return jax.jit(train_on_batch, donate_argnums=(0,), **kwargs)
