@@ -7,6 +7,7 @@ from agentic_rl.models.loading import (
     ModelNotFoundError,
     Policy,
     export_policy,
+    load_critic,
     load_policy,
     resolve_model_dir,
 )
@@ -31,6 +32,6 @@ __all__ = [
     "EMBEDDED_MODELS", "CheckpointError", "CriticModel", "KVCache", "LoRAParam",
     "ModelConfig", "ModelNotFoundError", "Policy", "PolicyModel", "Transformer",
     "UnsupportedModelError", "ValueHead", "add_lora", "chunked_logprobs", "export_policy",
-    "init_cache", "load_hf_model", "load_policy", "logical_axes", "lora_state", "merge_lora",
-    "resolve_model_dir", "save_hf_model", "token_logprobs", "unmerge_lora",
+    "init_cache", "load_critic", "load_hf_model", "load_policy", "logical_axes", "lora_state",
+    "merge_lora", "resolve_model_dir", "save_hf_model", "token_logprobs", "unmerge_lora",
 ]

@@ -18,7 +18,7 @@ from flax import nnx
 
 from agentic_rl.models.config import ModelConfig
 from agentic_rl.models.hf_io import CheckpointError, load_hf_model, read_hf_config, save_hf_model
-from agentic_rl.models.transformer import PolicyModel, add_lora
+from agentic_rl.models.transformer import CriticModel, PolicyModel, add_lora
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +148,22 @@ def load_policy(
         add_lora(policy, rank=lora_rank, alpha=lora_alpha, rngs=rngs, **kw)
     return Policy(model=policy, tokenizer=load_tokenizer(model_dir), path=model_dir,
                   name=str(name_or_path))
+
+
+def load_critic(
+    name_or_path: str | os.PathLike = "smollm2-135m-instruct",
+    *,
+    dtype: str | None = None,
+    param_dtype: str | None = None,
+    remat: bool | None = None,
+    seed: int = 0,
+) -> CriticModel:
+    """A separate PPO critic: its own trunk, initialised from the same checkpoint as the
+    policy, plus a zero-initialised value head. Use it instead of `value_head=True` when
+    value learning should not share (and disturb) the policy's representation."""
+    lm = load_hf_model(resolve_model_dir(name_or_path), dtype=dtype, param_dtype=param_dtype,
+                       remat=remat)
+    return CriticModel(lm.cfg, rngs=nnx.Rngs(seed), lm=lm)
 
 
 def export_policy(policy: Policy, out_dir: str | os.PathLike, *, dtype: str = "float32") -> Path:

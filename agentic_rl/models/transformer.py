@@ -508,8 +508,8 @@ class PolicyModel(nnx.Module):
 class CriticModel(nnx.Module):
     """A separate critic: its own trunk (usually initialised from the policy) + value head."""
 
-    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
-        self.lm = Transformer(cfg, rngs=rngs)
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, lm: Transformer | None = None):
+        self.lm = lm if lm is not None else Transformer(cfg, rngs=rngs)
         self.value_head = ValueHead(cfg.hidden_size, rngs=rngs)
 
     def __call__(self, tokens, attention_mask=None) -> Array:

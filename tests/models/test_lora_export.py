@@ -151,3 +151,17 @@ def test_logical_axis_names_on_every_parameter(tiny_dir):
         assert len(spec) == arr.ndim
     names = {a for s in specs for a in s if a}
     assert {"vocab", "embed", "layers", "q_heads", "kv_heads", "mlp", "lora_rank"} <= names
+
+
+def test_separate_critic_from_checkpoint(tiny_dir):
+    from agentic_rl.models import load_critic
+
+    critic = load_critic(tiny_dir)
+    lm = load_hf_model(tiny_dir)
+    np.testing.assert_array_equal(np.asarray(critic.lm.embed_tokens.value),
+                                  np.asarray(lm.embed_tokens.value))
+    values = nnx.jit(lambda c, t: c(t))(critic, _toks())
+    assert values.shape == (2, 13)
+    np.testing.assert_array_equal(np.asarray(values), 0.0)  # zero-initialised head
+    grads = nnx.grad(lambda c: c(_toks()).sum())(critic)
+    assert float(jnp.abs(grads["value_head"]["kernel"].value).max()) > 0
