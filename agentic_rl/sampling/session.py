@@ -64,6 +64,14 @@ def _compact(cache: KVCache) -> KVCache:
                    cursor=jnp.max(cache.mask.sum(axis=1)).astype(jnp.int32))
 
 
+@jax.jit
+def _row_keys(seed, key_ids: jax.Array, turns: jax.Array) -> jax.Array:
+    """PRNG key of each row: fold_in(fold_in(key(seed), key_id), turn)."""
+    base = jax.random.key(seed)
+    return jax.vmap(lambda k, t: jax.random.fold_in(jax.random.fold_in(base, k), t))(
+        key_ids, turns)
+
+
 def _grow(cache: KVCache, capacity: int) -> KVCache:
     extra = capacity - cache.capacity
     pad = ((0, 0), (0, 0), (0, extra), (0, 0))
@@ -167,13 +175,13 @@ class BatchSampler:
 
     # ------------------------------------------------------------------ sample
     def _keys(self, rows: Sequence[int], key_ids: Mapping[int, int] | None):
-        base = jax.random.key(self.seed)
-        data = np.zeros((self.rows, 2), np.uint32)
+        kid = np.arange(self.rows, dtype=np.int64)
         for r in rows:
-            kid = key_ids[r] if key_ids and r in key_ids else r
-            k = jax.random.fold_in(jax.random.fold_in(base, kid), int(self._turn[r]))
-            data[r] = np.asarray(jax.random.key_data(k))
-        return jax.random.wrap_key_data(jnp.asarray(data))
+            if key_ids and r in key_ids:
+                kid[r] = key_ids[r]
+        # one compiled call for all rows (rows not sampled get unused keys)
+        return _row_keys(self.seed, jnp.asarray(kid.astype(np.uint32)),
+                         jnp.asarray(self._turn.astype(np.uint32)))
 
     def sample(
         self,
