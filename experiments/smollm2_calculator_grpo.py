@@ -1,6 +1,6 @@
 """SmolLM2-135M-Instruct learns to use the calculator tool, with GRPO + LoRA on CPU.
 
-Command (the README's main job; ~15 min on 2 CPU cores):
+Command (the README's main job):
 
     python -m agentic_rl.train --config experiments/smollm2_calculator_grpo.py \
         --workdir runs/smollm2_calculator_grpo
@@ -11,12 +11,17 @@ Variants (append `:NAME` to the config path):
     full    full fine-tuning (no LoRA) with the KL reference as a frozen copy
     smoke   2 steps, to check the set-up
 
-Expected result (measured, see the report in the docstring below): see EXPECTED.
+Expected result: not yet measured end to end. What was measured (2026-11-21, a 2-core
+CPU shared with other jobs): the `:smoke` variant (2 steps) took 19 min wall, the first
+step mostly XLA compilation, the second 437 s (update 265 s, rollout 169 s); untrained
+SmolLM2 almost never calls the calculator tool (eval success 0-6%), so with GRPO most
+groups have zero advantage early on. The full 8-step run and its learning curve are
+issue #8's job.
 """
 
 from agentic_rl.train.config import default_config
 
-EXPECTED = "filled in after the measured run"
+EXPECTED = "unmeasured: see the module docstring"
 
 
 def get_config(variant: str | None = None):
