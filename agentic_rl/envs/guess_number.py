@@ -42,9 +42,19 @@ def extract_guess(text: str) -> int | None:
 
 
 def generate_guess_tasks(
-    n: int, seed: int, *, low: int = 1, high: int = 100, id_prefix: str = "guess"
+    n: int,
+    seed: int,
+    *,
+    low: int = 1,
+    high: int = 100,
+    id_prefix: str = "guess",
+    instructions: str = GUESS_INSTRUCTIONS,
 ) -> list[Task]:
-    """`n` games with secrets drawn uniformly from [low, high], reproducible from `seed`."""
+    """`n` games with secrets drawn uniformly from [low, high], reproducible from `seed`.
+
+    `instructions` is the prompt template ({low} and {high} are filled in). A shorter one
+    matters for character-level test models, whose episode length is mostly the prompt.
+    """
     if n < 0 or high <= low:
         raise ValueError(f"need n >= 0 and high > low, got n={n}, low={low}, high={high}")
     rng = random.Random(seed)
@@ -54,7 +64,7 @@ def generate_guess_tasks(
         tasks.append(
             Task(
                 id=f"{id_prefix}-{seed}-{i}",
-                prompt=GUESS_INSTRUCTIONS.format(low=low, high=high),
+                prompt=instructions.format(low=low, high=high),
                 answer=str(secret),
                 data={"low": low, "high": high, "secret": secret},
             )

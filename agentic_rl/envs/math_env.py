@@ -9,6 +9,7 @@ an error observation so the agent can recover within the episode.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -24,6 +25,48 @@ MATH_INSTRUCTIONS = (
 )
 
 
+# A short system prompt for small models: the tool format is shown, not specified by a
+# JSON schema (the Hermes schema prompt costs ~250 tokens that a 135M model ignores).
+COMPACT_CALCULATOR_INSTRUCTIONS = (
+    "You are a math assistant with a calculator. To compute, call it like this:\n"
+    '<tool_call>\n{"name": "calculator", "arguments": {"expression": "12 * 7"}}\n</tool_call>\n'
+    "The result comes back in <tool_response></tool_response>. Then give the final answer "
+    "like this: <answer>84</answer>"
+)
+
+# Worked examples (question, calculator expression); the answers come from the calculator.
+_CALCULATOR_EXAMPLES = (
+    ("What is 12 * 7?", "12 * 7"),
+    ("What is 95 - 38?", "95 - 38"),
+    ("What is (6 + 9) / 5?", "(6 + 9) / 5"),
+    ("What is 48 / 4 + 23?", "48 / 4 + 23"),
+)
+
+
+def calculator_demonstrations(k: int, tool: Tool) -> list[Message]:
+    """`k` worked episodes as chat history: question, tool call, tool result, answer.
+
+    Few-shot demonstrations in the conversation are how a small model learns a tool-call
+    format it was never tuned on: SmolLM2-135M almost never emits a parseable call from
+    the schema prompt alone, but copies a shown exchange. The results are computed by
+    `tool`, so a demonstration can never show a wrong answer.
+    """
+    if not 0 <= k <= len(_CALCULATOR_EXAMPLES):
+        raise ValueError(f"demonstrations must be in 0..{len(_CALCULATOR_EXAMPLES)}, got {k}")
+    out: list[Message] = []
+    for question, expression in _CALCULATOR_EXAMPLES[:k]:
+        result = execute_tool(tool, {"expression": expression})
+        assert result.ok, result
+        call = json.dumps({"name": tool.name, "arguments": {"expression": expression}})
+        out += [
+            message("user", question),
+            message("assistant", f"<tool_call>\n{call}\n</tool_call>"),
+            message("tool", result.content, name=tool.name),
+            message("assistant", f"<answer>{result.content}</answer>"),
+        ]
+    return out
+
+
 def default_math_reward(format_weight: float = 0.1) -> CompositeReward:
     """Correctness (1.0) plus a small bonus for the `<answer>` format; "correct" decides success."""
     return CompositeReward(
@@ -36,6 +79,10 @@ class MathToolEnv:
     """A tool-using math environment (one episode per instance; see `Env`).
 
     `success_term` names the reward component that decides `info["success"]`.
+    `demonstrations` (chat messages, e.g. `calculator_demonstrations`) go between the
+    system prompt and the problem; `describe_tools=False` leaves the JSON-schema tool
+    prompt out of the system message (when the instructions or demonstrations show the
+    format instead).
     """
 
     tools: Sequence[Tool]
@@ -43,6 +90,8 @@ class MathToolEnv:
     instructions: str = MATH_INSTRUCTIONS
     success_term: str = "correct"
     max_calls_per_turn: int = 1
+    demonstrations: Sequence[Message] = ()
+    describe_tools: bool = True
     _task: Task | None = field(default=None, init=False, repr=False)
     _done: bool = field(default=False, init=False, repr=False)
 
@@ -55,9 +104,9 @@ class MathToolEnv:
         del seed  # the task fully determines the episode
         self._task, self._done = task, False
         system = self.instructions
-        if self.tools:
+        if self.tools and self.describe_tools:
             system += "\n\n" + tool_system_prompt(self.tools, self.max_calls_per_turn)
-        return [message("system", system), message("user", task.prompt)]
+        return [message("system", system), *self.demonstrations, message("user", task.prompt)]
 
     def step(self, action: Action) -> StepResult:
         if self._task is None or self._done:

@@ -15,8 +15,17 @@ from typing import Any
 
 from agentic_rl.envs.base import Env
 from agentic_rl.envs.calculator import calculator_tool
-from agentic_rl.envs.guess_number import GuessNumberEnv, generate_guess_tasks
-from agentic_rl.envs.math_env import MathToolEnv, default_math_reward
+from agentic_rl.envs.guess_number import (
+    GUESS_INSTRUCTIONS,
+    GuessNumberEnv,
+    generate_guess_tasks,
+)
+from agentic_rl.envs.math_env import (
+    COMPACT_CALCULATOR_INSTRUCTIONS,
+    MathToolEnv,
+    calculator_demonstrations,
+    default_math_reward,
+)
 from agentic_rl.envs.tasks import (
     GSM8K_DIR_ENV,
     TaskSet,
@@ -90,9 +99,15 @@ def make_env_suite(name: str, config: Mapping[str, Any] | None = None, **kwargs:
     return ENVS.get(name)(**options)
 
 
-def _math_env_factory(format_weight: float) -> Callable[[], Env]:
+def _math_env_factory(
+    format_weight: float, demonstrations: int = 0, compact_prompt: bool = False
+) -> Callable[[], Env]:
     tool = calculator_tool()
-    return partial(MathToolEnv, tools=(tool,), reward=default_math_reward(format_weight))
+    demos = tuple(calculator_demonstrations(demonstrations, tool))
+    extra: dict[str, Any] = {"demonstrations": demos}
+    if compact_prompt:
+        extra.update(instructions=COMPACT_CALCULATOR_INSTRUCTIONS, describe_tools=False)
+    return partial(MathToolEnv, tools=(tool,), reward=default_math_reward(format_weight), **extra)
 
 
 @ENVS.register("calculator")
@@ -108,11 +123,16 @@ def calculator_suite(
     limit: int | None = None,
     format_weight: float = 0.1,
     gamma: float = 1.0,
+    demonstrations: int = 0,
+    compact_prompt: bool = False,
 ) -> EnvSuite:
     """Multi-step arithmetic with the safe calculator tool.
 
     Splits are generated (train from `seed`, eval from `seed + 1`) unless a GSM8K-format
     file is given for that split (`train_path` / `eval_path`, at most `limit` tasks).
+    `demonstrations` worked examples (0-4) precede each problem and `compact_prompt`
+    replaces the JSON-schema tool prompt by a short shown format: what a small model
+    needs to call the tool at all (see `calculator_demonstrations`).
     """
 
     def split(path, n, split_seed, prefix):
@@ -128,7 +148,8 @@ def calculator_suite(
             "eval": split(eval_path, num_eval, seed + 1, "arith-eval"),
         }
     )
-    return EnvSuite("calculator", _math_env_factory(format_weight), tasks, gamma)
+    factory = _math_env_factory(format_weight, demonstrations, compact_prompt)
+    return EnvSuite("calculator", factory, tasks, gamma)
 
 
 @ENVS.register("gsm8k")
@@ -176,15 +197,28 @@ def guess_number_suite(
     info_weight: float = 0.5,
     inconsistent_penalty: float = -0.1,
     gamma: float = 0.95,
+    instructions: str = GUESS_INSTRUCTIONS,
 ) -> EnvSuite:
-    """Guess-the-number with higher/lower feedback (multi-turn, memory needed, dense reward)."""
+    """Guess-the-number with higher/lower feedback (multi-turn, memory needed, dense reward).
+
+    `instructions`: the prompt template ({low}, {high}); see `generate_guess_tasks`."""
     tasks = TaskSet(
         {
             "train": generate_guess_tasks(
-                num_train, seed, low=low, high=high, id_prefix="guess-train"
+                num_train,
+                seed,
+                low=low,
+                high=high,
+                id_prefix="guess-train",
+                instructions=instructions,
             ),
             "eval": generate_guess_tasks(
-                num_eval, seed + 1, low=low, high=high, id_prefix="guess-eval"
+                num_eval,
+                seed + 1,
+                low=low,
+                high=high,
+                id_prefix="guess-eval",
+                instructions=instructions,
             ),
         }
     )

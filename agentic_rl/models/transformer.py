@@ -15,6 +15,7 @@ Weight names follow HF (`q_proj`, `gate_proj`, ...); kernels are stored [in, out
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -205,6 +206,30 @@ def attention(q: Array, k: Array, v: Array, allowed: Array) -> Array:
     return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(B, T, H * Dh)
 
 
+def prefixed_attention(
+    q: Array, kp: Array, vp: Array, k: Array, v: Array, allowed: Array
+) -> Array:
+    """Attention of rows that share a prefix: each row's queries see the one shared
+    prefix (all of it) and their own keys (as `allowed` says), without copying the
+    prefix's keys into every row.
+
+    q: [B, S, H, Dh]; kp, vp: [P, KV, Dh] (the shared prefix); k, v: [B, S, KV, Dh];
+    allowed: bool [B, S, S] over the row's own keys. Scores and softmax in float32.
+    """
+    B, S, H, Dh = q.shape
+    P = kp.shape[0]
+    qg = _grouped(q, k.shape[2])
+    scale = Dh**-0.5
+    sp = jnp.einsum("btkgd,skd->bkgts", qg, kp, preferred_element_type=jnp.float32) * scale
+    ss = jnp.einsum("btkgd,bskd->bkgts", qg, k, preferred_element_type=jnp.float32)
+    ss = jnp.where(allowed[:, None, None], ss * scale, NEG_INF)
+    probs = jax.nn.softmax(jnp.concatenate([sp, ss], axis=-1), axis=-1).astype(v.dtype)
+    out = jnp.einsum("bkgts,skd->btkgd", probs[..., :P], vp) + jnp.einsum(
+        "bkgts,bskd->btkgd", probs[..., P:], v
+    )
+    return out.reshape(B, S, H * Dh)
+
+
 def cached_attention(q: Array, ck: Array, cv: Array, allowed: Array) -> Array:
     """Attention of a chunk of queries over the cache (which already holds the chunk).
 
@@ -328,6 +353,40 @@ class Transformer(nnx.Module):
 
         h, _ = self._run_layers(self.embed(tokens), positions, attend, None)
         return h
+
+    def prefixed_hidden_states(
+        self, tokens: Array, attention_mask: Array, prefix_len: int
+    ) -> tuple[Array, Array]:
+        """`hidden_states` for rows whose first `prefix_len` tokens are the same real
+        tokens (a shared system prompt, few-shot examples, a GRPO group's question):
+        the prefix is computed once instead of once per row. Exact, gradients included
+        (the prefix's keys and values receive every row's contribution).
+
+        Precondition (the caller's, not checked under jit): tokens[:, :P] are equal in
+        every row and attention_mask[:, :P] is all true. Returns (prefix hidden [P, D],
+        suffix hidden [B, T - P, D]).
+        """
+        B, T = tokens.shape
+        P, S = prefix_len, T - prefix_len
+        if not 1 <= P < T:
+            raise ValueError(f"prefix_len must be in [1, {T}), got {P}")
+        mask_s = attention_mask[:, P:].astype(bool)
+        pos_s = P + jnp.maximum(jnp.cumsum(mask_s, axis=1) - 1, 0)
+        positions = jnp.concatenate([jnp.arange(P), pos_s.reshape(-1)]).astype(jnp.int32)
+        # One flat token stream [1, P + B*S]: every per-token op (projections, MLP, norms,
+        # RoPE) runs on it unchanged; only attention knows which stream a token is in.
+        x = self.embed(jnp.concatenate([tokens[0, :P], tokens[:, P:].reshape(-1)]))[None]
+        causal_p = jnp.tril(jnp.ones((P, P), bool))[None]
+        allowed_s = jnp.tril(jnp.ones((S, S), bool))[None] & mask_s[:, None, :]
+
+        def attend(q, k, v, _):
+            rows = lambda a: a[0, P:].reshape(B, S, *a.shape[2:])
+            out_p = attention(q[:, :P], k[:, :P], v[:, :P], causal_p)[0]
+            out_s = prefixed_attention(rows(q), k[0, :P], v[0, :P], rows(k), rows(v), allowed_s)
+            return jnp.concatenate([out_p, out_s.reshape(B * S, -1)])[None], None
+
+        h, _ = self._run_layers(x, positions[None], attend, None)
+        return h[0, :P], h[0, P:].reshape(B, S, -1)
 
     def __call__(self, tokens: Array, attention_mask: Array | None = None) -> Array:
         """Float32 logits [B, T, V]. For long sequences use `token_logprobs` instead."""
@@ -491,9 +550,18 @@ class PolicyModel(nnx.Module):
         return self.lm(tokens, attention_mask)
 
     def logprobs_and_values(
-        self, tokens, attention_mask=None, *, chunk_size: int = 128, with_entropy=False
+        self, tokens, attention_mask=None, *, chunk_size: int = 128, with_entropy=False,
+        prefix_len: int = 0,
     ):
-        """One trunk pass giving token log-probs, entropies and (if shared) values [B, T]."""
+        """One trunk pass giving token log-probs, entropies and (if shared) values [B, T].
+
+        `prefix_len` > 0 declares that every row starts with the same `prefix_len` real
+        tokens (see `Transformer.prefixed_hidden_states`): the prefix's trunk pass and
+        its log-probs are computed once, not once per row. Same results.
+        """
+        if prefix_len:
+            return self._prefixed_logprobs_and_values(
+                tokens, attention_mask, prefix_len, chunk_size, with_entropy)
         h = self.lm.hidden_states(tokens, attention_mask)
         lp, ent = chunked_logprobs(
             h[:, :-1], self.lm.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
@@ -502,6 +570,35 @@ class PolicyModel(nnx.Module):
         lp = jnp.pad(lp, ((0, 0), (1, 0)))
         ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
         values = self.value_head(h) if self.value_head is not None else None
+        return lp, ent, values
+
+
+    def _prefixed_logprobs_and_values(self, tokens, attention_mask, P, chunk_size, with_entropy):
+        B, T = tokens.shape
+        if P < 2:
+            raise ValueError(f"prefix_len must be 0 (off) or >= 2, got {P}")
+        if attention_mask is None:
+            attention_mask = jnp.ones((B, T), bool)
+        hp, hs = self.lm.prefixed_hidden_states(tokens, attention_mask, P)
+        w = self.lm.unembed_matrix()
+        logprobs = functools.partial(chunked_logprobs, chunk_size=chunk_size,
+                                     with_entropy=with_entropy)
+        # Inside the prefix: once, then broadcast. From position P on: per row, the
+        # first prediction coming from the prefix's last hidden state.
+        lp_p, ent_p = logprobs(hp[None, :-1], w, tokens[:1, 1:P])
+        first = jnp.broadcast_to(hp[-1], (B, 1, hp.shape[-1]))
+        lp_s, ent_s = logprobs(jnp.concatenate([first, hs[:, :-1]], axis=1), w, tokens[:, P:])
+
+        def join(a_p, a_s):
+            return jnp.concatenate(
+                [jnp.zeros((B, 1), a_s.dtype), jnp.broadcast_to(a_p, (B, P - 1)), a_s], axis=1)
+
+        lp = join(lp_p, lp_s)
+        ent = join(ent_p, ent_s) if with_entropy else None
+        values = None
+        if self.value_head is not None:
+            vp = jnp.broadcast_to(self.value_head(hp[None]), (B, P))
+            values = jnp.concatenate([vp, self.value_head(hs)], axis=1)
         return lp, ent, values
 
 

@@ -26,6 +26,7 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from agentic_rl.models.transformer import KVCache, Transformer, init_cache
 from agentic_rl.sampling.sampler import SamplingParams, bucket, decode, prefill, split_model
@@ -78,6 +79,45 @@ def _grow(cache: KVCache, capacity: int) -> KVCache:
     return cache.replace(k=tuple(jnp.pad(a, pad) for a in cache.k),
                          v=tuple(jnp.pad(a, pad) for a in cache.v),
                          mask=jnp.pad(cache.mask, ((0, 0), (0, extra))))
+
+
+@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(4,))
+def _prefill_shared(graphdef, state, layers, prefix: jax.Array, cache: KVCache,
+                    rows: jax.Array) -> KVCache:
+    """Prefill `prefix` [P] once and write its keys/values into every row where `rows`
+    [B] is true (fresh rows: length 0), at the shared cursor. The other rows get holes."""
+    model = nnx.merge(graphdef, state)
+    P = prefix.shape[0]
+    one = init_cache(model.cfg, 1, P, cache.k[0].dtype)
+    _, one = model.forward_cached(prefix[None], one, jnp.ones((1, P), bool), layers)
+    at = cache.cursor
+    sel = rows[:, None, None, None]
+
+    def put(buf, new):
+        old = jax.lax.dynamic_slice_in_dim(buf, at, P, axis=2)
+        return jax.lax.dynamic_update_slice_in_dim(buf, jnp.where(sel, new, old), at, axis=2)
+
+    old_mask = jax.lax.dynamic_slice_in_dim(cache.mask, at, P, axis=1)
+    mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, old_mask | rows[:, None], at, axis=1)
+    return KVCache(k=tuple(put(b, n) for b, n in zip(cache.k, one.k)),
+                   v=tuple(put(b, n) for b, n in zip(cache.v, one.v)),
+                   mask=mask, length=cache.length + rows.astype(jnp.int32) * P,
+                   cursor=at + P)
+
+
+def shared_prefix(seqs: Sequence[Sequence[int]], multiple: int = 32) -> int:
+    """Length of the prefix all `seqs` share, rounded down to `multiple` (few distinct
+    lengths, hence few compilations), leaving each at least one token of its own."""
+    if len(seqs) < 2:
+        return 0
+    n = min(len(s) for s in seqs) - 1
+    first = seqs[0]
+    for s in seqs[1:]:
+        i = 0
+        while i < n and s[i] == first[i]:
+            i += 1
+        n = i
+    return n // multiple * multiple
 
 
 def _find_stop(text: str, stops: Sequence[str]) -> str | None:
@@ -152,12 +192,31 @@ class BatchSampler:
         return len(self.history[row])
 
     # ------------------------------------------------------------------ extend
-    def extend(self, new_tokens: Mapping[int, Sequence[int]]) -> None:
-        """Append tokens to rows (prefilling only them). Rows not named are untouched."""
+    def extend(self, new_tokens: Mapping[int, Sequence[int]], *,
+               share_prefix: bool = True) -> None:
+        """Append tokens to rows (prefilling only them). Rows not named are untouched.
+
+        With `share_prefix`, the leading tokens that all fresh rows of this call have in
+        common (a system prompt, tool list, few-shot examples, a GRPO group's question)
+        are prefilled once and copied into each row's cache: the same cache, computed
+        once instead of once per row.
+        """
         items = {r: list(t) for r, t in new_tokens.items() if len(t)}
         if not items:
             return
         self._check_rows(items)
+        fresh = [r for r in items if not self.history[r]]
+        n = shared_prefix([items[r] for r in fresh]) if share_prefix else 0
+        if n:
+            self._ensure_capacity(n + bucket(max(len(v) for v in items.values()) - n))
+            rows = np.zeros(self.rows, bool)
+            rows[fresh] = True
+            self.cache = _prefill_shared(self.graphdef, self.state, self.layers,
+                                         jnp.asarray(items[fresh[0]][:n], jnp.int32),
+                                         self.cache, jnp.asarray(rows))
+            for r in fresh:
+                self.history[r].extend(items[r][:n])
+                items[r] = items[r][n:]
         t = bucket(max(len(v) for v in items.values()))
         self._ensure_capacity(t)
         toks = np.zeros((self.rows, t), np.int32)

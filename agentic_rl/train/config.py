@@ -109,6 +109,9 @@ def default_config() -> ml_collections.ConfigDict:
     # a forward pass; only valid for untempered sampling, and skipped when a critic or a
     # KL reference needs the pass anyway).
     c.train.reuse_sample_logprobs = False
+    # Compute the prefix every row shares (system prompt, tool list, few-shot examples)
+    # once per micro-batch in the update and scoring passes, not once per row. Exact.
+    c.train.shared_prefix = True
     c.train.max_nonfinite = 3  # consecutive skipped (non-finite) updates that stop the run
     c.train.fsdp = False  # shard params on their 'embed' axis over the data mesh axis
 

@@ -79,6 +79,38 @@ def pad_rows(batch: EpisodeBatch, rows: int) -> dict[str, np.ndarray]:
     return arrays
 
 
+def shared_prefix_length(tokens: np.ndarray, mask: np.ndarray, multiple: int = 32) -> int:
+    """The longest run of leading real tokens that every non-empty row shares, rounded
+    down to `multiple` (so a run sees few distinct values, hence few compilations) and
+    leaving every row at least one token of its own; 0 when shorter than `multiple`.
+
+    A shared system prompt, tool descriptions, few-shot examples or one GRPO group's
+    question are computed once per micro-batch instead of once per row."""
+    real = mask.any(axis=1)
+    if multiple < 2 or not real.any():
+        return 0
+    t, m = tokens[real], mask[real]
+    same = (t == t[:1]).all(axis=0) & m.all(axis=0)
+    n = t.shape[1] if same.all() else int(np.argmin(same))
+    return min(n, t.shape[1] - 1) // multiple * multiple
+
+
+def share_prefix(arrays: dict[str, np.ndarray], prefix_len: int) -> dict[str, np.ndarray]:
+    """Gives empty (padding) rows the shared prefix too, so every row of the batch meets
+    the shared-prefix forward's precondition; they still have no loss tokens."""
+    if not prefix_len:
+        return arrays
+    empty = ~arrays["attention_mask"].any(axis=1)
+    if empty.any():
+        real = int(np.argmax(~empty))
+        arrays = dict(arrays)
+        arrays["tokens"] = arrays["tokens"].copy()
+        arrays["attention_mask"] = arrays["attention_mask"].copy()
+        arrays["tokens"][empty, :prefix_len] = arrays["tokens"][real, :prefix_len]
+        arrays["attention_mask"][empty, :prefix_len] = True
+    return arrays
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
 
@@ -204,7 +236,14 @@ class Trainer:
         self.position += len(tasks)
         return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
 
-    def prepare_batch(self, arrays: dict[str, np.ndarray]) -> TrainBatch:
+    def prefix_len(self, arrays: dict[str, np.ndarray]) -> int:
+        """The rows' shared prefix length for the update (0 = off). Off on a multi-device
+        mesh: the shared forward flattens the rows, which the data sharding would split."""
+        if not self.cfg.train.shared_prefix or self.mesh.devices.size > 1:
+            return 0
+        return shared_prefix_length(arrays["tokens"], arrays["attention_mask"])
+
+    def prepare_batch(self, arrays: dict[str, np.ndarray], prefix_len: int = 0) -> TrainBatch:
         """Scoring pass and advantages: the host EpisodeBatch arrays -> a sharded TrainBatch."""
         put = lambda x: jax.device_put(jnp.asarray(x), self.batch_sharding)
         tokens, attn = put(arrays["tokens"]), put(arrays["attention_mask"])
@@ -214,7 +253,8 @@ class Trainer:
             values = ref_lp = jnp.zeros_like(old_lp)
         else:
             old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
-                                           with_values=self.critic, with_ref=self.need_ref)
+                                           with_values=self.critic, with_ref=self.need_ref,
+                                           prefix_len=prefix_len)
         fields = {k: jnp.asarray(arrays[k]) for k in
                   ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")}
         kl_reward = self.need_ref and self.cfg.rl.kl_mode == "reward"
@@ -235,12 +275,16 @@ class Trainer:
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
         arrays = pad_rows(result.batch, self.rows)
+        prefix_len = self.prefix_len(arrays)
+        arrays = share_prefix(arrays, prefix_len)
         t1 = time.perf_counter()
-        batch = self.prepare_batch(arrays)
-        self.state, train_metrics = self.train_fn(self.state, batch, self.hp)
+        batch = self.prepare_batch(arrays, prefix_len)
+        hp = self.hp.replace(prefix_len=prefix_len)
+        self.state, train_metrics = self.train_fn(self.state, batch, hp)
         train_metrics = {k: float(v) for k, v in jax.device_get(train_metrics).items()}
         self.step += 1
         metrics["time/update_s"] = time.perf_counter() - t1
+        metrics["perf/shared_prefix_len"] = prefix_len
         metrics["time/step_s"] = time.perf_counter() - t0
         metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
         metrics.update({f"train/{k}": v for k, v in train_metrics.items()})

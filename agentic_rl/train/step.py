@@ -70,16 +70,21 @@ class StepConfig:
     kl_in_loss: bool = flax.struct.field(pytree_node=False, default=False)
     use_entropy: bool = flax.struct.field(pytree_node=False, default=False)
     use_critic: bool = flax.struct.field(pytree_node=False, default=False)
+    # Rows share their first `prefix_len` tokens (0 = unknown): computed once per
+    # micro-batch instead of once per row (see PolicyModel.logprobs_and_values).
+    prefix_len: int = flax.struct.field(pytree_node=False, default=0)
     mesh: Mesh | None = flax.struct.field(pytree_node=False, default=None)
 
 
 # ------------------------------------------------------------------ forward / scoring
 
 
-def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=False):
+def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=False,
+            prefix_len: int = 0):
     """(log-probs, entropies or None, values or None), each [B, T], aligned with tokens."""
     model = state.model(params)
-    return model.logprobs_and_values(tokens, mask, with_entropy=with_entropy)
+    return model.logprobs_and_values(tokens, mask, with_entropy=with_entropy,
+                                     prefix_len=prefix_len)
 
 
 def reference_params(state: TrainState) -> nnx.State:
@@ -91,16 +96,18 @@ def _chunks(x: Array, size: int) -> Array:
     return x.reshape(x.shape[0] // size, size, *x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref"))
-def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, with_ref: bool):
+@functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref", "prefix_len"))
+def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, with_ref: bool,
+          prefix_len: int = 0):
     """No-grad pass over a whole batch, `chunk` rows at a time: log-probs of the current
     policy, its values (critic) and the reference log-probs. Zeros for what is not asked."""
     ref_params = reference_params(state) if with_ref else None
 
     def one(xs):
         t, m = xs
-        lp, _, v = forward(state, state.params, t, m)
-        ref = forward(state, ref_params, t, m)[0] if with_ref else jnp.zeros_like(lp)
+        lp, _, v = forward(state, state.params, t, m, prefix_len=prefix_len)
+        ref = (forward(state, ref_params, t, m, prefix_len=prefix_len)[0] if with_ref
+               else jnp.zeros_like(lp))
         v = v if (with_values and v is not None) else jnp.zeros_like(lp)
         return lp, v, ref
 
@@ -120,7 +127,7 @@ def denominator(loss_mask: Array, cfg: LossConfig) -> Array:
 def loss_sums(params, state: TrainState, mb: TrainBatch, hp: StepConfig):
     """Un-normalised loss terms of one micro-batch: (total_sum, ({term: sum}, metrics))."""
     lp, ent, values = forward(state, params, mb.tokens, mb.attention_mask,
-                              with_entropy=hp.use_entropy)
+                              with_entropy=hp.use_entropy, prefix_len=hp.prefix_len)
     mask = mb.loss_mask.astype(bool)
     pg_sum, _, metrics = compute_policy_loss(lp, mb.old_logprobs, mb.advantages, mask, hp.loss,
                                              turn_index=mb.turn_index)

@@ -228,3 +228,34 @@ def test_lora_and_bf16(model):
     bf = tiny_model(dtype="bfloat16")
     out = generate(bf, PROMPTS, max_new_tokens=8, params=SamplingParams(temperature=1.0))
     assert all(len(o.tokens) == 8 and np.all(np.isfinite(o.logprobs)) for o in out)
+
+
+def test_shared_prefix_prefill_is_exact(model):
+    """Fresh rows that share a long prompt prefix: prefilled once and copied, the same
+    samples and log-probs as prefilling every row; rows mid-episode are unaffected."""
+    from agentic_rl.sampling.session import shared_prefix
+
+    rng = np.random.default_rng(0)
+    common = [int(x) for x in rng.integers(3, VOCAB, 40)]
+    prompts = {0: common + [5, 6, 7], 1: common + [9], 2: common + [11, 12]}
+    assert shared_prefix(list(prompts.values()), 8) == 40
+    assert shared_prefix(list(prompts.values()), 32) == 32
+    assert shared_prefix([common, common], 8) == 32  # keeps one token of its own
+    assert shared_prefix([common], 8) == 0
+    g = SamplingParams(greedy=True)
+    outs = []
+    for share in (False, True):
+        s = BatchSampler(model, 4, capacity=16, seed=3)
+        s.extend({3: [20, 21, 22]})
+        s.sample([3], max_new_tokens=3, params=g)
+        s.extend(prompts | {3: [23]}, share_prefix=share)  # row 3 continues, not fresh
+        outs.append((s.sample([0, 1, 2, 3], max_new_tokens=6, params=g),
+                     [list(h) for h in s.history]))
+    (plain, h_plain), (shared, h_shared) = outs
+    assert h_plain == h_shared
+    for r in range(4):
+        assert shared[r].tokens == plain[r].tokens
+        np.testing.assert_allclose(shared[r].logprobs_raw, plain[r].logprobs_raw, atol=1e-4)
+        hist = h_shared[r]
+        ref = full_logprobs(model, hist)[len(hist) - len(shared[r].tokens):]
+        np.testing.assert_allclose(shared[r].logprobs_raw, ref, atol=1e-4)

@@ -1,0 +1,81 @@
+"""Shared-prefix updates: the loop finds the prefix the rows share, and an update computed
+with it equals the plain per-row update (scoring pass, losses, gradients, new params)."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from agentic_rl.rl import LossConfig
+from agentic_rl.train.loop import share_prefix, shared_prefix_length
+from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score
+from tests.train.test_step import B, T, V, leaves, make_state
+
+
+def test_shared_prefix_length_rounds_down_and_ignores_empty_rows():
+    tokens = np.tile(np.arange(100), (3, 1))
+    mask = np.ones((3, 100), bool)
+    tokens[1, 70] = -1  # rows differ from position 70
+    assert shared_prefix_length(tokens, mask, 32) == 64
+    assert shared_prefix_length(tokens, mask, 16) == 64
+    assert shared_prefix_length(tokens, mask, 7) == 70
+    mask[2, 40:] = False  # a row ending early bounds the prefix (it must be real tokens)
+    assert shared_prefix_length(tokens, mask, 8) == 40
+    # an all-padding row (a dropped episode) does not count
+    empty = np.zeros((1, 100), bool)
+    t = np.concatenate([tokens[:2], np.zeros((1, 100), int)])
+    assert shared_prefix_length(t, np.concatenate([np.ones((2, 100), bool), empty]), 8) == 64
+    # identical rows keep at least one token of their own
+    assert shared_prefix_length(np.ones((2, 65), int), np.ones((2, 65), bool), 32) == 64
+    assert shared_prefix_length(np.ones((2, 64), int), np.ones((2, 64), bool), 32) == 32
+    # nothing shared, or nothing real
+    assert shared_prefix_length(np.arange(20).reshape(2, 10), np.ones((2, 10), bool), 2) == 0
+    assert shared_prefix_length(tokens, np.zeros_like(mask), 8) == 0
+
+
+def test_share_prefix_fills_empty_rows_only():
+    tokens = np.array([[5, 6, 7, 8], [5, 6, 9, 0], [0, 0, 0, 0]])
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]], bool)
+    out = share_prefix({"tokens": tokens, "attention_mask": mask}, 2)
+    np.testing.assert_array_equal(out["tokens"][2], [5, 6, 0, 0])
+    np.testing.assert_array_equal(out["attention_mask"][2], [1, 1, 0, 0])
+    np.testing.assert_array_equal(out["tokens"][:2], tokens[:2])
+    assert tokens[2, 0] == 0  # the caller's arrays are not modified
+
+
+def _prefixed_batch(state, P, seed=0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, V, (B, T))
+    tokens[:, :P] = tokens[0, :P]
+    lengths = rng.integers(T // 2, T + 1, B)
+    attn = np.arange(T)[None] < lengths[:, None]
+    loss = attn & (np.arange(T)[None] >= P + 2)
+    tokens, attn, loss = jnp.asarray(tokens, jnp.int32), jnp.asarray(attn), jnp.asarray(loss)
+    adv = jnp.where(loss, jnp.asarray(rng.normal(size=(B, T)), jnp.float32), 0.0)
+    lp, values, ref = score(state, tokens, attn, chunk=4, with_values=True, with_ref=True)
+    lp_p, values_p, ref_p = score(state, tokens, attn, chunk=4, with_values=True,
+                                  with_ref=True, prefix_len=P)
+    m = np.asarray(attn)
+    for a, b in ((lp, lp_p), (values, values_p), (ref, ref_p)):
+        np.testing.assert_allclose(np.asarray(b)[m], np.asarray(a)[m], atol=1e-5)
+    return TrainBatch(tokens=tokens, attention_mask=attn, loss_mask=loss,
+                      turn_index=jnp.where(loss, 0, -1), advantages=adv,
+                      returns=jnp.where(loss, adv, 0.0), old_logprobs=lp, ref_logprobs=ref,
+                      old_values=values)
+
+
+@pytest.mark.parametrize("lora", [True, False])
+def test_shared_prefix_update_equals_plain_update(lora):
+    outs = []
+    for prefix_len in (0, 12):
+        state = make_state(lora=lora, critic=True, sgd=True)
+        batch = _prefixed_batch(state, 12)
+        hp = StepConfig(loss=LossConfig(), kl_coef=0.1, kl_in_loss=True, use_critic=True,
+                        micro_batch_size=4, prefix_len=prefix_len)
+        state, metrics = make_train_fn()(state, batch, hp)
+        outs.append((leaves(state.params), float(metrics["loss"])))
+    (p0, l0), (p1, l1) = outs
+    assert l1 == pytest.approx(l0, rel=1e-5, abs=1e-6)
+    for a, b in zip(p0, p1):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6)
