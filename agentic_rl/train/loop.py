@@ -154,7 +154,11 @@ class Trainer:
             use_entropy=c.entropy_coef > 0, use_critic=self.critic, mesh=self.mesh)
         self.adv_cfg = builders.advantage_config(cfg, self.suite.gamma)
         self.rollout_cfg = builders.rollout_config(cfg)
-        eval_rows = min(cfg.eval.num_episodes, 64) if cfg.eval.every or cfg.eval.at_start else 1
+        # Evaluation runs in batches of the training rows: the sampler's batch (and so
+        # the cost of every decode step of every rollout) is sized by the training batch,
+        # not by the larger of the two.
+        eval_rows = (min(cfg.eval.num_episodes, self.rows)
+                     if cfg.eval.every or cfg.eval.at_start else 1)
         self.sampler = SamplerPolicy(
             self.policy.model.lm, self.policy.tokenizer, max_rows=max(self.rows, eval_rows),
             params=builders.sampling_params(cfg), seed=cfg.seed,
