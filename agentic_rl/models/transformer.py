@@ -555,6 +555,11 @@ class PolicyModel(nnx.Module):
     ):
         """One trunk pass giving token log-probs, entropies and (if shared) values [B, T].
 
+        All three are aligned the same way: position t holds what the policy had *before*
+        emitting token t (from the hidden state at t - 1), so values[t] is V(state in
+        which token t was chosen). A value read at t itself would already have seen the
+        action: as a baseline it would cancel the action's own advantage. Position 0 is 0.
+
         `prefix_len` > 0 declares that every row starts with the same `prefix_len` real
         tokens (see `Transformer.prefixed_hidden_states`): the prefix's trunk pass and
         its log-probs are computed once, not once per row. Same results.
@@ -569,7 +574,9 @@ class PolicyModel(nnx.Module):
         )
         lp = jnp.pad(lp, ((0, 0), (1, 0)))
         ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
-        values = self.value_head(h) if self.value_head is not None else None
+        values = None
+        if self.value_head is not None:
+            values = jnp.pad(self.value_head(h[:, :-1]), ((0, 0), (1, 0)))
         return lp, ent, values
 
 
@@ -596,9 +603,10 @@ class PolicyModel(nnx.Module):
         lp = join(lp_p, lp_s)
         ent = join(ent_p, ent_s) if with_entropy else None
         values = None
-        if self.value_head is not None:
-            vp = jnp.broadcast_to(self.value_head(hp[None]), (B, P))
-            values = jnp.concatenate([vp, self.value_head(hs)], axis=1)
+        if self.value_head is not None:  # shifted by one, like the log-probs
+            vp = jnp.broadcast_to(self.value_head(hp[None, :-1]), (B, P - 1))
+            vs = self.value_head(jnp.concatenate([first, hs[:, :-1]], axis=1))
+            values = jnp.concatenate([jnp.zeros((B, 1), vs.dtype), vp, vs], axis=1)
         return lp, ent, values
 
 

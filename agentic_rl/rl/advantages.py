@@ -167,6 +167,21 @@ def gather_at_turn_ends(token_values: Array, turn_end: Array) -> Array:
     return jnp.where(present, jnp.take_along_axis(token_values, idx, axis=1), 0)
 
 
+def turn_starts(turn_index: Array, loss_mask: Array, num_turns: int) -> Array:
+    """Position of the first sampled token of each turn -> int32 [B, K] (-1: no such turn).
+
+    This is where a critic that follows the log-prob alignment (values[t] = V of the
+    state in which token t was chosen) holds the value of the state the turn starts from.
+    """
+    B, T = loss_mask.shape
+    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
+    pos = jnp.where(ok, jnp.arange(T, dtype=jnp.int32)[None, :], T)
+    rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
+    cols = jnp.clip(turn_index, 0, num_turns - 1)
+    first = jnp.full((B, num_turns), T, jnp.int32).at[rows, cols].min(pos)
+    return jnp.where(first < T, first, -1)
+
+
 def broadcast_turns_to_tokens(turn_values: Array, turn_index: Array, loss_mask: Array) -> Array:
     """Gives every action token the value of its turn: [B, K] -> [B, T].
 
@@ -348,7 +363,10 @@ def gae(
 
 def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg):
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
-    v_turn = gather_at_turn_ends(values, turn_end)
+    # V_k is read at the turn's first sampled token: the state the turn starts from. At the
+    # turn's end the critic has already seen (almost) the whole utterance it should judge.
+    starts = turn_starts(turn_index, loss_mask, turn_end.shape[1])
+    v_turn = jnp.where(present_turns(turn_end), gather_at_turn_ends(values, starts), 0)
     a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam)
     return a_turn, v_turn
 
@@ -359,8 +377,10 @@ def turn_gae(
 ):
     """Turn-level GAE: one MDP step per turn, every token of the turn shares its advantage.
 
-    The critic's value of turn k is its value at the turn's last sampled token,
-    V_k = values[turn_end[k]]; then over present turns
+    The critic's value of turn k is its value at the turn's first sampled token,
+    V_k = values[turn_start[k]] (``turn_starts``): with values[t] read from the state in
+    which token t was chosen (``PolicyModel.logprobs_and_values``), that is the value of
+    the state the turn starts from, before any of its tokens. Then over present turns
     delta_k = r_k + turn_gamma * V_{k+1} - V_k and A_k = delta_k + turn_gamma *
     turn_lam * A_{k+1}. This is the utterance-level critic of ArCHer (Zhou et al.,
     2024) without its token-level actor refinement; ``bilevel_gae`` adds that.
@@ -387,14 +407,15 @@ def bilevel_gae(
     The hierarchical credit assignment of ArCHer (Zhou et al., 2024) as the
     "bi-level GAE" of multi-turn agent RL (e.g. VAGEN, Wang et al., 2025). Definition:
 
-    1. Turn level (as ``turn_gae``): V_k = values[turn_end[k]],
+    1. Turn level (as ``turn_gae``): V_k = values[turn_start[k]],
        A^turn_k = GAE(turn rewards, V_k; turn_gamma, turn_lam) over present turns,
        and the turn's target return R_k = A^turn_k + V_k.
     2. Token level: each turn is its own segment whose only reward, R_k, sits on its
        last token and after which nothing is bootstrapped. Token GAE with
-       (gamma, lam) inside the segment gives, at the last token,
-       delta = R_k - V_end = A^turn_k, and earlier tokens see it discounted by
-       gamma * lam plus the critic's within-turn TD errors.
+       (gamma, lam) inside the segment gives the last token delta = R_k - V_end, and
+       earlier tokens see it discounted by gamma * lam plus the critic's within-turn TD
+       errors. With gamma = lam = 1 the turn's first token gets exactly
+       R_k - V_k = A^turn_k: the within-turn TD errors telescope.
 
     So turn-level discounting (how far rewards propagate across turns) and
     token-level discounting (how credit spreads inside one utterance) are set

@@ -133,7 +133,7 @@ def _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards):
     a_turn, v_turn = {}, {}
     running, next_v = 0.0, 0.0
     for k in reversed(ks):
-        v = float(values[b, batch.turn_end[b, k]])
+        v = float(values[b, turn_tokens(batch.loss_mask[b], batch.turn_index[b], k)[0]])
         delta = rewards[k] + turn_gamma * next_v - v
         running = delta + turn_gamma * turn_lam * running
         a_turn[k], v_turn[k] = running, v

@@ -221,6 +221,47 @@ def test_gae_lambda_one_is_return_minus_value():
     np.testing.assert_allclose(adv, np.where(batch.loss_mask, g - values, 0), **TOL)
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_turn_starts_are_the_first_sampled_token_of_each_turn(seed):
+    batch = ref.random_batch(np.random.default_rng(seed), B, T, K)
+    got = np.asarray(rl.turn_starts(jnp.asarray(batch.turn_index),
+                                    jnp.asarray(batch.loss_mask, bool), K))
+    for b in range(B):
+        for k in range(K):
+            toks = ref.turn_tokens(batch.loss_mask[b], batch.turn_index[b], k)
+            assert got[b, k] == (toks[0] if toks else -1), (b, k)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_turn_values_do_not_see_the_turn(seed):
+    """The turn-level baseline V_k must not depend on the values read inside turn k after
+    its first token: those states have seen part of the action being judged."""
+    batch, values, tr, cfg = draw(seed)
+    a1, _ = run("turn_gae", batch, cfg, values=values, token_rewards=tr)
+    changed = values.copy()
+    for b in range(B):
+        for k in ref.present(batch.turn_end[b]):
+            toks = ref.turn_tokens(batch.loss_mask[b], batch.turn_index[b], k)
+            changed[b, toks[1:]] += 10.0
+    a2, _ = run("turn_gae", batch, cfg, values=changed, token_rewards=tr)
+    np.testing.assert_allclose(a1, a2, **TOL)
+
+
+def test_bilevel_first_token_gets_the_turn_advantage_when_undiscounted():
+    """gamma = lam = 1 inside a turn: the within-turn TD errors telescope, so the first
+    token's advantage is R_k - V_k = the turn-level advantage."""
+    batch, values, tr, cfg = draw(0)
+    cfg = cfg.replace(gamma=1.0, lam=1.0)
+    a_bi, _ = run("bilevel_gae", batch, cfg, values=values, token_rewards=tr)
+    a_turn, _ = run("turn_gae", batch, cfg, values=values, token_rewards=tr)
+    starts = np.asarray(rl.turn_starts(jnp.asarray(batch.turn_index),
+                                       jnp.asarray(batch.loss_mask, bool), K))
+    for b in range(B):
+        for k in ref.present(batch.turn_end[b]):
+            t = starts[b, k]
+            np.testing.assert_allclose(a_bi[b, t], a_turn[b, t], **TOL)
+
+
 def test_bilevel_equals_token_gae_on_single_turn_episodes():
     rng = np.random.default_rng(3)
     batch = ref.random_batch(rng, B, T, K)
