@@ -28,6 +28,10 @@ GUESS_INSTRUCTIONS = (
     "Each turn, guess it by replying with <guess>N</guess>. I will only tell you whether "
     "the secret is higher or lower than your last guess. Find it in as few turns as possible."
 )
+# Feedback templates ({guess} is filled in). The two default sentences are anagrams of each
+# other ("too low ... higher" / "too high ... lower"): only word order tells them apart.
+TOO_LOW_FEEDBACK = "{guess} is too low. The number is higher."
+TOO_HIGH_FEEDBACK = "{guess} is too high. The number is lower."
 
 
 def extract_guess(text: str) -> int | None:
@@ -80,8 +84,23 @@ class GuessNumberEnv:
     win_reward: float = 1.0
     info_weight: float = 0.5
     inconsistent_penalty: float = -0.1
+    too_low_feedback: str = TOO_LOW_FEEDBACK
+    too_high_feedback: str = TOO_HIGH_FEEDBACK
     tools: tuple[Tool, ...] = ()
     _state: dict = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self):
+        # a bad template would otherwise fail mid-episode, inside a rollout
+        for name in ("too_low_feedback", "too_high_feedback"):
+            template = getattr(self, name)
+            try:
+                template.format(guess=0)
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(f"{name}={template!r} is not a valid template: only "
+                                 f"{{guess}} can be filled in ({e!r})") from None
+        if self.too_low_feedback.format(guess=0) == self.too_high_feedback.format(guess=0):
+            raise ValueError("too_low_feedback and too_high_feedback must differ, or the "
+                             "feedback carries no information")
 
     def reset(self, task: Task, seed: int) -> list[Message]:
         low, high = int(task.data["low"]), int(task.data["high"])
@@ -123,10 +142,10 @@ class GuessNumberEnv:
         before = s["hi"] - s["lo"] + 1
         if guess < s["secret"]:
             s["lo"] = max(s["lo"], guess + 1)
-            feedback = f"{guess} is too low. The number is higher."
+            feedback = self.too_low_feedback.format(guess=guess)
         else:
             s["hi"] = min(s["hi"], guess - 1)
-            feedback = f"{guess} is too high. The number is lower."
+            feedback = self.too_high_feedback.format(guess=guess)
         gained = (before - (s["hi"] - s["lo"] + 1)) / s["range"]
         reward = self.info_weight * gained if consistent else self.inconsistent_penalty
         if out_of_guesses:

@@ -17,6 +17,8 @@ from agentic_rl.envs.base import Env
 from agentic_rl.envs.calculator import calculator_tool
 from agentic_rl.envs.guess_number import (
     GUESS_INSTRUCTIONS,
+    TOO_HIGH_FEEDBACK,
+    TOO_LOW_FEEDBACK,
     GuessNumberEnv,
     generate_guess_tasks,
 )
@@ -198,10 +200,13 @@ def guess_number_suite(
     inconsistent_penalty: float = -0.1,
     gamma: float = 0.95,
     instructions: str = GUESS_INSTRUCTIONS,
+    too_low_feedback: str = TOO_LOW_FEEDBACK,
+    too_high_feedback: str = TOO_HIGH_FEEDBACK,
 ) -> EnvSuite:
     """Guess-the-number with higher/lower feedback (multi-turn, memory needed, dense reward).
 
-    `instructions`: the prompt template ({low}, {high}); see `generate_guess_tasks`."""
+    `instructions`: the prompt template ({low}, {high}); see `generate_guess_tasks`.
+    `too_low_feedback` / `too_high_feedback`: the reply to a wrong guess ({guess})."""
     tasks = TaskSet(
         {
             "train": generate_guess_tasks(
@@ -228,5 +233,7 @@ def guess_number_suite(
         win_reward=win_reward,
         info_weight=info_weight,
         inconsistent_penalty=inconsistent_penalty,
+        too_low_feedback=too_low_feedback,
+        too_high_feedback=too_high_feedback,
     )
     return EnvSuite("guess_number", make, tasks, gamma)

@@ -78,6 +78,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.kl_mode = "loss"  # "loss" (GRPO style) or "reward" (per-token penalty, PPO-RLHF)
     c.rl.entropy_coef = 0.0
     c.rl.vf_coef = 0.5  # ppo only
+    # Also put the loss on the environment's tokens between turns (observations, tool
+    # results), for the ablation. Off by default: the policy did not choose those tokens,
+    # so a policy gradient on them is no gradient of the return; it only teaches the
+    # policy to predict (or, with a negative advantage, to avoid predicting) the
+    # environment's text, which adds variance and can make it imitate tool output.
+    # The prompt is never trained on.
+    c.rl.train_on_observations = False
     c.rl.advantage = ml_collections.ConfigDict(
         {"estimator": "", "level": "outcome", "whiten": False, "whiten_weighting": "token",
          "gamma": 1.0, "lam": 1.0, "turn_gamma": -1.0, "turn_lam": 0.95}
@@ -247,6 +254,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         raise ConfigError(
             "train.reuse_sample_logprobs needs untempered sampling (rollout.temperature=1, "
             "top_p=1, top_k=0): otherwise the sampler's log-probs are not the policy's"
+        )
+    if cfg.train.reuse_sample_logprobs and cfg.rl.train_on_observations:
+        raise ConfigError(
+            "rl.train_on_observations needs the scoring pass: the sampler has no log-probs "
+            "for observation tokens; set train.reuse_sample_logprobs=False"
         )
     check_env_kwargs(cfg)
     return cfg

@@ -111,6 +111,14 @@ def share_prefix(arrays: dict[str, np.ndarray], prefix_len: int) -> dict[str, np
     return arrays
 
 
+def observation_loss_mask(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """The loss mask widened to every real token after the prompt (turn_index >= 0): the
+    policy's turns plus the observations and appended end-of-turn tokens between them.
+    For the `rl.train_on_observations` ablation; the prompt and padding stay out."""
+    after_prompt = arrays["attention_mask"].astype(bool) & (arrays["turn_index"] >= 0)
+    return arrays["loss_mask"].astype(bool) | after_prompt
+
+
 def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
 
@@ -279,6 +287,8 @@ class Trainer:
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
         arrays = pad_rows(result.batch, self.rows)
+        if self.cfg.rl.train_on_observations:
+            arrays["loss_mask"] = observation_loss_mask(arrays)
         prefix_len = self.prefix_len(arrays)
         arrays = share_prefix(arrays, prefix_len)
         t1 = time.perf_counter()

@@ -114,6 +114,20 @@ def test_guess_number_needs_memory():
     )
 
 
+def test_guess_number_custom_feedback_through_the_suite():
+    suite = ENVS.get("guess_number")(low=1, high=3, max_guesses=2, num_train=4, num_eval=4,
+                                     too_low_feedback="higher", too_high_feedback="{guess}: lower")
+    env = suite.make_env()
+    env.reset(Task("g", "guess", "2", {"low": 1, "high": 3, "secret": 2}), seed=0)
+    assert act(env, "<guess>1</guess>").observation[0]["content"] == "higher"
+    env.reset(Task("g", "guess", "2", {"low": 1, "high": 3, "secret": 2}), seed=0)
+    assert act(env, "<guess>3</guess>").observation[0]["content"] == "3: lower"
+    with pytest.raises(ValueError, match="too_low_feedback.*only \\{guess\\}"):
+        GuessNumberEnv(too_low_feedback="{secret} is more")
+    with pytest.raises(ValueError, match="must differ"):
+        GuessNumberEnv(too_low_feedback="no", too_high_feedback="no")
+
+
 def test_guess_number_secret_from_seed_and_validation():
     task = Task("g", "guess", None, {"low": 1, "high": 10})
     env = GuessNumberEnv()
