@@ -10,7 +10,9 @@ the gradient of the minibatch loss, whatever the micro-batch size.
 
 An update whose loss or gradient is not finite is skipped: params and optimizer state
 are kept as they were and `skipped` counts it, so the host can log it and stop after
-repeated occurrences. Under a mesh the rows of every micro-batch are sharded over the
+repeated occurrences. An update whose gradient is exactly zero is skipped too
+(`zero_grad` counts it): with no gradient, Adam would still move the weights along its
+momentum. Under a mesh the rows of every micro-batch are sharded over the
 data axis; XLA inserts the gradient all-reduce.
 """
 
@@ -190,7 +192,12 @@ def minibatch_update(state: TrainState, mb: TrainBatch, hp: StepConfig):
     grads = jax.tree.map(lambda g: g / safe, grads)
     loss = total / safe
     grad_norm = optax.global_norm(grads)
-    ok = jnp.isfinite(loss) & _all_finite(grads)
+    finite = jnp.isfinite(loss) & _all_finite(grads)
+    # An exactly-zero gradient (e.g. a GRPO minibatch whose groups all had equal rewards,
+    # no KL or entropy term) carries no information, but Adam would still step along its
+    # momentum (and AdamW decay the weights). Skipping it keeps a solved policy in place;
+    # unskipped, such steps were seen to undo solved runs (docs/ablations.md, late dips).
+    ok = finite & (grad_norm > 0)
     updates, new_opt = state.tx.update(grads, state.opt_state, state.params)
     new_params = optax.apply_updates(state.params, updates)
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
@@ -198,7 +205,8 @@ def minibatch_update(state: TrainState, mb: TrainBatch, hp: StepConfig):
                           opt_state=keep(new_opt, state.opt_state))
     out = {k: jnp.mean(v) for k, v in metrics.items()}
     out.update({k: v / safe for k, v in sums.items()})
-    out.update(loss=loss, grad_norm=grad_norm, skipped=(~ok).astype(jnp.float32))
+    out.update(loss=loss, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32),
+               zero_grad=(finite & (grad_norm == 0)).astype(jnp.float32))
     return state, out
 
 
@@ -218,7 +226,8 @@ def split_minibatches(batch: TrainBatch, hp: StepConfig, key: Array) -> TrainBat
 def train_on_batch(state: TrainState, batch: TrainBatch, hp: StepConfig):
     """All epochs x minibatches of updates on one rollout batch; advances step and rng.
 
-    Metrics are means over the updates, except `skipped` (how many were skipped).
+    Metrics are means over the updates, except `skipped` and `zero_grad` (how many updates
+    were skipped for a non-finite or an exactly-zero gradient).
     """
     rng, key = jax.random.split(state.rng)
 
@@ -229,6 +238,7 @@ def train_on_batch(state: TrainState, batch: TrainBatch, hp: StepConfig):
     state, metrics = jax.lax.scan(epoch, state, jax.random.split(key, hp.num_epochs))
     out = {k: jnp.mean(v) for k, v in metrics.items()}
     out["skipped"] = jnp.sum(metrics["skipped"])
+    out["zero_grad"] = jnp.sum(metrics["zero_grad"])
     if "ratio_max" in metrics:
         out["ratio_max"] = jnp.max(metrics["ratio_max"])
     return state.replace(step=state.step + 1, rng=rng), out

@@ -99,6 +99,30 @@ def test_poisoned_batch_skips_the_update_and_keeps_params():
     assert float(metrics["skipped"]) == 0
 
 
+@pytest.mark.parametrize("critic", [False, True])
+def test_zero_advantage_batch_does_not_move_the_weights(critic):
+    """All advantages 0 (every GRPO group had equal rewards): no gradient, so no update,
+    even though Adam's momentum from an earlier update would otherwise carry on. With a
+    critic the value loss still has a gradient, so that update happens."""
+    state = make_state(lora=True, critic=critic)
+    hp = StepConfig(loss=LossConfig(), num_minibatches=1, use_critic=critic)
+    state, metrics = make_train_fn()(state, make_batch(state, critic=critic), hp)
+    assert float(metrics["zero_grad"]) == 0
+    before_params, before_opt = leaves(state.params), leaves(state.opt_state)
+    batch = make_batch(state, seed=1, critic=critic)
+    flat = batch.replace(advantages=jnp.zeros_like(batch.advantages))
+    state, metrics = make_train_fn()(state, flat, hp)
+    assert float(metrics["skipped"]) == 0
+    moved = any(not np.array_equal(a, b) for a, b in zip(before_params, leaves(state.params)))
+    if critic:
+        assert float(metrics["zero_grad"]) == 0 and moved
+    else:
+        assert float(metrics["zero_grad"]) == 1 and float(metrics["grad_norm"]) == 0
+        assert not moved
+        for a, b in zip(before_opt, leaves(state.opt_state)):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_lora_reference_is_the_base_model():
     """Zeroed adapters give the base model's log-probs; trained adapters do not."""
     state = make_state(lora=True, critic=False)
