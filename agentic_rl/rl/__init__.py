@@ -22,11 +22,11 @@ from agentic_rl.rl.advantages import (
     episode_returns,
     fold_token_rewards,
     gather_at_turn_ends,
-    turn_starts,
     group_stats,
     masked_gae,
     place_turn_values,
     present_turns,
+    turn_starts,
     whiten,
 )
 from agentic_rl.rl.dpo import (
