@@ -1,0 +1,33 @@
+"""Attack cases against the tool APIs, one module per area, run by `scripts/attack.py`.
+
+Each area module (`sql`, `sandbox`, `tools`, `checkpoint`, ...) defines
+`ATTACKS: list[Attack]`. An attack plays a hostile policy (or a hostile file on disk):
+it drives a public API the way a policy's output would, then checks whether the
+defence held. Its `run()` returns None when the attack was blocked (the tool answered
+with an error observation, refused, or the effect did not happen) and a short string
+saying what escaped otherwise. It may raise only if the defence itself is broken (an
+uncaught exception from a tool is an escape: the policy crashed the caller).
+
+The harness runs every attack in a fresh child process with a wall-clock limit, so
+a host crash (the child dies by a signal) or a hang (the limit passes) is classified
+as such instead of taking the harness down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Attack:
+    """One attack: `item` names the issue item it reproduces ("20.1"), or "new"."""
+
+    name: str
+    item: str
+    run: Callable[[], str | None]
+    timeout_s: float = 60.0
+    description: str = ""
+
+
+AREAS = ("sql", "sandbox", "tools", "chat", "checkpoint")
