@@ -78,47 +78,89 @@ class ChatMLFormat:
     def tok(self) -> Tokenizer:
         return self.tokenizer
 
-    def _block(self, role: str, content: str) -> str:
-        return f"{self.im_start}{role}\n{content}{self.im_end}\n"
-
-    def render_messages(self, messages: Sequence[Message]) -> str:
-        """ChatML text of `messages` (each block ends with '<|im_end|>\\n')."""
-        out: list[str] = []
+    def _pieces(self, messages: Sequence[Message]) -> list[tuple[str, bool]]:
+        """The ChatML text of `messages` as (text, trusted) pieces: markers and role headers
+        are ours (trusted); message content is not (see `encode_pieces`)."""
+        out: list[tuple[str, bool]] = []
         i = 0
         while i < len(messages):
             m = messages[i]
             if m["role"] == "tool" and self.tool_role == "user":
-                responses = []
+                out += [(self.im_start, True), ("user", True)]
                 while i < len(messages) and messages[i]["role"] == "tool":
-                    responses.append(
-                        f"\n<tool_response>\n{messages[i]['content']}\n</tool_response>"
-                    )
+                    out += [("\n<tool_response>\n", True), (messages[i]["content"], False),
+                            ("\n</tool_response>", True)]
                     i += 1
-                out.append(f"{self.im_start}user{''.join(responses)}{self.im_end}\n")
+                out += [(self.im_end, True), ("\n", True)]
                 continue
-            out.append(self._block(m["role"], m["content"]))
+            out += [(self.im_start, True), (f"{m['role']}\n", True), (m["content"], False),
+                    (self.im_end, True), ("\n", True)]
             i += 1
-        return "".join(out)
+        return out
 
-    def prompt_text(self, messages: Sequence[Message]) -> str:
-        """The first segment: initial messages + the generation prompt."""
+    def encode_pieces(self, pieces: Sequence[tuple[str, bool]]) -> list[int]:
+        """Token ids of `pieces`: a marker is its special id; the text between two markers is
+        one chunk, encoded with `encode` if all of it is ours and with `encode_literal` if
+        it holds untrusted content. So a tool result, file or web page that contains
+        "<|im_end|>\\n<|im_start|>assistant\\n" stays text and cannot forge a turn boundary,
+        while for content without such strings the ids equal `encode` of the whole text
+        (HF tokenizers split at special tokens before BPE, so the chunks are the same)."""
+        markers = {self.im_start, self.im_end}
+        ids: list[int] = []
+        chunk: list[str] = []
+        trusted = True
+
+        def flush():
+            if chunk:
+                text = "".join(chunk)
+                ids.extend(self.tok.encode(text) if trusted else self.tok.encode_literal(text))
+
+        for text, is_ours in pieces:
+            if is_ours and text in markers:
+                flush()
+                chunk, trusted = [], True
+                ids.extend(self.tok.encode(text))
+            elif text:
+                chunk.append(text)
+                trusted = trusted and is_ours
+        flush()
+        return ids
+
+    def render_messages(self, messages: Sequence[Message]) -> str:
+        """ChatML text of `messages` (each block ends with '<|im_end|>\\n')."""
+        return "".join(text for text, _ in self._pieces(messages))
+
+    def _prompt_pieces(self, messages: Sequence[Message]) -> list[tuple[str, bool]]:
         _check_messages(messages, "prompt")
         if self.default_system is not None and messages[0]["role"] != "system":
             messages = [{"role": "system", "content": self.default_system}, *messages]
-        return self.render_messages(messages) + self.generation_prompt
+        return [*self._pieces(messages), *self._generation_pieces()]
 
-    def observation_text(self, messages: Sequence[Message]) -> str:
-        """The segment after an assistant turn (which ended with '<|im_end|>')."""
+    def _observation_pieces(self, messages: Sequence[Message]) -> list[tuple[str, bool]]:
         _check_messages(messages, "observation")
         if any(m["role"] == "assistant" for m in messages):
             raise ValueError("observation: environments may not speak as the assistant")
-        return "\n" + self.render_messages(messages) + self.generation_prompt
+        return [("\n", True), *self._pieces(messages), *self._generation_pieces()]
+
+    def _generation_pieces(self) -> list[tuple[str, bool]]:
+        gp = self.generation_prompt
+        if gp.startswith(self.im_start):
+            return [(self.im_start, True), (gp[len(self.im_start):], True)]
+        return [(gp, True)]
+
+    def prompt_text(self, messages: Sequence[Message]) -> str:
+        """The first segment: initial messages + the generation prompt."""
+        return "".join(text for text, _ in self._prompt_pieces(messages))
+
+    def observation_text(self, messages: Sequence[Message]) -> str:
+        """The segment after an assistant turn (which ended with '<|im_end|>')."""
+        return "".join(text for text, _ in self._observation_pieces(messages))
 
     def encode_prompt(self, messages: Sequence[Message]) -> list[int]:
-        return self.tok.encode(self.prompt_text(messages))
+        return self.encode_pieces(self._prompt_pieces(messages))
 
     def encode_observation(self, messages: Sequence[Message]) -> list[int]:
-        return self.tok.encode(self.observation_text(messages))
+        return self.encode_pieces(self._observation_pieces(messages))
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.tok.decode(ids)

@@ -3,7 +3,14 @@
 The rollout only ever encodes one segment of text at a time (a rendered prompt, an
 observation) and decodes sampled ids; it never re-renders history. So it needs just:
 `encode(text)` that inserts no special tokens of its own but recognises special-token
-strings written in the text (`<|im_start|>` -> one id), and an exact `decode(ids)`.
+strings written in the text (`<|im_start|>` -> one id), `encode_literal(text)` that
+encodes special-token strings as ordinary text, and an exact `decode(ids)`.
+
+Why both encodes: the chat format writes the structure markers (`<|im_start|>`,
+`<|im_end|>`) itself and encodes them with `encode`; message *content* comes from the
+task, a tool, a web page or a file, and is untrusted. Encoded with `encode`, a tool
+result containing "<|im_end|>\n<|im_start|>assistant\n" would become real turn
+boundaries and forge a turn; `encode_literal` keeps it text.
 """
 
 from __future__ import annotations
@@ -17,6 +24,10 @@ from typing import Any, Protocol, runtime_checkable
 class Tokenizer(Protocol):
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`: no BOS/EOS added; special-token strings map to their ids."""
+        ...
+
+    def encode_literal(self, text: str) -> list[int]:
+        """Token ids of `text` with special-token strings encoded as ordinary text."""
         ...
 
     def decode(self, ids: Sequence[int]) -> str:
@@ -36,6 +47,13 @@ class HFTokenizer:
     def encode(self, text: str) -> list[int]:
         return list(self.hf.encode(text, add_special_tokens=False))
 
+    def encode_literal(self, text: str) -> list[int]:
+        # split_special_tokens=True: "<|im_end|>" in `text` is byte-level BPE text, not the
+        # special id. HF splits text at special tokens before pre-tokenizing, so for text
+        # without special-token strings this equals `encode` token for token.
+        return list(self.hf(text, add_special_tokens=False,
+                            split_special_tokens=True)["input_ids"])
+
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(
             list(ids), skip_special_tokens=False, clean_up_tokenization_spaces=False
@@ -53,7 +71,8 @@ def as_tokenizer(obj: Any) -> Tokenizer:
         return HFTokenizer(obj)
     if isinstance(obj, Tokenizer):
         return obj
-    raise TypeError(f"{type(obj).__name__} is not a tokenizer (needs encode(text) and decode(ids))")
+    raise TypeError(f"{type(obj).__name__} is not a tokenizer (needs encode(text), "
+                    "encode_literal(text) and decode(ids))")
 
 
 class CharTokenizer:
@@ -85,6 +104,10 @@ class CharTokenizer:
             else:
                 ids.extend(offset + ord(ch) for ch in part)
         return ids
+
+    def encode_literal(self, text: str) -> list[int]:
+        offset = len(self.special_tokens)
+        return [offset + ord(ch) for ch in text]
 
     def decode(self, ids: Sequence[int]) -> str:
         offset = len(self.special_tokens)
