@@ -8,6 +8,10 @@ import json
 import os
 import re
 import sqlite3
+import subprocess
+import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +29,13 @@ from agentic_rl.envs import (
     parse_action,
 )
 from agentic_rl.envs.sql_data import DOMAINS, build_database
-from agentic_rl.envs.sql_env import extract_sql, first_keyword, results_match, score_sql
+from agentic_rl.envs.sql_env import (
+    extract_sql,
+    first_keyword,
+    format_result,
+    results_match,
+    score_sql,
+)
 
 
 def call(name, **arguments):
@@ -337,3 +347,302 @@ def test_text2sql_suite_generates_unseen_eval_databases(tmp_path):
     env.reset(evals[0], 0)
     r = act(env, f"<answer>{evals[0].data['gold_sql']}</answer>")
     assert r.info["success"]
+
+
+# --- Hardening against a hostile policy (attack run: fts3_tokenizer crash, single-step
+# time-limit bypass, unbounded result bytes, close() blocking). Each test reproduces an
+# attack class; bounded() keeps a test from hanging when a defence is missing.
+
+
+def bounded(fn, timeout_s: float):
+    """Runs `fn()` in a daemon thread: (finished, {"value"| "error": ...}, seconds)."""
+    box: dict = {}
+
+    def target():
+        try:
+            box["value"] = fn()
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            box["error"] = e
+
+    t0 = time.monotonic()
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout_s)
+    return not thread.is_alive(), box, time.monotonic() - t0
+
+
+def refusal(db, sql) -> str:
+    with pytest.raises(SqlError) as info:
+        db.query(sql)
+    return str(info.value)
+
+
+FTS_ATTACK = r"""
+import sqlite3, sys
+from agentic_rl.envs.sql_env import ReadOnlyDatabase, SqlError
+path = sys.argv[1]
+w = sqlite3.connect(path)
+w.execute("CREATE VIRTUAL TABLE docs USING fts3(body)")
+w.execute("INSERT INTO docs VALUES ('hello world')")
+w.commit()
+w.close()
+db = ReadOnlyDatabase(path)
+for sql in ("SELECT fts3_tokenizer('simple', x'4141414141414141')",
+            "SELECT * FROM docs WHERE docs MATCH 'hello'", "SELECT body FROM docs"):
+    try:
+        print("rows", db.query(sql).rows, flush=True)
+    except SqlError as e:
+        print("SqlError:", e, flush=True)
+"""
+
+
+def test_fts3_tokenizer_cannot_replace_the_tokenizer_and_crash_the_host(tmp_path):
+    """Item 1: fts3_tokenizer(name, pointer) then a query on an FTS table was a SIGSEGV."""
+    proc = subprocess.run(
+        [sys.executable, "-c", FTS_ATTACK, str(tmp_path / "fts.sqlite")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"child died (rc={proc.returncode}): {proc.stderr[-300:]}"
+    lines = proc.stdout.splitlines()
+    assert "function fts3_tokenizer is not allowed" in lines[0], lines
+    assert lines[2] == "rows [('hello world',)]", lines  # the FTS table itself stays readable
+
+
+DENIED = [
+    ("SELECT fts3_tokenizer('simple')", "function fts3_tokenizer is not allowed"),
+    ("SELECT FTS3_TOKENIZER/**/('simple')", "function fts3_tokenizer is not allowed"),
+    ("SELECT \"fts3_tokenizer\"('simple')", "function fts3_tokenizer is not allowed"),
+    ("SELECT printf('%d', 1)", "function printf is not allowed"),
+    ("SELECT format('%d', 1)", "function format is not allowed"),
+    ("SELECT zeroblob(10)", "function zeroblob is not allowed"),
+    ("SELECT json('[1]')", "function json is not allowed"),
+    ("SELECT '[1]' -> '$[0]'", "function -> is not allowed"),
+    ("SELECT sqlite_compileoption_get(0)", "function sqlite_compileoption_get is not allowed"),
+    ("SELECT load_extension('/tmp/evil.so')", "function load_extension is not allowed"),
+    ("SELECT name FROM employees WHERE name MATCH 'x'", "function match is not allowed"),
+    ("SELECT * FROM json_each('[1,2]')", "reading json_each is not allowed"),
+    ("SELECT * FROM pragma_database_list", "PRAGMA database_list is not allowed"),
+    ("PRAGMA database_list", "PRAGMA database_list is not allowed"),
+    ("PRAGMA compile_options", "PRAGMA compile_options is not allowed"),
+    ("PRAGMA cache_size = -2000000", "PRAGMA cache_size is not allowed"),
+    ("PRAGMA query_only = 0", "PRAGMA query_only is not allowed"),
+    ("PRAGMA page_size = 512", "PRAGMA page_size is not allowed"),
+]
+
+
+@pytest.mark.parametrize(("sql", "message"), DENIED)
+def test_functions_tables_and_pragmas_are_allow_listed(company_db, sql, message):
+    db = ReadOnlyDatabase(company_db)
+    assert message in refusal(db, sql)
+    assert db.query("SELECT COUNT(*) FROM employees").rows[0][0] > 0  # still usable
+    db.close()
+
+
+def test_allowed_functions_cover_text_to_sql(company_db):
+    db = ReadOnlyDatabase(company_db)
+    row = db.query(
+        "SELECT count(*), sum(salary), total(salary), round(avg(salary), 2), min(salary),"
+        " max(salary), group_concat(DISTINCT title), count(DISTINCT department_id),"
+        " abs(-2), coalesce(NULL, 1), ifnull(NULL, 2), nullif(3, 3), iif(1, 'y', 'n'),"
+        " upper('a'), lower('B'), length('abc'), substr('abcdef', 2, 3), instr('abc', 'c'),"
+        " replace('aXa', 'X', 'b'), trim('  x '), trim('xxaxx', 'x'), ltrim('xa', 'x'),"
+        " rtrim('ax', 'x'), typeof(1.5), cast(round(2.5) AS INTEGER), strftime('%Y', '2020-05-01'),"
+        " date('2020-01-31', '+1 day'), julianday('2020-01-02') - julianday('2020-01-01'),"
+        " 'abc' LIKE 'A%', 'abc' GLOB 'a*', hex('A'), quote('a'), unicode('A'), char(66),"
+        " length(randomblob(4)), sqlite_version() IS NOT NULL FROM employees"
+    ).rows[0]
+    assert row[8:13] == (2, 1, 2, None, "y")
+    assert row[13:23] == ("A", "b", 3, "bcd", 3, "aba", "x", "a", "a", "a")
+    assert row[23:27] == ("real", 3, "2020", "2020-02-01")
+    assert row[27:] == (1.0, 1, 1, "41", "'a'", 65, "B", 4, 1)
+    ranked = db.query(
+        "SELECT name, row_number() OVER (ORDER BY salary DESC), rank() OVER w,"
+        " dense_rank() OVER w, lag(salary) OVER w, sum(salary) OVER w"
+        " FROM employees WINDOW w AS (ORDER BY salary DESC) LIMIT 3"
+    ).rows
+    assert [r[1] for r in ranked] == [1, 2, 3]
+    assert "salary" in [r[1] for r in db.query("SELECT * FROM pragma_table_info('employees')").rows]
+    db.close()
+
+
+def test_linear_time_overrides_match_sqlite_builtins(company_db):
+    """instr/replace/trim(X, Y) are replaced by linear-time versions: same results."""
+    values = [None, 0, 12, -3, 1.5, 0.1, 1e20, 1e-5, -0.0, 2.5e-300, 123456789.123456789, "",
+              "a", "abc", "aXbXc", "ÄbÇb", "  pad  ", "xyx", b"", b"ab", b"b", "."]  # fmt: skip
+    plain = sqlite3.connect(":memory:")
+    db = ReadOnlyDatabase(company_db)
+    db._conn.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 2)  # the agent has no parameters
+    checks = ["instr(?1, ?2)", "trim(?1, ?2)", "ltrim(?1, ?2)", "rtrim(?1, ?2)",
+              "replace(?1, ?2, 'Z')", "replace(?1, 'b', ?2)", "replace(?1, ?2, NULL)"]  # fmt: skip
+    for expr in checks:
+        for x in values:
+            for y in values:
+                expected = plain.execute(f"SELECT typeof({expr}), {expr}", (x, y)).fetchone()
+                got = db._conn.execute(f"SELECT typeof({expr}), {expr}", (x, y)).fetchone()
+                assert got == expected, (expr, x, y)
+    floats = [1.0 / 3, 2.0**60, 1e15, 1e16, 123e-7, -7.25e100, 0.5, 1e14 + 0.5, 9.99999999999999e22]
+    sql = "SELECT instr(?1, '9'), replace(?1, '.', ','), trim(?1, '1')"
+    for f in floats:
+        assert db._conn.execute(sql, (f,)).fetchone() == plain.execute(sql, (f,)).fetchone(), f
+    db.close()
+
+
+# Strings of 2**19 'a' built in a few cheap steps (no helper function needed).
+BIG = (
+    "WITH RECURSIVE s(x) AS (SELECT 'a' UNION ALL SELECT x || x FROM s WHERE length(x) < 500000),"
+    " a(x) AS (SELECT max(x) FROM s)"
+)
+
+
+def test_one_expensive_function_call_cannot_outlive_the_time_limit(company_db):
+    """Item 2: a single SQLite step (one function call) never reaches the progress handler;
+    e.g. 3 x printf('%.*c', 2147483647, 'x') ran 48 s with a 2 s limit."""
+    db = ReadOnlyDatabase(company_db, SqlLimits(timeout_s=2.0))
+    printf3 = "SELECT " + ", ".join(["length(printf('%.*c', 2147483647, 'x'))"] * 3)
+    quadratic = [  # O(n*m) in one call: instr/replace/trim with a long needle or set
+        f"{BIG}, b(y) AS (SELECT substr(x, 1, 250000) || 'b' FROM a)"
+        " SELECT instr(x, y), instr(x, y), instr(x, y) FROM a, b",
+        f"{BIG}, b(y) AS (SELECT substr(x, 1, 250000) || 'b' FROM a)"
+        " SELECT length(replace(x, y, '')), length(replace(x, y, '')) FROM a, b",
+        f"{BIG}, b(y) AS (SELECT replace(substr(x, 1, 8000), 'a', 'b') || 'a' FROM a)"
+        " SELECT length(trim(x, y)), length(ltrim(x, y)) FROM a, b",
+    ]
+    like9 = f"{BIG} SELECT " + ", ".join(["x LIKE '%' || substr(x, 1, 60) || 'b%'"] * 9) + " FROM a"
+    like_long = f"{BIG} SELECT x LIKE '%' || substr(x, 1, 1000) || 'b%' FROM a"
+    # Many linear but costly calls in one step: the replacements check the deadline.
+    many = f"{BIG} SELECT " + " + ".join(["length(ltrim(x, x))"] * 150) + " FROM a"
+    for sql, outcome in [
+        (printf3, "function printf is not allowed"),
+        (quadratic[0], [(0, 0, 0)]),
+        (quadratic[1], [(2**19, 2**19)]),
+        (quadratic[2], [(0, 0)]),
+        (like9, "more than 8 LIKE/GLOB"),
+        (like_long, "LIKE or GLOB pattern too complex"),
+        (many, None),
+    ]:
+        done, box, seconds = bounded(lambda sql=sql: db.query(sql), 30)
+        assert done and seconds < 10, (sql[-80:], seconds)
+        if outcome is None:  # either result, as long as it is bounded
+            assert "value" in box or "time limit" in str(box.get("error")), box
+        elif isinstance(outcome, str):
+            assert isinstance(box.get("error"), SqlError) and outcome in str(box["error"]), box
+        else:
+            assert box["value"].rows == outcome, box
+    like8 = f"{BIG} SELECT " + ", ".join(["x LIKE '%' || substr(x, 1, 60) || 'b%'"] * 8) + " FROM a"
+    done, box, seconds = bounded(lambda: db.query(like8), 30)
+    assert done and seconds < 10 and box["value"].rows == [(0,) * 8], (seconds, box)
+    db.close()
+
+
+def test_the_watchdog_stops_a_query_without_the_progress_handler(company_db):
+    """The deadline is enforced from outside the SQLite step (conn.interrupt())."""
+    db = ReadOnlyDatabase(company_db, SqlLimits(timeout_s=0.5))
+    db._conn.set_progress_handler(None, 0)
+    forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    done, box, seconds = bounded(lambda: db.query(forever), 15)
+    assert done and seconds < 10
+    assert isinstance(box.get("error"), SqlError) and "0.5 s time limit" in str(box["error"])
+    assert db.query("SELECT 1").rows == [(1,)]  # no stale interrupt hits the next query
+    db.close()
+
+
+def test_results_are_bounded_in_bytes(company_db):
+    """Item 2: 10 blob columns x 51 rows returned ~500 MiB; scoring fetched 10000 rows."""
+    db = ReadOnlyDatabase(company_db)
+    blobs = ", ".join(["randomblob(900000)"] * 10)
+    rows60 = "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 60)"
+    res = db.query(f"{rows60} SELECT {blobs} FROM r")
+    fetched = sum(len(v) for row in res.rows for v in row)
+    assert res.truncated and fetched <= 4_000_000, fetched
+    text = format_result(res, db.limits)
+    assert "truncated" in text and "bytes" in text, text
+    # Text cells are counted while a row is built: a row larger than the budget is cut.
+    hexes = ", ".join(["hex(randomblob(450000))"] * 20)
+    res = db.query(f"SELECT {hexes}")
+    assert res.truncated and res.rows == []
+    assert "bytes" in format_result(res, db.limits)
+    # One row cannot have thousands of 1 MB columns: the column count is limited.
+    wide = "WITH a(x) AS (SELECT randomblob(900000)) SELECT " + ", ".join(["x"] * 300) + " FROM a"
+    assert "too many columns" in refusal(db, wide)
+    assert len(db.query("SELECT * FROM employees").columns) == 6  # normal queries unaffected
+    db.close()
+
+
+def test_scoring_is_bounded_in_time_and_bytes(company_db):
+    gold = "SELECT name FROM employees WHERE salary > 100000"
+    env = SqlEnv(limits=SqlLimits(timeout_s=2.0), valid_weight=0.1)
+    env.reset(sql_task(company_db, "q", gold), 0)
+    slow = "SELECT " + ", ".join(["length(printf('%.*c', 2147483647, 'x'))"] * 3)
+    done, box, seconds = bounded(lambda: act(env, f"<answer>{slow}</answer>"), 30)
+    assert done and seconds < 10, seconds
+    r = box["value"]
+    assert r.done and r.reward == 0.0 and "function printf is not allowed" in r.info["reason"]
+    env.reset(sql_task(company_db, "q", gold), 0)
+    big = (
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 300) "
+        "SELECT " + ", ".join(["randomblob(100000)"] * 10) + " FROM r"
+    )
+    done, box, seconds = bounded(lambda: act(env, f"<answer>{big}</answer>"), 60)
+    assert done and seconds < 20, seconds
+    r = box["value"]
+    assert not r.info["success"] and "bytes" in r.info["reason"], r.info["reason"]
+    assert r.reward == 0.1  # it ran: `executes`, but cannot be correct
+
+
+def test_close_does_not_wait_for_a_running_query(company_db):
+    db = ReadOnlyDatabase(company_db, SqlLimits(timeout_s=60.0))
+    forever = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) SELECT max(x) FROM c"
+    box: dict = {}
+
+    def run():
+        try:
+            db.query(forever)
+        except SqlError as e:
+            box["error"] = e
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    time.sleep(0.5)
+    done, _, seconds = bounded(db.close, 20)
+    assert done and seconds < 5, seconds
+    worker.join(10)
+    assert not worker.is_alive() and "closed" in str(box.get("error")), box
+    assert "closed" in refusal(db, "SELECT 1")
+    db.close()  # idempotent
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT '\ud800'",
+        "SELECT ?",
+        "SELECT :name",
+        "SELECT " + "(" * 300 + "1" + ")" * 300,
+        "SELECT " + " + ".join(["1"] * 600),
+        "SELECT 1 " + "UNION ALL SELECT 1 " * 200,
+        "SELECT abs(-9223372036854775807 - 1)",
+        "SELECT * FROM nope",
+        "SELECT 1; SELECT 2",
+        "ＤＥＬＥＴＥ FROM employees",
+        "DEL\u200bETE FROM employees",
+        "/* */ VACUUM INTO '/tmp/agentic_rl_vacuum.sqlite'",
+        "CREATE TEMP TRIGGER t AFTER INSERT ON employees BEGIN SELECT 1; END",
+        "CREATE TEMP VIEW v AS SELECT 1",
+    ],
+)
+def test_every_failure_is_a_clear_sql_error(company_db, sql):
+    db = ReadOnlyDatabase(company_db)
+    message = refusal(db, sql)
+    assert message and len(message) < 600
+    assert db.query("SELECT 1").rows == [(1,)]
+    db.close()
+    assert not Path("/tmp/agentic_rl_vacuum.sqlite").exists()
+
+
+def test_layers_refuse_vacuum_into_without_the_keyword_check(company_db, tmp_path):
+    target = tmp_path / "copy.sqlite"
+    db = ReadOnlyDatabase(company_db)
+    with pytest.raises(sqlite3.Error):
+        db._conn.execute(f"VACUUM INTO '{target}'")
+    assert not target.exists()
+    db.close()
