@@ -1,28 +1,62 @@
 """File tools confined to one directory: `list_files`, `read_file`, `write_file`.
 
-Every path comes from the policy, so paths are checked as data, never trusted:
-absolute paths, `..` components, NUL bytes, over-long names and symlinks anywhere on
-the path are refused. Resolution does not go through the path string at all: each
-component is opened relative to the previous directory's file descriptor with
-`O_NOFOLLOW` (and `O_DIRECTORY` for directories), so a symlink or a directory swapped
-for one between the check and the use cannot redirect an access outside the root.
-Only regular files are read or written (no FIFOs or devices, which could block), and
-file size, total bytes written and the number of files are capped.
+Every path comes from the policy, so paths are checked as data, never trusted. Refused:
+absolute paths (`/x`, `\\x`, `~x`, `C:x`), `..` components, NUL bytes, lone surrogates,
+control and formatting characters (newlines, escapes, bidi overrides, zero-width
+characters), names whose NFKC form would introduce `..`, `/` or `\\` (fullwidth dots and
+slashes, dot leaders), slash lookalikes that NFKC keeps (division slash, ...), paths
+over `max_path_chars` characters, components over 255 bytes, and more than `max_depth`
+levels.
+
+Resolution never goes through a path string. The root directory is opened and checked
+to be the same inode (device and inode number) it was at construction, so a root moved
+or replaced by a symlink is refused. Each component is then opened relative to the
+previous directory's file descriptor with `O_NOFOLLOW` (and `O_DIRECTORY`), so a symlink
+anywhere on the path, or a directory swapped for one between a check and the use, cannot
+redirect an access; every directory must be on the root's file system (no mount points,
+e.g. a bind-mounted /proc). The final name is `lstat`ed relative to its directory and
+must be a regular file before it is opened (FIFOs, sockets and devices are never
+opened, so nothing blocks or has open side effects); it is opened with `O_NOFOLLOW`,
+`O_NONBLOCK`, `O_NOCTTY` and `O_CLOEXEC` and re-checked on the opened inode: a regular
+file, on the root's file system, with exactly one hard link (a hard link names a file
+that may live outside the root) and the same inode as the `lstat`. Writes open without
+`O_TRUNC` and truncate only after these checks, so a refused write changes nothing.
+
+Bounds: a read returns at most `max_read_chars` characters from at most
+`4 * max_read_chars + 4` bytes read (files of any size, sparse or not, cost the same);
+paging offsets are exact byte offsets even in binary files (undecodable bytes show as
+U+FFFD); one write is at most `max_file_bytes` and all writes of one `ConfinedFiles`
+at most `max_total_bytes`; the root holds at most `max_files` entries (counted with an
+early stop, so a huge tree costs at most `max_files` entries of work); a listing shows
+at most `max_list_entries` names, sorted among the first `max_list_scan` entries read
+(an enormous directory is never read in full). Names in listings are shown with
+`repr`-style escapes when they hold undecodable bytes or control characters, so an
+observation is always valid Unicode and one line per entry. Case is significant, as
+on the Linux file systems this runs on.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
 from agentic_rl.envs.tools import Tool, ToolExecutionError
 
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
-_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+_FILE_FLAGS = os.O_NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | _CLOEXEC
+_NAME_MAX_BYTES = 255
+# Control (Cc), format (Cf: bidi overrides, zero-width), surrogate, line/paragraph separators.
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_SURROGATE_RE = re.compile("[\udc80-\udcff]")
+# Slash lookalikes that NFKC leaves alone (division/fraction slash, big solidus, set minus, ...).
+_SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u29f9\u2216")
 
 
 class PathRefused(ToolExecutionError):
@@ -38,6 +72,7 @@ class FsLimits:
     max_total_bytes: int = 8 << 20
     max_files: int = 200
     max_list_entries: int = 200
+    max_list_scan: int = 10_000
 
     def __post_init__(self):
         for name, value in vars(self).items():
@@ -53,6 +88,18 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _check_shape(path: str, shown: str, limits: FsLimits) -> list[str]:
+    """The components of `path`, refusing absolute paths, '..' and over-deep nesting."""
+    if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
+        raise PathRefused(f"absolute paths are not allowed: {shown}; use a relative path")
+    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise PathRefused(f"'..' is not allowed in paths: {shown}")
+    if len(parts) > limits.max_depth:
+        raise PathRefused(f"path is nested too deeply (more than {limits.max_depth} levels)")
+    return parts
+
+
 def split_relative_path(path: str, limits: FsLimits) -> list[str]:
     """The components of a relative path inside the root, or `PathRefused` naming the problem.
 
@@ -66,14 +113,49 @@ def split_relative_path(path: str, limits: FsLimits) -> list[str]:
         raise PathRefused("path is not valid Unicode (it contains a lone surrogate)")
     if len(path) > limits.max_path_chars:
         raise PathRefused(f"path is too long ({len(path)} > {limits.max_path_chars} characters)")
-    if path.startswith(("/", "\\", "~")) or (len(path) > 1 and path[1] == ":"):
-        raise PathRefused(f"absolute paths are not allowed: {path[:80]!r}; use a relative path")
-    parts = [p for p in path.replace("\\", "/").split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise PathRefused(f"'..' is not allowed in paths: {path[:80]!r}")
-    if len(parts) > limits.max_depth:
-        raise PathRefused(f"path is nested too deeply (more than {limits.max_depth} levels)")
+    shown = repr(path[:80])
+    bad = next((c for c in path if unicodedata.category(c) in _BAD_CATEGORIES), None)
+    if bad is not None:
+        raise PathRefused(
+            f"path contains a control or formatting character (U+{ord(bad):04X}): {shown}"
+        )
+    if any(c in _SLASH_LOOKALIKES for c in path):
+        raise PathRefused(f"path looks like it has another separator (a slash lookalike): {shown}")
+    parts = _check_shape(path, shown, limits)
+    folded = unicodedata.normalize("NFKC", path)
+    if folded != path:
+        try:
+            folded_parts = _check_shape(folded, shown, limits)
+        except PathRefused as e:
+            raise PathRefused(f"path looks like another path after Unicode folding: {e}") from None
+        if len(folded_parts) != len(parts):
+            raise PathRefused(f"path looks like it has another number of components: {shown}")
+    for part in parts:
+        if len(part.encode("utf-8")) > _NAME_MAX_BYTES:
+            raise PathRefused(
+                f"a path component is too long (over {_NAME_MAX_BYTES} bytes): {part[:40]!r}..."
+            )
     return parts
+
+
+def display_name(name: str) -> str:
+    """A directory entry's name as one line of valid Unicode (escaped with repr if needed)."""
+    if _encodable(name) and all(unicodedata.category(c) not in _BAD_CATEGORIES for c in name):
+        return name
+    raw = os.fsencode(name)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return repr(raw)  # b'...' with \x escapes: ASCII only
+    return ascii(text)
+
+
+def _decode_page(data: bytes, max_chars: int) -> tuple[str, int]:
+    """(text, bytes consumed) for the first `max_chars` characters of `data`: bytes that are
+    not UTF-8 count one byte each and show as U+FFFD, so offsets stay exact."""
+    text = data.decode("utf-8", "surrogateescape")[:max_chars]
+    consumed = len(text.encode("utf-8", "surrogateescape"))
+    return _SURROGATE_RE.sub("\ufffd", text), consumed
 
 
 class ConfinedFiles:
@@ -83,15 +165,31 @@ class ConfinedFiles:
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotADirectoryError(f"file tool root is not a directory: {self.root}")
+        st = os.stat(self.root)
+        self._root_id = (st.st_dev, st.st_ino)
         self.limits = limits or FsLimits()
         self.bytes_written = 0
         self._lock = threading.Lock()
 
     # -- descriptor-relative resolution ------------------------------------------------------
 
+    def _open_root(self) -> int:
+        """An fd of the root, which must still be the directory it was at construction."""
+        try:
+            fd = os.open(self.root, _DIR_FLAGS)
+        except OSError as e:
+            raise PathRefused(
+                f"the working directory is gone or was replaced ({os.strerror(e.errno)})"
+            ) from None
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != self._root_id:
+            os.close(fd)
+            raise PathRefused("the working directory was replaced; refusing to use it")
+        return fd
+
     def _open_dir(self, parts: list[str], *, create: bool = False) -> int:
         """An fd of the directory `parts` under the root, opened component by component."""
-        fd = os.open(self.root, _DIR_FLAGS)
+        fd = self._open_root()
         try:
             for i, name in enumerate(parts):
                 try:
@@ -109,6 +207,9 @@ class ConfinedFiles:
                     raise self._refusal(e, parts[: i + 1], fd) from None
                 os.close(fd)
                 fd = next_fd
+                if os.fstat(fd).st_dev != self._root_id[0]:
+                    where = "/".join(parts[: i + 1])
+                    raise PathRefused(f"{where!r} is a mount point (another file system)")
             return fd
         except BaseException:
             os.close(fd)
@@ -133,70 +234,142 @@ class ConfinedFiles:
             return PathRefused(f"{where!r} is a directory, not a file")
         if error.errno == errno.ENOENT:
             return PathRefused(f"no such file: {where!r}")
+        if error.errno == errno.ENXIO:
+            return PathRefused(f"{where!r} is not a regular file")
         return PathRefused(f"cannot access {where!r}: {os.strerror(error.errno)}")
+
+    @staticmethod
+    def _kind(mode: int) -> str:
+        if stat.S_ISDIR(mode):
+            return "a directory, not a file"
+        if stat.S_ISLNK(mode):
+            return "a symbolic link; links are not followed"
+        return "not a regular file (FIFOs, sockets and devices are refused)"
+
+    def _check_inode(self, st: os.stat_result, where: str) -> None:
+        """The opened inode must be a single-named regular file on the root's file system."""
+        if not stat.S_ISREG(st.st_mode):
+            raise PathRefused(f"{where!r} is {self._kind(st.st_mode)}")
+        if st.st_dev != self._root_id[0]:
+            raise PathRefused(f"{where!r} is on another file system")
+        if st.st_nlink != 1:
+            raise PathRefused(
+                f"{where!r} has {st.st_nlink} hard links; files with more than one name are "
+                "refused (another name may be outside the working directory)"
+            )
 
     def _open_file(self, path: str, flags: int, *, create_dirs: bool = False) -> int:
         parts = split_relative_path(path, self.limits)
         if not parts:
             raise PathRefused("a file name is required (got the root directory)")
+        where = "/".join(parts)
         dir_fd = self._open_dir(parts[:-1], create=create_dirs)
         try:
-            fd = os.open(parts[-1], flags | os.O_NOFOLLOW | _NONBLOCK, 0o644, dir_fd=dir_fd)
-        except OSError as e:
-            raise self._refusal(e, parts, dir_fd) from None
+            try:
+                before = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                if not flags & os.O_CREAT:
+                    raise PathRefused(f"no such file: {where!r}") from None
+                before = None
+            except OSError as e:
+                raise self._refusal(e, parts, dir_fd) from None
+            if before is not None:
+                self._check_inode(before, where)  # never open a FIFO, socket or device
+            try:
+                fd = os.open(parts[-1], flags | _FILE_FLAGS, 0o644, dir_fd=dir_fd)
+            except OSError as e:
+                raise self._refusal(e, parts, dir_fd) from None
         finally:
             os.close(dir_fd)
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        try:
+            st = os.fstat(fd)
+            self._check_inode(st, where)
+            if before is not None and (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+                raise PathRefused(f"{where!r} was replaced while it was being opened")
+        except BaseException:
             os.close(fd)
-            raise PathRefused(f"{path[:80]!r} is not a regular file")
+            raise
         return fd
 
     # -- operations ----------------------------------------------------------------------------
 
     def list_files(self, path: str = "") -> str:
         parts = split_relative_path(path, self.limits)
+        lim = self.limits
         fd = self._open_dir(parts)
+        names: list[str] = []
+        complete = True
         try:
-            entries = sorted(os.listdir(fd))
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if len(names) >= lim.max_list_scan:
+                        complete = False
+                        break
+                    names.append(entry.name)
+            names.sort()
             lines = []
-            for name in entries[: self.limits.max_list_entries]:
-                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            for name in names[: lim.max_list_entries]:
+                shown = display_name(name)
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    lines.append(f"{shown} (vanished)")
+                    continue
                 if stat.S_ISDIR(st.st_mode):
-                    lines.append(f"{name}/")
+                    lines.append(f"{shown}/")
                 elif stat.S_ISLNK(st.st_mode):
-                    lines.append(f"{name} (symbolic link, not followed)")
+                    lines.append(f"{shown} (symbolic link, not followed)")
+                elif not stat.S_ISREG(st.st_mode):
+                    lines.append(f"{shown} (special file, not readable)")
                 else:
-                    lines.append(f"{name} ({st.st_size} bytes)")
+                    lines.append(f"{shown} ({st.st_size} bytes)")
         finally:
             os.close(fd)
-        if len(entries) > self.limits.max_list_entries:
-            lines.append(f"... and {len(entries) - self.limits.max_list_entries} more")
+        if not complete:
+            lines.append(
+                f"... and more: the directory has over {lim.max_list_scan} entries; "
+                f"the first {min(len(names), lim.max_list_entries)} of {lim.max_list_scan} "
+                "read are shown"
+            )
+        elif len(names) > lim.max_list_entries:
+            lines.append(f"... and {len(names) - lim.max_list_entries} more")
         return "\n".join(lines) if lines else "(empty directory)"
 
     def read_file(self, path: str, offset: int = 0) -> str:
-        offset = int(offset)
+        if isinstance(offset, bool) or not isinstance(offset, (int, float)):
+            raise PathRefused(f"offset must be between 0 and 2**62, got {str(offset)[:40]!r}")
+        if isinstance(offset, float) and not offset.is_integer():
+            raise PathRefused(f"offset must be a whole number of bytes, got {offset}")
         if not 0 <= offset < 1 << 62:
             raise PathRefused(f"offset must be between 0 and 2**62, got {offset}")
+        offset = int(offset)
         fd = self._open_file(path, os.O_RDONLY)
-        with os.fdopen(fd, "rb") as f:
-            f.seek(offset)
-            data = f.read(4 * self.limits.max_read_chars + 4)
-            size = os.fstat(f.fileno()).st_size
+        try:
+            size = os.fstat(fd).st_size
+            data = os.pread(fd, 4 * self.limits.max_read_chars + 4, offset)
+        finally:
+            os.close(fd)
         if size == 0:
             return "(empty file)"
         if offset >= size:
             return f"(end of file: the file has {size} bytes)"
-        text = data.decode("utf-8", "replace")[: self.limits.max_read_chars]
-        end = offset + len(text.encode("utf-8", "replace"))
+        text, consumed = _decode_page(data, self.limits.max_read_chars)
+        end = offset + consumed
         if end < size:
             text += f"\n[file continues: {size} bytes in total; read more with offset={end}]"
         return text
 
     def write_file(self, path: str, content: str) -> str:
+        if not isinstance(content, str):
+            raise PathRefused(f"content must be a string, got {type(content).__name__}")
+        lim = self.limits
+        if len(content) > lim.max_file_bytes:  # before encoding: a huge string costs nothing
+            raise PathRefused(
+                f"content is too large ({len(content)} characters > {lim.max_file_bytes} bytes)"
+            )
         if not _encodable(content):
             raise PathRefused("content is not valid Unicode (it contains a lone surrogate)")
         data = content.encode("utf-8")
-        lim = self.limits
         if len(data) > lim.max_file_bytes:
             raise PathRefused(f"content is too large ({len(data)} > {lim.max_file_bytes} bytes)")
         with self._lock:
@@ -204,11 +377,16 @@ class ConfinedFiles:
                 raise PathRefused(
                     f"write budget exhausted ({lim.max_total_bytes} bytes per episode)"
                 )
-            if self._count_files() >= lim.max_files and not self._exists(path):
+            if not self._exists(path) and self._count_files(lim.max_files) >= lim.max_files:
                 raise PathRefused(f"too many files (limit {lim.max_files})")
-            fd = self._open_file(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, create_dirs=True)
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            fd = self._open_file(path, os.O_WRONLY | os.O_CREAT, create_dirs=True)
+            try:
+                os.ftruncate(fd, 0)  # only now: the inode passed every check
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+            finally:
+                os.close(fd)
             self.bytes_written += len(data)
         return f"wrote {len(data)} bytes to {path}"
 
@@ -219,10 +397,36 @@ class ConfinedFiles:
         except PathRefused:
             return False
 
-    def _count_files(self) -> int:
+    def _count_files(self, stop_at: int) -> int:
+        """Entries under the root (files and directories, links not followed, down to
+        `max_depth` levels), counting at most `stop_at`: the walk stops early, so a huge
+        tree costs bounded work."""
         count = 0
-        for _, dirs, files in os.walk(self.root, followlinks=False):
-            count += len(files) + len(dirs)
+
+        def walk(fd: int, depth: int) -> None:
+            nonlocal count
+            with os.scandir(fd) as it:
+                for entry in it:
+                    count += 1
+                    if count >= stop_at:
+                        return
+                    if depth < self.limits.max_depth and entry.is_dir(follow_symlinks=False):
+                        try:
+                            sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
+                        except OSError:
+                            continue
+                        try:
+                            walk(sub, depth + 1)
+                        finally:
+                            os.close(sub)
+                        if count >= stop_at:
+                            return
+
+        root_fd = self._open_root()
+        try:
+            walk(root_fd, 0)
+        finally:
+            os.close(root_fd)
         return count
 
 

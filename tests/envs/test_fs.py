@@ -161,3 +161,153 @@ def test_tools_turn_refusals_into_error_observations(layout):
     assert execute_tool(by_name["list_files"], {}).content == "f.txt (1 bytes)"
     with pytest.raises(NotADirectoryError):
         ConfinedFiles(root / "f.txt")
+
+
+# -- hostile layouts: hard links, special files, odd names, replaced roots (issue item 11) ------
+
+
+def test_hardlinks_to_outside_files_are_neither_read_nor_overwritten(layout):
+    root, outside = layout
+    files = ConfinedFiles(root)
+    os.link(outside / "secret.txt", root / "hl.txt")
+    (root / "sub").mkdir()
+    os.link(outside / "secret.txt", root / "sub" / "deep.txt")
+    before = snapshot(outside)
+    for path in ("hl.txt", "sub/deep.txt"):
+        with pytest.raises(PathRefused, match="hard link"):
+            files.read_file(path)
+        with pytest.raises(PathRefused, match="hard link"):
+            files.write_file(path, "pwned")
+    assert snapshot(outside) == before
+    assert (outside / "secret.txt").read_text() == "TOP-SECRET"
+    # through the tool layer it is an error observation, and the secret never shows
+    by_name = {t.name: t for t in file_tools(files)}
+    r = execute_tool(by_name["read_file"], {"path": "hl.txt"})
+    assert r.error == "tool_error" and "TOP-SECRET" not in r.content
+    # a file with a single name is still fine, and an ordinary overwrite still works
+    files.write_file("own.txt", "mine")
+    files.write_file("own.txt", "mine again")
+    assert files.read_file("own.txt") == "mine again"
+
+
+def test_fifos_and_sockets_are_refused_without_blocking_for_writes_too(layout):
+    import socket
+
+    root, _ = layout
+    files = ConfinedFiles(root)
+    os.mkfifo(root / "pipe")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock"))
+    try:
+        result: dict = {}
+
+        def attempt():
+            for op in ("read", "write"):
+                for name in ("pipe", "sock"):
+                    try:
+                        if op == "read":
+                            files.read_file(name)
+                        else:
+                            files.write_file(name, "x")
+                        result[op, name] = "allowed"
+                    except PathRefused as e:
+                        result[op, name] = str(e)
+
+        t = threading.Thread(target=attempt, daemon=True)
+        t.start()
+        t.join(10)
+        assert not t.is_alive(), "an operation on a FIFO or socket blocked"
+        assert len(result) == 4
+        assert all("not a regular file" in v for v in result.values()), result
+    finally:
+        sock.close()
+
+
+def test_listing_escapes_odd_names_and_stays_valid_unicode(layout):
+    root, _ = layout
+    files = ConfinedFiles(root)
+    os.close(os.open(os.path.join(os.fsencode(root), b"bad\xff\xfename"), os.O_CREAT | os.O_WRONLY))
+    (root / "evil\nsecret.txt (0 bytes)").write_text("")
+    (root / "rtl\u202etxt.exe").write_text("")
+    listing = files.list_files()
+    listing.encode("utf-8")  # no lone surrogates: the observation must be encodable
+    lines = listing.split("\n")
+    assert len(lines) == 3, listing  # the newline in a name cannot forge a listing line
+    assert "\u202e" not in listing
+
+
+def test_reading_binary_files_in_pages_loses_and_repeats_nothing(layout):
+    root, _ = layout
+    data = ("héllo wörld ✓ " * 5).encode() + b"\xff\xfe\x80 raw bytes \xc3" + "€uro".encode()
+    (root / "bin.dat").write_bytes(data)
+    files = ConfinedFiles(root, FsLimits(max_read_chars=7))
+    pages, offset = [], 0
+    for _ in range(200):
+        page = files.read_file("bin.dat", offset=offset)
+        page.encode("utf-8")
+        if "\n[file continues" not in page:
+            pages.append(page)
+            break
+        text, note = page.split("\n[file continues", 1)
+        pages.append(text)
+        offset = int(note.rsplit("offset=", 1)[1].rstrip("]"))
+    assert "".join(pages) == data.decode("utf-8", "replace")
+
+
+def test_paths_with_control_characters_or_lookalike_dots_are_refused(layout):
+    root, outside = layout
+    files = ConfinedFiles(root)
+    for path in ("a\nb.txt", "x\x1b[2J.txt", "rtl\u202e.txt", "zero\u200bwidth"):
+        with pytest.raises(PathRefused, match="control or formatting character"):
+            files.write_file(path, "x")
+    for path in ("\uff0e\uff0e/outside/secret.txt", "\u2025/x", "a\uff0fb", "a\u2215b"):
+        with pytest.raises(PathRefused, match="looks like"):
+            files.write_file(path, "x")
+    with pytest.raises(PathRefused, match="too long"):
+        files.write_file("é" * 200, "x")  # 200 characters, but 400 bytes: over NAME_MAX
+    assert files.list_files() == "(empty directory)"
+
+
+def test_a_replaced_root_is_refused_not_followed(layout, tmp_path):
+    root, outside = layout
+    files = ConfinedFiles(root)
+    files.write_file("a.txt", "a")
+    root.rename(tmp_path / "moved")
+    os.symlink(outside, root)
+    with pytest.raises(PathRefused, match="working directory"):
+        files.read_file("secret.txt")
+    with pytest.raises(PathRefused, match="working directory"):
+        files.list_files()
+    os.unlink(root)
+    (tmp_path / "impostor").mkdir()
+    (tmp_path / "impostor").rename(root)
+    with pytest.raises(PathRefused, match="working directory"):
+        files.write_file("b.txt", "b")
+    assert snapshot(outside) == {"secret.txt": snapshot(outside)["secret.txt"]}
+
+
+def test_enormous_directories_are_listed_and_counted_in_bounded_work(layout):
+    import time
+
+    root, _ = layout
+    for i in range(30_000):
+        os.close(os.open(root / f"f{i:05d}", os.O_CREAT | os.O_WRONLY))
+    files = ConfinedFiles(root, FsLimits(max_files=100, max_list_entries=50))
+    start = time.monotonic()
+    listing = files.list_files()
+    assert len(listing.split("\n")) <= 51 and "more" in listing.split("\n")[-1]
+    with pytest.raises(PathRefused, match="too many files"):
+        files.write_file("new.txt", "x")
+    assert time.monotonic() - start < 20
+
+
+def test_huge_sparse_files_are_read_in_bounded_memory(layout):
+    root, _ = layout
+    with open(root / "huge.bin", "wb") as f:
+        f.truncate(1 << 40)  # 1 TiB, sparse
+    files = ConfinedFiles(root, FsLimits(max_read_chars=100))
+    page = files.read_file("huge.bin", offset=(1 << 40) - 50)
+    assert page == "\x00" * 50
+    assert "1099511627776 bytes in total" in files.read_file("huge.bin")
+    with pytest.raises(PathRefused, match="offset must be"):
+        files.read_file("huge.bin", offset="lots")  # type: ignore[arg-type]

@@ -172,3 +172,99 @@ def test_fuzz_parser_never_raises(text):
         assert c.name in {"calculator", "lookup"}
     if "<tool_call>" in text:
         assert action.attempted_tool_call
+
+
+# -- the closing tag inside JSON strings (issue item 13) ------------------------------------
+
+
+def test_a_raw_closing_tag_inside_a_json_string_is_carried():
+    key = 'print("</tool_call>") and </tool_call></tool_call>'
+    text = "Sure. " + call("lookup", {"key": key}) + " done"
+    action = parse_action(text, TOOLS)
+    assert not action.errors, action.errors
+    assert action.tool_calls[0].arguments == {"key": key}
+    assert action.content == "Sure.  done"
+
+
+def test_an_opening_tag_inside_a_json_string_is_not_nesting():
+    action = parse_action(call("lookup", {"key": "<tool_call>{}</tool_call>"}), TOOLS)
+    assert not action.errors, action.errors
+    assert action.tool_calls[0].arguments == {"key": "<tool_call>{}</tool_call>"}
+
+
+def test_the_json_escape_of_the_closing_tag_round_trips():
+    text = '<tool_call>{"name": "lookup", "arguments": {"key": "a <\\/tool_call> b"}}</tool_call>'
+    action = parse_action(text, TOOLS)
+    assert action.tool_calls[0].arguments == {"key": "a </tool_call> b"}
+
+
+def test_a_call_cut_inside_a_string_by_the_stop_string_says_how_to_escape():
+    # What the sampler returns when the policy writes a raw </tool_call> inside a string:
+    # generation stops at the first </tool_call>, mid-string.
+    text = '<tool_call>{"name": "lookup", "arguments": {"key": "a </tool_call>'
+    action = parse_action(text, TOOLS)
+    assert [e.kind for e in action.errors] == ["bad_json"]
+    assert "<\\/tool_call>" in action.errors[0].message
+    assert "inside a JSON string" in action.errors[0].message
+
+
+def test_two_calls_with_tags_in_strings_split_correctly():
+    text = call("lookup", {"key": "x</tool_call>"}) + " and " + call("lookup", {"key": "y"})
+    action = parse_action(text, TOOLS, ParserLimits(max_calls=2))
+    assert not action.errors, action.errors
+    got = [dict(c.arguments) for c in action.tool_calls]
+    assert got == [{"key": "x</tool_call>"}, {"key": "y"}]
+
+
+def test_render_tool_call_escapes_the_closing_tag_and_round_trips():
+    from agentic_rl.envs.tool_parser import render_tool_call
+
+    args = {"key": 'a</tool_call>b <tool_call> "q" \\ </', "tags": ["</tool_call>"]}
+    text = render_tool_call("lookup", args)
+    assert text.count("</tool_call>") == 1 and text.endswith("</tool_call>")
+    assert "<\\/tool_call>" in text
+    action = parse_action(text, TOOLS)
+    assert not action.errors and action.tool_calls[0].arguments == args
+
+
+def test_tool_call_stop_finds_the_close_outside_strings_only():
+    from agentic_rl.envs.tool_parser import tool_call_stop
+
+    text = '<tool_call>{"name": "x", "arguments": {"a": "</tool_call>"}}</tool_call> tail'
+    assert tool_call_stop(text) == len(text) - len(" tail")
+    assert tool_call_stop('<tool_call>{"a": "</tool_call>') is None  # still inside a string
+    assert tool_call_stop("no call </tool_call>") == len("no call </tool_call>")  # stray: stop
+    assert tool_call_stop("plain text") is None
+
+
+def test_scanning_hostile_text_costs_linear_time():
+    import time
+
+    texts = [
+        "<tool_call>" + '"' * 2_000_000 + "</tool_call>",
+        "<tool_call>" + "<" * 2_000_000,
+        "<tool_call>" + '"\\' * 1_000_000 + "</tool_call>" * 1000,
+        ("<tool_call>" + '{"a": "</tool_call>') * 50_000,
+    ]
+    for text in texts:
+        start = time.monotonic()
+        action = parse_action(text, TOOLS)
+        assert action.errors and time.monotonic() - start < 10
+
+
+_pieces = ['"', "\\", "/", "<", ">", "</tool_call>", "<tool_call>", "a", "é", "\n", "\ud800"]
+_strings = st.lists(st.sampled_from(_pieces), max_size=12).map("".join) | st.text(max_size=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.fixed_dictionaries({"key": _strings}, optional={"tags": st.lists(_strings, max_size=3)}))
+def test_fuzz_rendered_calls_round_trip(arguments):
+    from agentic_rl.envs.tool_parser import render_tool_call, tool_call_stop
+
+    text = render_tool_call("lookup", arguments)
+    # what the sampler keeps: the text up to its first raw stop string is the whole call
+    assert text.find("</tool_call>") + len("</tool_call>") == len(text)
+    assert tool_call_stop(text) == len(text)
+    action = parse_action(text, TOOLS, ParserLimits(max_call_chars=1 << 16))
+    assert not action.errors, (text, action.errors)
+    assert dict(action.tool_calls[0].arguments) == arguments
