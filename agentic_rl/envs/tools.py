@@ -89,7 +89,7 @@ class Tool:
     max_output_chars: int = 4000
 
     def __post_init__(self):
-        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+        if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
             raise ValueError(
                 f"tool name {self.name!r} must match {_NAME_RE.pattern} (letters, digits, _.-)"
             )

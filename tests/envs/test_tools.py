@@ -117,3 +117,10 @@ def test_tool_system_prompt_lists_schemas_in_hermes_format():
     assert "at most one function per turn" in prompt
     with pytest.raises(ValueError, match="at least one tool"):
         tool_system_prompt([])
+
+
+@pytest.mark.parametrize("name", ["calc\n", "calc\nrm", "", "9calc", "a b", "x" * 65])
+def test_bad_tool_names_are_refused(name):
+    """`$` matches before a trailing newline: the name check must use fullmatch."""
+    with pytest.raises(ValueError, match="tool name"):
+        Tool(name, "d", {"type": "object", "properties": {}}, lambda: "")
