@@ -11,9 +11,26 @@ import sys
 import time
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one `error:` line (exit 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments that needs no model loaded, or None."""
+    if args.max_new_tokens < 1:
+        return f"--max-new-tokens must be >= 1, got {args.max_new_tokens}"
+    if not args.temperature >= 0:
+        return f"--temperature must be >= 0, got {args.temperature}"
+    if not 0 < args.top_p <= 1:
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m agentic_rl.chat",
-                                 description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m agentic_rl.chat", description=__doc__.split("\n")[0])
     ap.add_argument("prompt", help="the user message")
     ap.add_argument("--model", default="smollm2-135m-instruct",
                     help="embedded model name, HF model directory or .gguf file")
@@ -23,9 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--top-p", type=float, default=0.9)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dtype", default=None, help="compute dtype: float32 or bfloat16")
+    ap.add_argument("--dtype", default=None,
+                    choices=("float32", "fp32", "bfloat16", "bf16", "float16", "fp16"),
+                    help="compute dtype: float32 or bfloat16")
     ap.add_argument("--verbose", action="store_true", help="print timings to stderr")
     args = ap.parse_args(argv)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
 
     from agentic_rl import compile_cache
     from agentic_rl.models.config import UnsupportedModelError
@@ -38,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         policy = load_policy(args.model, dtype=args.dtype)
     except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     tok = policy.tokenizer
     messages = ([{"role": "system", "content": args.system}] if args.system else []) + [

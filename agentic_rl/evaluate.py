@@ -23,9 +23,51 @@ import sys
 import time
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one `error:` line (exit 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_args(args: argparse.Namespace) -> str | None:
+    """The first problem with the arguments that needs no model loaded, or None."""
+    from pathlib import Path
+
+    from agentic_rl.envs import ENVS
+    from agentic_rl.rollout.chat_format import _PRESETS
+
+    if args.workdir and args.model:
+        return "pass either --model or --workdir, not both"
+    if args.checkpoint not in ("latest", "best") and not args.checkpoint.isdigit():
+        return (f"--checkpoint must be latest, best or a step number, got "
+                f"{args.checkpoint!r}")
+    if args.env is not None and args.env not in ENVS:
+        return f"unknown env {args.env!r}; valid: {', '.join(sorted(ENVS))}"
+    if args.env is None and not args.workdir:
+        return "--env is required without --workdir"
+    if args.chat_format is not None and args.chat_format not in _PRESETS:
+        return (f"unknown chat format {args.chat_format!r} (--chat-format); valid names: "
+                f"{', '.join(_PRESETS)}")
+    for flag, value in (("--batch-size", args.batch_size), ("--max-turns", args.max_turns),
+                        ("--max-new-tokens", args.max_new_tokens)):
+        if value < 1:
+            return f"{flag} must be >= 1, got {value}"
+    if args.num_episodes is not None and args.num_episodes < 1:
+        return f"--num-episodes must be >= 1, got {args.num_episodes}"
+    if not args.temperature >= 0:
+        return f"--temperature must be >= 0 (0 = greedy), got {args.temperature}"
+    if not 0 < args.top_p <= 1:
+        return f"--top-p must be in (0, 1], got {args.top_p}"
+    if args.tasks and not Path(args.tasks).is_file():
+        return f"--tasks file not found: {args.tasks}"
+    if args.workdir and not Path(args.workdir).is_dir():
+        return f"--workdir {args.workdir} is not a directory (no training run there)"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m agentic_rl.evaluate",
-                                 description=__doc__.split("\n")[0])
+    ap = _Parser(prog="python -m agentic_rl.evaluate", description=__doc__.split("\n")[0])
     ap.add_argument("--env", default=None,
                     help="environment name (see agentic_rl.envs.ENVS); default with --workdir: "
                          "the run's environment")
@@ -57,11 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     from agentic_rl.models.hf_io import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError, load_policy
     from agentic_rl.rollout import RolloutConfig, evaluate_policy, make_chat_format
+    from agentic_rl.rollout.chat_format import _PRESETS
     from agentic_rl.rollout.sampler_policy import SamplerPolicy
     from agentic_rl.sampling import SamplingParams
 
-    if args.workdir and args.model:
-        print("error: pass either --model or --workdir, not both", file=sys.stderr)
+    problem = check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
         return 2
     from agentic_rl import compile_cache
 
@@ -75,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 built, run_cfg, step = load_trained_policy(args.workdir, args.checkpoint)
             except (CheckpointNotFoundError, ValueError) as e:
-                print(f"error: {e}", file=sys.stderr)
+                print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
                 return 2
             lm, tokenizer = built.model.lm, built.tokenizer
             chat_format = args.chat_format or run_cfg.model.chat_format
@@ -89,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             chat_format = args.chat_format or "smollm2"
             label = str(args.model or "smollm2-135m-instruct")
     except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    if chat_format not in _PRESETS:  # a run directory's own config.json
+        print(f"error: unknown chat format {chat_format!r}; valid names: "
+              f"{', '.join(_PRESETS)}", file=sys.stderr)
         return 2
     if args.env is None:
         print("error: --env is required without --workdir", file=sys.stderr)
@@ -111,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                                  batch_size=args.batch_size, config=config, seed=args.seed,
                                  env_kwargs=env_kwargs or None)
     except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     summary = dict(report.summary())
     summary.update(model=label, env=args.env, seconds=round(time.time() - t0, 1),

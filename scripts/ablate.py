@@ -284,8 +284,58 @@ def plot_family(path: Path, name: str, family, curves: dict[str, list[list[dict]
 # ------------------------------------------------------------------ driver
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one `error:` line (exit 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def check_plan(ablations, keys: Sequence[str], seeds: Sequence[int], runs_dir: Path,
+               steps: int | None, extra: dict[str, str]) -> str | None:
+    """The first problem with the sweep that shows before anything runs (a bad --set, a
+    run directory holding another config), or None."""
+    from agentic_rl.train.config import ConfigError, check_env_kwarg_types, check_types
+
+    for seed in seeds:
+        for key in keys:
+            try:
+                cfg = arm_config(ablations, key, seed, steps, extra)
+                check_types(cfg, where=f"arm {key}")
+                check_env_kwarg_types(cfg)
+            except ConfigError as e:
+                return f"--set: arm {key}: {e}"
+            workdir = runs_dir / key / f"seed_{seed}"
+            if workdir.exists() and not workdir.is_dir():
+                return f"--runs-dir: {workdir} is a file, not a run directory"
+            try:
+                if is_complete(workdir, cfg.train.max_steps):
+                    continue
+            except ValueError:  # a metrics line cut short: the run resumes and rewrites it
+                pass
+            try:
+                check_same_config(workdir, cfg)
+            except RuntimeError as e:
+                return f"--runs-dir: {e}"
+            except (ValueError, KeyError, TypeError, AttributeError) as e:
+                return (f"--runs-dir: {workdir / 'config.json'} is not a readable run config "
+                        f"({type(e).__name__}); delete that run directory or use another "
+                        "--runs-dir")
+    return None
+
+
+def check_writable_dir(flag: str, path: Path) -> str | None:
+    if path.exists() and not path.is_dir():
+        return f"{flag} {path} is a file, not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"{flag} {path} cannot be created ({e.strerror or e})"
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = _Parser(description=__doc__.split("\n")[0])
     ap.add_argument("--family", nargs="+", default=[],
                     help="family names from experiments/ablations.py, or 'all'")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -328,12 +378,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.steps is not None and args.steps < 1:
         print("error: --steps must be >= 1", file=sys.stderr)
         return 2
+    if any(s < 0 for s in args.seeds):
+        print(f"error: --seeds must be >= 0, got {args.seeds}", file=sys.stderr)
+        return 2
+    runs_dir = args.runs_dir or args.out / "runs"
+    keys = list(dict.fromkeys(k for n in names for k in ablations.get_family(n).arms.values()))
+    problem = (check_plan(ablations, keys, args.seeds, runs_dir, args.steps, extra)
+               or check_writable_dir("--out", args.out)
+               or check_writable_dir("--runs-dir", runs_dir)
+               or (check_writable_dir("--figure-dir", args.figure_dir)
+                   if args.figure_dir else None))
+    if problem:
+        print(f"error: {' '.join(problem.split())}", file=sys.stderr)
+        return 2
     from agentic_rl import compile_cache
     from agentic_rl.train.metrics import read_jsonl
 
     compile_cache.enable()  # arms share shapes: later runs load their programs from disk
-    runs_dir = args.runs_dir or args.out / "runs"
-    keys = list(dict.fromkeys(k for n in names for k in ablations.get_family(n).arms.values()))
     errors: dict[str, str] = {}
     for seed in args.seeds:  # seed-major: a partial sweep already has every arm
         for key in keys:

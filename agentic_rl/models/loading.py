@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import json
 import os
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -98,7 +99,16 @@ def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     if path.suffix == ".gguf" and path.is_file():
         out = cache_root() / "models" / f"gguf-{path.stem}-{path.stat().st_size}"
         if not (out / "config.json").exists():
-            convert_gguf(path, out)
+            try:
+                convert_gguf(path, out)
+            except CheckpointError:
+                raise
+            except (ValueError, KeyError, IndexError, TypeError, OverflowError,
+                    struct.error, UnicodeDecodeError, OSError) as e:
+                raise CheckpointError(
+                    f"{path} is not a readable GGUF model file ({type(e).__name__}: "
+                    f"{' '.join(str(e).split())[:200]}); pass a valid .gguf file or a Hugging "
+                    "Face model directory") from None
         return out
     if not path.exists():
         raise ModelNotFoundError(

@@ -8,6 +8,7 @@ a notebook on synthetic data. Variants are selected by name through registries:
     POLICY_LOSSES   policy losses          (LossConfig.policy_loss)
     KL_ESTIMATORS   k1 / k2 / k3           (LossConfig.kl_estimator)
     AGGREGATIONS    loss aggregation modes (LossConfig.aggregation)
+    OFF_POLICY      off-policy corrections (LossConfig.off_policy): none, tis, mis, decoupled
 """
 
 from agentic_rl.rl.advantages import (
@@ -40,6 +41,8 @@ from agentic_rl.rl.dpo import (
 from agentic_rl.rl.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    OFF_POLICY,
+    POLICY_LOSS_AGGREGATION,
     POLICY_LOSSES,
     LossConfig,
     aggregate,
@@ -54,6 +57,7 @@ from agentic_rl.rl.losses import (
     log_ratio,
     logprobs_from_logits,
     masked_mean,
+    off_policy_weights,
     safe_div,
     value_loss,
 )
@@ -63,6 +67,8 @@ __all__ = [
     "ADVANTAGES",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
+    "OFF_POLICY",
+    "POLICY_LOSS_AGGREGATION",
     "POLICY_LOSSES",
     "AdvantageConfig",
     "DPOConfig",
@@ -96,6 +102,7 @@ __all__ = [
     "logprobs_from_logits",
     "masked_gae",
     "masked_mean",
+    "off_policy_weights",
     "place_turn_values",
     "present_turns",
     "safe_div",

@@ -21,13 +21,20 @@ Conventions shared by every estimator in this module:
 * Every registered estimator has the keyword-only signature::
 
       fn(*, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg,
-         values=None, token_rewards=None) -> (advantages [B, T], returns [B, T])
+         values=None, token_rewards=None, bootstrap=None)
+          -> (advantages [B, T], returns [B, T])
 
   ``returns`` are value targets for critic-based estimators and the raw
   (un-normalised) return each token was credited with otherwise.
   ``token_rewards`` [B, T] (e.g. a KL penalty from ``losses.kl_penalty_rewards``)
   is added per token by token-level estimators and summed into its turn's reward
   by turn- and episode-level ones.
+* Truncation: ``bootstrap`` [B] is the value of the state after each row's last
+  action, V(cut) for an episode cut by a limit (max_turns / max_tokens: it did not
+  end, the environment would have gone on) and 0 for one that terminated.
+  Critic-based estimators bootstrap their last step from it (``compute_advantages``
+  builds it from the batch's ``truncated`` flag and the critic's value at the cut);
+  critic-free ones accept and ignore it: they have no value to bootstrap with.
 * Float hyperparameters live in ``AdvantageConfig`` as pytree leaves, so they can
   be traced: a sweep can ``jax.vmap`` over ``cfg.replace(gamma=g)``.
 """
@@ -89,6 +96,7 @@ def masked_gae(
     gamma: float | Array,
     lam: float | Array,
     cut: Array | None = None,
+    last_value: Array | None = None,
 ) -> Array:
     """Generalised advantage estimation along the last axis, over valid positions only.
 
@@ -102,7 +110,8 @@ def masked_gae(
 
     ``cut[..., t]`` (bool, read only where valid) ends an episode segment after t:
     the next value and advantage are treated as 0 there (used by bi-level GAE to
-    keep token-level GAE inside a turn). The value after the last valid position is 0.
+    keep token-level GAE inside a turn). The value after the last valid position is
+    ``last_value`` (shape ``rewards.shape[:-1]``; 0 if None: the episode terminated).
 
     Recurrence over valid positions i (next valid position i+1):
         delta_i = r_i + gamma * V_{i+1} - V_i
@@ -128,7 +137,9 @@ def masked_gae(
 
     xs = tuple(jnp.moveaxis(a, -1, 0) for a in (rewards, values, valid, cut))
     zeros = jnp.zeros(rewards.shape[:-1], dtype)
-    _, adv = jax.lax.scan(step, (zeros, zeros), xs, reverse=True)
+    last = zeros if last_value is None else jnp.broadcast_to(
+        jnp.asarray(last_value, dtype), zeros.shape)
+    _, adv = jax.lax.scan(step, (last, zeros), xs, reverse=True)
     return jnp.moveaxis(adv, 0, -1)
 
 
@@ -320,6 +331,15 @@ def _prep(turn_rewards, turn_end, turn_index, loss_mask, group_id):
     return turn_rewards, turn_end, turn_index, loss_mask, group_id
 
 
+def _bootstrap(bootstrap: Array | None, loss_mask: Array) -> Array | None:
+    if bootstrap is None:
+        return None
+    bootstrap = jnp.asarray(bootstrap, jnp.float32)
+    if bootstrap.shape != loss_mask.shape[:1]:
+        raise ValueError(f"bootstrap {bootstrap.shape} must be [B] = {loss_mask.shape[:1]}")
+    return bootstrap
+
+
 def _require_values(values: Array | None, loss_mask: Array, name: str) -> Array:
     if values is None:
         raise ValueError(f"advantage estimator {name!r} needs critic values [B, T]")
@@ -342,38 +362,44 @@ def _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards) -> Array:
 
 @ADVANTAGES.register("gae")
 def gae(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """Token-level GAE with a critic (PPO).
 
     Each action token is a step of the MDP. Turn rewards sit on the turn's last
     sampled token; the TD error of that token bootstraps (across the observation
     tokens that follow) from the value of the first action token of the next
-    turn, and the episode ends after its last action token (V = 0). Uses
-    ``cfg.gamma`` and ``cfg.lam``; returns = advantages + values (value targets).
+    turn, and the episode ends after its last action token (V = 0; V = ``bootstrap``
+    for a truncated episode). Uses ``cfg.gamma`` and ``cfg.lam``; returns =
+    advantages + values (value targets).
     """
     turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
         turn_rewards, turn_end, turn_index, loss_mask, group_id
     )
     values = _require_values(values, loss_mask, "gae")
+    bootstrap = _bootstrap(bootstrap, loss_mask)
     r = _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards)
-    adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam)
+    adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam, last_value=bootstrap)
     return adv, jnp.where(loss_mask, adv + values, 0)
 
 
-def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg):
+def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
+                    bootstrap=None):
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
     # V_k is read at the turn's first sampled token: the state the turn starts from. At the
     # turn's end the critic has already seen (almost) the whole utterance it should judge.
     starts = turn_starts(turn_index, loss_mask, turn_end.shape[1])
     v_turn = jnp.where(present_turns(turn_end), gather_at_turn_ends(values, starts), 0)
-    a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam)
+    a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam,
+                        last_value=bootstrap)
     return a_turn, v_turn
 
 
 @ADVANTAGES.register("turn_gae")
 def turn_gae(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """Turn-level GAE: one MDP step per turn, every token of the turn shares its advantage.
 
@@ -384,6 +410,7 @@ def turn_gae(
     delta_k = r_k + turn_gamma * V_{k+1} - V_k and A_k = delta_k + turn_gamma *
     turn_lam * A_{k+1}. This is the utterance-level critic of ArCHer (Zhou et al.,
     2024) without its token-level actor refinement; ``bilevel_gae`` adds that.
+    After the last present turn V = 0, or ``bootstrap`` for a truncated episode.
     Returns (value targets) are A_k + V_k on every token of the turn.
     """
     turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
@@ -391,7 +418,8 @@ def turn_gae(
     )
     values = _require_values(values, loss_mask, "turn_gae")
     a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg
+        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
+        _bootstrap(bootstrap, loss_mask),
     )
     adv = broadcast_turns_to_tokens(a_turn, turn_index, loss_mask)
     ret = broadcast_turns_to_tokens(a_turn + v_turn, turn_index, loss_mask)
@@ -400,7 +428,8 @@ def turn_gae(
 
 @ADVANTAGES.register("bilevel_gae")
 def bilevel_gae(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """Bi-level GAE: turn-level GAE across turns, then token-level GAE within each turn.
 
@@ -426,7 +455,8 @@ def bilevel_gae(
     )
     values = _require_values(values, loss_mask, "bilevel_gae")
     a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg
+        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
+        _bootstrap(bootstrap, loss_mask),
     )
     seq_len = loss_mask.shape[1]
     r = place_turn_values(a_turn + v_turn, turn_end, seq_len)
@@ -440,7 +470,8 @@ def bilevel_gae(
 
 @ADVANTAGES.register("mc_returns")
 def mc_returns(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """Monte-Carlo discounted return per turn, as the advantage of every token of the turn.
 
@@ -493,6 +524,7 @@ def _group_estimator(name, adv_fn):
         cfg,
         values=None,
         token_rewards=None,
+        bootstrap=None,
     ):
         turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
             turn_rewards, turn_end, turn_index, loss_mask, group_id
@@ -562,7 +594,8 @@ def _reinforce_pp(
 
 @ADVANTAGES.register("reinforce_pp")
 def reinforce_pp(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """REINFORCE++ (Hu, 2025): token-level reward-to-go, whitened over the batch.
 
@@ -578,7 +611,8 @@ def reinforce_pp(
 
 @ADVANTAGES.register("reinforce_pp_baseline")
 def reinforce_pp_baseline(
-    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None, token_rewards=None
+    *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
+    token_rewards=None, bootstrap=None,
 ):
     """REINFORCE++-baseline: reward-to-go minus the group-mean episode return, then
     whitened over the batch. The group mean removes per-prompt difficulty before the
@@ -603,16 +637,28 @@ def compute_advantages(
     *,
     values: Array | None = None,
     token_rewards: Array | None = None,
+    cut_values: Array | None = None,
 ) -> tuple[Array, Array]:
     """Runs the estimator named by ``cfg.estimator`` on an EpisodeBatch-like object.
 
     ``batch`` is anything with the fields turn_rewards, turn_end, turn_index,
-    loss_mask and group_id (an EpisodeBatch, a dict, a namespace). If ``cfg.whiten``,
-    the advantages are then whitened over the batch with ``cfg.whiten_weighting``.
-    Returns (advantages [B, T], returns [B, T]).
+    loss_mask and group_id (an EpisodeBatch, a dict, a namespace). With
+    ``cut_values`` [B] (the critic's value of the state after each row's last token)
+    it also needs ``truncated`` [B]: rows cut by a limit bootstrap from their cut
+    value, the others from 0. If ``cfg.whiten``, the advantages are then whitened over
+    the batch with ``cfg.whiten_weighting``. Returns (advantages [B, T], returns [B, T]).
     """
     fn = ADVANTAGES.get(cfg.estimator)
     loss_mask = jnp.asarray(_field(batch, "loss_mask"), bool)
+    kwargs = {}
+    if cut_values is not None:
+        try:
+            truncated = jnp.asarray(_field(batch, "truncated"), bool)
+        except (KeyError, AttributeError):
+            raise ValueError(
+                "cut_values need the batch's truncated flag [B] (which rows were cut by a limit)"
+            ) from None
+        kwargs["bootstrap"] = jnp.where(truncated, jnp.asarray(cut_values, jnp.float32), 0.0)
     adv, ret = fn(
         turn_rewards=jnp.asarray(_field(batch, "turn_rewards")),
         turn_end=jnp.asarray(_field(batch, "turn_end")),
@@ -622,6 +668,7 @@ def compute_advantages(
         cfg=cfg,
         values=values,
         token_rewards=token_rewards,
+        **kwargs,
     )
     if cfg.whiten:
         adv = whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps)

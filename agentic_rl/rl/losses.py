@@ -9,18 +9,39 @@ the micro-batch's action tokens (ratios, clip fractions, ...), for logging.
 
 All policy losses share one signature::
 
-    fn(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None)
-        -> (loss_sum, denominator, metrics)
+    fn(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+       token_weights=None) -> (loss_sum, denominator, metrics)
 
 with float [B, T] ``logprobs`` (current policy, differentiated), ``sample_logprobs``
-(the behaviour policy the tokens were sampled from, or the pre-update policy in
-multi-epoch PPO), ``advantages`` and bool ``mask`` (the loss_mask), and a
-``LossConfig``. ``turn_index`` is only read by losses with per-turn structure
-(GSPO at ``gspo_level="turn"``). Register a new one with
+(the policy the ratio is taken against: the sampler's, or the proximal/pre-update
+policy recomputed by the trainer), ``advantages`` and bool ``mask`` (the loss_mask),
+and a ``LossConfig``. ``turn_index`` is only read by losses with per-turn structure
+(GSPO at ``gspo_level="turn"``). ``token_weights`` (stop-gradient, [B, T]) multiply the
+per-token loss before aggregation; the off-policy corrections pass them, so a loss
+that omits the keyword still runs on-policy. Register a new one with
 ``@POLICY_LOSSES.register("name")``; ``LossConfig(policy_loss="name")`` selects it.
+
+Three log-probs per sampled token (DESIGN.md), once rollouts can be off-policy (async
+workers, external inference engines): behaviour pi_b (what the sampler used, stored in
+the batch), proximal/old pi_prox (recomputed at the start of the update) and current
+pi. The policy losses clip pi / pi_prox; an off-policy correction (``OFF_POLICY``,
+``LossConfig.off_policy``) weights each token by a function of rho = pi_prox / pi_b:
+
+    none       1 (today's losses; rho is still measured and logged)
+    tis        min(rho_t, off_policy_tis_cap)        token-level truncated IS
+    mis        rho(y) = prod_t rho_t if it lies in [off_policy_mis_low, off_policy_mis_high],
+               else 0 for the whole sequence        sequence-level masked IS
+    decoupled  rho_t                                decoupled PPO (Hilton et al., 2021)
+
+With synchronous on-policy sampling pi_b = pi_prox, every weight is exactly 1 and each
+corrected loss is the plain one, bit for bit. ``compute_policy_loss(...,
+behaviour_logprobs=...)`` applies the correction and adds its ``behav_*`` metrics.
 """
 
 from __future__ import annotations
+
+import inspect
+import math
 
 import jax
 import jax.numpy as jnp
@@ -33,6 +54,14 @@ Array = jax.Array
 POLICY_LOSSES = Registry("policy loss")
 AGGREGATIONS = Registry("loss aggregation")
 KL_ESTIMATORS = Registry("KL estimator")
+OFF_POLICY = Registry("off-policy correction")
+
+# Policy losses that are only themselves with one aggregation: the loss refuses any other,
+# and the trainer's config validation names the one to set.
+POLICY_LOSS_AGGREGATION = {
+    # GSPO's objective is a mean over sequences of the sequence-ratio surrogate.
+    "gspo": "seq_mean_token_mean",
+}
 
 # exp() of a log-ratio beyond this overflows float32 or is meaningless anyway.
 MAX_LOG_RATIO = 20.0
@@ -56,6 +85,12 @@ class LossConfig:
       value_clip_eps              clip of the value update around the old values
       loss_norm_const             Dr.GRPO's constant per-sequence denominator
                                   (set it to the generation budget, max new tokens)
+      off_policy_tis_cap          off_policy="tis": cap on pi_prox / pi_behaviour (>= 1)
+      off_policy_mis_low/high     off_policy="mis": band on the sequence ratio
+                                  pi_prox(y) / pi_behaviour(y) (must contain 1)
+
+    Static ``off_policy`` (in OFF_POLICY): the correction for sampling from a policy
+    other than the proximal one; "none" keeps the on-policy losses.
     """
 
     policy_loss: str = struct.field(pytree_node=False, default="ppo")
@@ -73,6 +108,10 @@ class LossConfig:
     tis_cap: float = 2.0
     value_clip_eps: float = 0.2
     loss_norm_const: float = 1.0
+    off_policy: str = struct.field(pytree_node=False, default="none")
+    off_policy_tis_cap: float = 2.0
+    off_policy_mis_low: float = 0.5
+    off_policy_mis_high: float = 2.0
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -177,8 +216,11 @@ def seq_sum_const(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array
     denominator that does not depend on the sample (the generation budget) every
     token's gradient has the same scale. Every row counts, even an empty one,
     because the denominator must not depend on what was sampled.
+
+    Rows are counted over every leading axis of the mask: the update step passes a
+    minibatch as [n_micro, micro, T], which holds n_micro x micro episodes.
     """
-    num_rows = jnp.asarray(per_token.shape[0], jnp.float32)
+    num_rows = jnp.asarray(math.prod(mask.shape[:-1]), jnp.float32)
     return jnp.sum(jnp.where(mask, per_token, 0)), num_rows * cfg.loss_norm_const
 
 
@@ -187,7 +229,10 @@ def aggregate(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Ar
     return AGGREGATIONS.get(cfg.aggregation)(per_token, mask, cfg)
 
 
-def _finish(per_token: Array, mask: Array, cfg: LossConfig, metrics: dict[str, Array]):
+def _finish(per_token: Array, mask: Array, cfg: LossConfig, metrics: dict[str, Array],
+            token_weights: Array | None = None):
+    if token_weights is not None:  # off-policy correction: a constant per-token weight
+        per_token = per_token * jax.lax.stop_gradient(token_weights)
     loss_sum, denom = aggregate(per_token, mask, cfg)
     metrics = {"loss": finalize(loss_sum, denom), **metrics}
     return loss_sum, denom, metrics
@@ -216,16 +261,18 @@ def _ppo_like(logprobs, sample_logprobs, advantages, mask, cfg, low, high):
 
 
 @POLICY_LOSSES.register("ppo")
-def ppo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def ppo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """PPO clip (Schulman et al., 2017) with a symmetric range 1 +- cfg.clip_eps."""
     loss, metrics, _ = _ppo_like(
         logprobs, sample_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
     )
-    return _finish(loss, mask, cfg, metrics)
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 @POLICY_LOSSES.register("asym_clip")
-def asym_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def asym_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """PPO clip with range [1 - clip_eps_low, 1 + clip_eps_high] (DAPO clip-higher, Yu et
     al., 2025). A wider upper bound lets low-probability tokens with positive
     advantage grow faster, which counters entropy collapse."""
@@ -238,11 +285,12 @@ def asym_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=No
         1 - cfg.clip_eps_low,
         1 + cfg.clip_eps_high,
     )
-    return _finish(loss, mask, cfg, metrics)
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 @POLICY_LOSSES.register("dual_clip")
-def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """Dual-clip PPO (Ye et al., 2020): for A < 0 the loss is also capped at -c * A.
 
     With a negative advantage PPO's min() keeps the unclipped r * A, which is
@@ -255,7 +303,8 @@ def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=No
     capped = jnp.minimum(loss, -cfg.dual_clip_c * advantages)
     is_dual = (advantages < 0) & (capped < loss)
     loss = jnp.where(advantages < 0, capped, loss)
-    return _finish(loss, mask, cfg, {**metrics, "dual_clip_frac": masked_mean(is_dual, mask)})
+    metrics = {**metrics, "dual_clip_frac": masked_mean(is_dual, mask)}
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
@@ -274,7 +323,8 @@ def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
 
 
 @POLICY_LOSSES.register("gspo")
-def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """GSPO (Zheng et al., 2025): clip a sequence-level ratio instead of token ratios.
 
     s = exp(mean over the sequence's action tokens of log(pi / pi_sample)), the
@@ -283,7 +333,9 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
     as a whole because of one turn. Written in the GSPO-token form:
     s_t = sg(s) * pi_t / sg(pi_t), whose value is s and whose gradient is
     s * grad log pi_t, so advantages may vary per token; with constant advantages
-    per sequence and ``seq_mean_token_mean`` aggregation it is exactly GSPO.
+    per sequence and ``seq_mean_token_mean`` aggregation it is exactly GSPO, and
+    that is the only aggregation it accepts (``POLICY_LOSS_AGGREGATION``): under a
+    token mean long sequences would weigh more, which is not the GSPO objective.
     Token ratios are noisy and their variance grows with length; the sequence
     ratio matches the sequence-level reward, hence the much smaller clip range
     (cfg.gspo_eps_low/high).
@@ -296,6 +348,7 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
         segments = jnp.asarray(turn_index, jnp.int32)
     else:
         raise ValueError(f"unknown gspo_level {cfg.gspo_level!r}; valid names: sequence, turn")
+    _check_aggregation("gspo", cfg)
     lr = log_ratio(logprobs, sample_logprobs, mask)
     seq_lr = segment_mean_log_ratio(lr, mask, segments)
     lp = jnp.where(mask, logprobs, 0.0)
@@ -306,7 +359,7 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
         "seq_ratio_mean": masked_mean(jnp.exp(seq_lr), mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics)
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 def _weighted_pg(logprobs, weight, advantages, mask):
@@ -316,7 +369,8 @@ def _weighted_pg(logprobs, weight, advantages, mask):
 
 
 @POLICY_LOSSES.register("cispo")
-def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update.
 
     loss = -sg(clip(r, 1 - cispo_eps_low, 1 + cispo_eps_high)) * A * log pi.
@@ -334,11 +388,12 @@ def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
         "is_weight_mean": masked_mean(w, mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics)
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 @POLICY_LOSSES.register("truncated_is")
-def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """Truncated importance sampling policy gradient: -sg(min(r, tis_cap)) * A * log pi.
 
     Corrects for the sampler being a different policy (stale weights, or an
@@ -354,11 +409,12 @@ def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index
         "is_weight_mean": masked_mean(w, mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics)
+    return _finish(loss, mask, cfg, metrics, token_weights)
 
 
 @POLICY_LOSSES.register("pg")
-def pg(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
+def pg(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+        token_weights=None):
     """Plain policy gradient (REINFORCE): -A * log pi, no importance correction.
 
     Correct for on-policy data; for data from another policy use a ratio-based loss.
@@ -366,13 +422,124 @@ def pg(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
     """
     lr = log_ratio(logprobs, sample_logprobs, mask)
     loss = -advantages * jnp.where(mask, logprobs, 0.0)
-    return _finish(loss, mask, cfg, _ratio_metrics(lr, mask))
+    return _finish(loss, mask, cfg, _ratio_metrics(lr, mask), token_weights)
 
 
-def compute_policy_loss(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
-    """Runs the policy loss named by ``cfg.policy_loss``."""
+def compute_policy_loss(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
+                        behaviour_logprobs=None):
+    """Runs the policy loss named by ``cfg.policy_loss``, corrected by ``cfg.off_policy``.
+
+    ``sample_logprobs`` are the proximal/old policy's (the ratio's denominator; the
+    sampler's own when nothing was recomputed). ``behaviour_logprobs`` [B, T], the
+    sampler's, are needed by every correction but "none"; given with "none" they only
+    add the ``behav_*`` metrics of pi_prox / pi_behaviour (the loss is untouched).
+    """
     fn = POLICY_LOSSES.get(cfg.policy_loss)
-    return fn(logprobs, sample_logprobs, advantages, mask, cfg, turn_index=turn_index)
+    if behaviour_logprobs is None:
+        if cfg.off_policy != "none":
+            OFF_POLICY.get(cfg.off_policy)  # an unknown name fails with the valid ones
+            raise ValueError(
+                f"off_policy={cfg.off_policy!r} needs behaviour_logprobs (the sampler's "
+                "log-probs) besides the proximal ones"
+            )
+        return fn(logprobs, sample_logprobs, advantages, mask, cfg, turn_index=turn_index)
+    weights, is_metrics = off_policy_weights(sample_logprobs, behaviour_logprobs, mask, cfg)
+    kwargs = {}
+    if cfg.off_policy != "none":
+        if "token_weights" not in inspect.signature(fn).parameters:
+            raise ValueError(
+                f"policy loss {cfg.policy_loss!r} takes no token_weights keyword, so it cannot "
+                f"be combined with off_policy={cfg.off_policy!r}; accept token_weights=None "
+                "and multiply the per-token loss by it before aggregating"
+            )
+        kwargs["token_weights"] = weights
+    loss_sum, denom, metrics = fn(logprobs, sample_logprobs, advantages, mask, cfg,
+                                  turn_index=turn_index, **kwargs)
+    return loss_sum, denom, {**metrics, **is_metrics}
+
+
+def _check_aggregation(name: str, cfg: LossConfig) -> None:
+    want = POLICY_LOSS_AGGREGATION[name]
+    if cfg.aggregation != want:
+        raise ValueError(
+            f"policy loss {name!r} needs aggregation={want!r}, got {cfg.aggregation!r}: "
+            "under any other aggregation it optimises a different objective"
+        )
+
+
+# ----------------------------------------------------------------------------- off-policy
+
+
+def off_policy_weights(old_logprobs: Array, behaviour_logprobs: Array, mask: Array,
+                       cfg: LossConfig) -> tuple[Array, dict[str, Array]]:
+    """Per-token weights [B, T] of the correction named by ``cfg.off_policy``, and metrics.
+
+    rho_t = pi_prox(y_t) / pi_behaviour(y_t) from the proximal (recomputed) and
+    behaviour (sampler) log-probs, log-ratio clipped to +-MAX_LOG_RATIO like every
+    ratio here. The weights are constants of the update (neither policy is the one
+    being differentiated). Metrics, over the action tokens: ``behav_ratio_mean/max/min``
+    of rho, ``behav_kl`` (k3 estimate of KL(pi_behaviour || pi_prox)), ``behav_weight_mean``,
+    and the correction's own (``behav_clip_frac``, ``behav_mask_frac``).
+    """
+    log_rho = log_ratio(old_logprobs, behaviour_logprobs, mask)
+    weights, metrics = OFF_POLICY.get(cfg.off_policy)(log_rho, mask, cfg)
+    rho = jnp.exp(log_rho)
+    return weights, {
+        "behav_ratio_mean": masked_mean(rho, mask),
+        "behav_ratio_max": _masked_max(rho, mask),
+        "behav_ratio_min": _masked_min(rho, mask),
+        "behav_kl": masked_mean(jnp.expm1(log_rho) - log_rho, mask),
+        "behav_weight_mean": masked_mean(weights, mask),
+        **metrics,
+    }
+
+
+@OFF_POLICY.register("none")
+def no_correction(log_rho: Array, mask: Array, cfg: LossConfig):
+    """No correction: weight 1 (the ratio is taken against the proximal policy only).
+
+    Right for synchronous on-policy sampling, where behaviour and proximal policies are
+    the same weights (up to the sampler's numerics, which the ``behav_*`` metrics show)."""
+    return jnp.ones_like(log_rho), {}
+
+
+@OFF_POLICY.register("tis")
+def tis(log_rho: Array, mask: Array, cfg: LossConfig):
+    """Token-level truncated IS: w_t = min(rho_t, off_policy_tis_cap) (Ionides, 2008; for
+    sampler/trainer mismatch, Yao et al., 2025). Corrects the token distribution from the
+    behaviour to the proximal policy with a bounded weight: a little bias for bounded
+    variance. ``behav_clip_frac``: share of tokens whose rho was truncated."""
+    rho = jnp.exp(log_rho)
+    w = jnp.minimum(rho, cfg.off_policy_tis_cap)
+    return w, {"behav_clip_frac": masked_mean(rho > cfg.off_policy_tis_cap, mask)}
+
+
+@OFF_POLICY.register("mis")
+def mis(log_rho: Array, mask: Array, cfg: LossConfig):
+    """Sequence-level masked IS: rho(y) = prod over the row's action tokens of rho_t, the
+    sequence's likelihood ratio; a row whose rho(y) lies outside
+    [off_policy_mis_low, off_policy_mis_high] is dropped (weight 0, no gradient), the
+    others are weighted by rho(y). Masking instead of truncating leaves no biased
+    weight on the sequences the behaviour policy got most wrong. Dropped rows still
+    count in the denominator (they are weight-0 samples, so the aggregation's
+    denominator does not depend on the weights). ``behav_mask_frac``: share of non-empty
+    rows dropped."""
+    seq = jnp.sum(jnp.where(mask, log_rho, 0.0), axis=-1, keepdims=True)
+    seq = jnp.clip(seq, -MAX_LOG_RATIO, MAX_LOG_RATIO)
+    ratio = jnp.exp(seq)
+    keep = (ratio >= cfg.off_policy_mis_low) & (ratio <= cfg.off_policy_mis_high)
+    w = jnp.broadcast_to(jnp.where(keep, ratio, 0.0), log_rho.shape)
+    rows = jnp.any(mask, axis=-1, keepdims=True)
+    return w, {"behav_mask_frac": masked_mean(~keep, rows)}
+
+
+@OFF_POLICY.register("decoupled")
+def decoupled(log_rho: Array, mask: Array, cfg: LossConfig):
+    """Decoupled PPO (Hilton et al., 2021; AReaL's asynchronous PPO): the clip is taken
+    against the proximal policy (the policy loss's ratio pi / pi_prox) and every token is
+    weighted by w_t = rho_t = pi_prox / pi_behaviour, the exact IS weight from the
+    sampler to the proximal policy. Unbounded: with a very stale sampler use tis."""
+    return jnp.exp(log_rho), {}
 
 
 # ----------------------------------------------------------------------------- KL

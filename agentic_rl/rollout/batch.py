@@ -11,6 +11,10 @@ Conventions fixed here (the DESIGN table leaves them open):
   token appended by the rollout) and -1 on prompt, observation and padding tokens.
 - `turn_end[b, k]` is the position of the last *sampled* token of turn k (an appended
   end-of-turn token is not sampled, so it is never a turn end).
+- `truncated[b]` is True when a limit of the rollout (max_turns, max_episode_tokens) cut
+  the episode while the environment would have gone on, False when the environment
+  ended it. A cut episode's return is not finished: critic-based advantages bootstrap
+  from the value of the state at the cut instead of treating it as terminal.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ class EpisodeBatch:
     turn_rewards: Any  # f32 [B, K]
     group_id: Any  # int32 [B]
     agent_id: Any  # int32 [B, T]
+    truncated: Any  # bool [B]: cut by a rollout limit rather than ended by the env
     metadata: HostMetadata = struct.field(pytree_node=False, default_factory=HostMetadata)
 
     @property
@@ -103,6 +108,7 @@ _SPEC = {  # field -> (allowed numpy dtype kinds, named axes)
     "turn_end": ("iu", ("B", "K")),
     "turn_rewards": ("f", ("B", "K")),
     "group_id": ("iu", ("B",)),
+    "truncated": ("b", ("B",)),
 }
 
 
@@ -187,6 +193,7 @@ class EpisodeRecord:
     turn_ends: list[int] = field(default_factory=list)
     turn_rewards: list[float] = field(default_factory=list)
     group_id: int = 0
+    truncated: bool = False  # cut by a rollout limit, not ended by the environment
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -260,6 +267,7 @@ def collate(
         "turn_end": np.full((B, K), -1, np.int32),
         "turn_rewards": np.zeros((B, K), np.float32),
         "group_id": np.zeros((B,), np.int32),
+        "truncated": np.zeros((B,), bool),
     }
     for b, r in enumerate(records):
         n, k = len(r), len(r.turn_ends)
@@ -274,5 +282,6 @@ def collate(
         out["turn_end"][b, :k] = r.turn_ends
         out["turn_rewards"][b, :k] = r.turn_rewards
         out["group_id"][b] = r.group_id
+        out["truncated"][b] = bool(r.truncated)
     batch = EpisodeBatch(**out, metadata=HostMetadata([r.metadata for r in records]))
     return batch.validate()

@@ -405,6 +405,7 @@ class _Runner:
     def _finish(self, ep: _Episode, termination: str) -> None:
         rec = ep.record
         rec.group_id = ep.group_id
+        rec.truncated = termination != "done"  # max_turns / max_tokens: the env went on
         rec.metadata = {
             "episode_id": ep.id,
             "task_id": ep.task.id,

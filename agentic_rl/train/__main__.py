@@ -3,15 +3,34 @@
 Overrides use ml_collections' shell syntax, `--config.rl.kl_coef=0.01` (or
 `--config.rl.kl_coef 0.01`); values are parsed to the type of the key they replace.
 Unknown keys fail with the list of valid ones. Starting again with the same --workdir
-resumes from its latest checkpoint.
+resumes from its newest intact checkpoint (a corrupt or incomplete newer one is reported
+and skipped).
+
+Bad input (a config file that does not load, a bad key, value, variant, model, env or
+workdir, a workdir holding a checkpoint of another config or no intact checkpoint) is
+reported in one `error:` line on stderr with exit status 2; a run stopped by non-finite
+updates exits with 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
+from pathlib import Path
 
 PREFIX = "--config."
+
+
+class UsageError(ValueError):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one `error:` line (exit 2), not usage + error."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
@@ -25,7 +44,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
             key, eq, value = arg[len(PREFIX):].partition("=")
             if not eq:
                 if i + 1 >= len(argv):
-                    raise SystemExit(f"error: {arg} needs a value")
+                    raise UsageError(f"{arg} needs a value ({arg}=VALUE or {arg} VALUE)")
                 value = argv[i + 1]
                 i += 1
             overrides[key] = value
@@ -36,8 +55,7 @@ def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m agentic_rl.train",
-                                 description=__doc__.split("\n")[0])
+    ap = OneLineParser(prog="python -m agentic_rl.train", description=__doc__.split("\n")[0])
     ap.add_argument("--config", required=True,
                     help="experiment config file, optionally with a variant: FILE.py[:VARIANT]")
     ap.add_argument("--workdir", required=True,
@@ -47,30 +65,70 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def check_workdir(path: str) -> Path:
+    """The run directory, created if needed; UsageError unless it is a writable directory."""
+    workdir = Path(path).expanduser()
+    if workdir.exists() and not workdir.is_dir():
+        raise UsageError(f"--workdir {workdir} is not a directory (it is a file); pass the "
+                         "path of a run directory")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UsageError(f"--workdir {workdir} is not writable ({e.strerror or e}); pass a "
+                         "directory you can write to") from None
+    for sub in ("checkpoints", "trajectories"):
+        if (workdir / sub).exists() and not (workdir / sub).is_dir():
+            raise UsageError(f"--workdir {workdir} holds a file named {sub!r} where a "
+                             "directory belongs; move it away or pass a fresh --workdir")
+    return workdir
+
+
+def _fail(e: BaseException | str) -> int:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    rest, overrides = split_overrides(argv)
+    try:
+        rest, overrides = split_overrides(argv)
+    except UsageError as e:
+        return _fail(e)
     args = build_parser().parse_args(rest)
-    from agentic_rl.train.config import (
-        ConfigError,
-        apply_overrides,
-        load_config_file,
-        to_json,
-        validate,
-    )
+    from agentic_rl.train.config import ConfigError, load_cli_config, to_json
 
     try:
-        cfg = load_config_file(args.config)
-        cfg = validate(apply_overrides(cfg, overrides))
-    except (ConfigError, AttributeError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        cfg = load_cli_config(args.config, overrides)
+    except ConfigError as e:
+        return _fail(e)
     if args.print_config:
         print(to_json(cfg))
         return 0
+    from agentic_rl import compile_cache
+    from agentic_rl.models.config import UnsupportedModelError
+    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.loading import ModelNotFoundError
+    from agentic_rl.train import builders
+    from agentic_rl.train.checkpoint import CheckpointNotFoundError, IncompatibleCheckpointError
     from agentic_rl.train.loop import NonFiniteError, Trainer
 
-    trainer = Trainer(cfg, args.workdir)
+    compile_cache.enable()
+    try:
+        workdir = check_workdir(args.workdir)
+        try:
+            suite = builders.build_suite(cfg)
+        except (ValueError, LookupError, OSError) as e:
+            raise UsageError(f"env {cfg.env.name!r} could not be built from env.kwargs="
+                             f"{dict(cfg.env.kwargs)}: {type(e).__name__}: {e}") from None
+        try:
+            policy = builders.build_policy(cfg)
+        except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+            raise UsageError(f"model.name={cfg.model.name!r}: {e}") from None
+        trainer = Trainer(cfg, workdir, policy=policy, suite=suite)
+    except (UsageError, ConfigError, CheckpointNotFoundError, IncompatibleCheckpointError) as e:
+        return _fail(e)
     try:
         trainer.train()
     except NonFiniteError as e:
@@ -78,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         trainer.close()
-    print(f"done: {trainer.step} steps; metrics in {args.workdir}/metrics.jsonl", file=sys.stderr)
+    print(f"done: {trainer.step} steps; metrics in {workdir}/metrics.jsonl", file=sys.stderr)
     return 0
 
 

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import ast
 import difflib
+import importlib.machinery
 import importlib.util
 import inspect
 import json
+import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -66,6 +69,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.max_turns = 4
     c.rollout.max_new_tokens = 64
     c.rollout.max_episode_tokens = 512
+    # Sampling temperature (> 0); the trainer scores and trains softmax(logits / T), the
+    # distribution the tokens were drawn from. top_p < 1 / top_k > 0 are rejected for
+    # training rollouts: the trainer's distribution is the full-vocabulary one.
     c.rollout.temperature = 1.0
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
@@ -93,8 +99,16 @@ def default_config() -> ml_collections.ConfigDict:
         {"policy_loss": "ppo", "aggregation": "token_mean", "kl_estimator": "k3",
          "clip_eps": 0.2, "clip_eps_low": 0.2, "clip_eps_high": 0.28, "dual_clip_c": 3.0,
          "gspo_eps_low": 3e-4, "gspo_eps_high": 4e-4, "cispo_eps_low": 1.0,
-         "cispo_eps_high": 1.0, "tis_cap": 2.0, "value_clip_eps": 0.2, "loss_norm_const": 1.0}
-    )
+         "cispo_eps_high": 1.0, "tis_cap": 2.0, "value_clip_eps": 0.2, "loss_norm_const": 1.0,
+         "off_policy": "none", "off_policy_tis_cap": 2.0, "off_policy_mis_low": 0.5,
+         "off_policy_mis_high": 2.0}
+    )  # gspo needs aggregation "seq_mean_token_mean" (its objective is per sequence).
+    # off_policy corrects for sampling from another policy than the proximal one the ratio
+    # is taken against (async workers, external engines), from rho = pi_old / pi_behaviour:
+    # "none" (1), "tis" (token-level truncated IS, min(rho, off_policy_tis_cap >= 1)),
+    # "mis" (sequence-level masked IS: the sequence's rho, or 0 outside the band
+    # [off_policy_mis_low, off_policy_mis_high], which must contain 1), "decoupled"
+    # (decoupled PPO: weight rho). All equal "none" when the sampler is the proximal policy.
 
     c.optim = ml_collections.ConfigDict()
     c.optim.learning_rate = 1e-5
@@ -113,8 +127,8 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.micro_batch_size = 0  # rows per gradient-accumulation slice; 0 = whole minibatch
     c.train.score_batch_size = 0  # rows per no-grad scoring pass; 0 = whole batch
     # Use the sampler's log-probs as the pre-update policy instead of a scoring pass (saves
-    # a forward pass; only valid for untempered sampling, and skipped when a critic or a
-    # KL reference needs the pass anyway).
+    # a forward pass; skipped when a critic or a KL reference needs the pass anyway). They
+    # are the tempered log-probs the trainer would compute, up to the sampler's numerics.
     c.train.reuse_sample_logprobs = False
     # Compute the prefix every row shares (system prompt, tool list, few-shot examples)
     # once per micro-batch in the update and scoring passes, not once per row. Exact.
@@ -207,7 +221,14 @@ def uses_critic(cfg: ml_collections.ConfigDict) -> bool:
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """Checks keys, names and the consistency of a full config; returns it."""
-    from agentic_rl.rl import ADVANTAGES, AGGREGATIONS, KL_ESTIMATORS, POLICY_LOSSES
+    from agentic_rl.rl import (
+        ADVANTAGES,
+        AGGREGATIONS,
+        KL_ESTIMATORS,
+        OFF_POLICY,
+        POLICY_LOSS_AGGREGATION,
+        POLICY_LOSSES,
+    )
 
     check_keys(cfg)
     _choice("rl.algo", cfg.rl.algo, ALGOS)
@@ -216,6 +237,27 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice("rl.loss.policy_loss", cfg.rl.loss.policy_loss, POLICY_LOSSES.names())
     _choice("rl.loss.aggregation", cfg.rl.loss.aggregation, AGGREGATIONS.names())
     _choice("rl.loss.kl_estimator", cfg.rl.loss.kl_estimator, KL_ESTIMATORS.names())
+    _choice("rl.loss.off_policy", cfg.rl.loss.off_policy, OFF_POLICY.names())
+    loss = cfg.rl.loss
+    need = POLICY_LOSS_AGGREGATION.get(loss.policy_loss)
+    if need is not None and loss.aggregation != need:
+        raise ConfigError(
+            f"rl.loss.policy_loss={loss.policy_loss!r} is a sequence-level objective and needs "
+            f"rl.loss.aggregation={need!r} (got {loss.aggregation!r}); under another "
+            "aggregation it optimises a different objective"
+        )
+    if loss.off_policy == "tis" and not loss.off_policy_tis_cap >= 1:
+        raise ConfigError(
+            f"rl.loss.off_policy_tis_cap must be >= 1, got {loss.off_policy_tis_cap}: a cap "
+            "below 1 would down-weight on-policy tokens (rho = 1)"
+        )
+    if loss.off_policy == "mis" and not (
+            0 <= loss.off_policy_mis_low <= 1 <= loss.off_policy_mis_high):
+        raise ConfigError(
+            "rl.loss: the MIS band [off_policy_mis_low, off_policy_mis_high] must contain 1 "
+            f"(got [{loss.off_policy_mis_low}, {loss.off_policy_mis_high}]), or on-policy "
+            "sequences (ratio 1) would be dropped"
+        )
     _choice("optim.schedule", cfg.optim.schedule, ("constant", "linear", "cosine"))
     _choice("checkpoint.best_mode", cfg.checkpoint.best_mode, ("max", "min"))
     if cfg.rl.algo == "ppo" and not uses_critic(cfg):
@@ -250,10 +292,25 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"of {mb} rows"
         )
     r = cfg.rollout
-    if cfg.train.reuse_sample_logprobs and (r.temperature != 1.0 or r.top_p < 1.0 or r.top_k):
+    if not r.temperature > 0:
         raise ConfigError(
-            "train.reuse_sample_logprobs needs untempered sampling (rollout.temperature=1, "
-            "top_p=1, top_k=0): otherwise the sampler's log-probs are not the policy's"
+            f"rollout.temperature must be > 0 for training rollouts, got {r.temperature} "
+            "(0 is greedy decoding, whose log-probs are not a distribution to train)"
+        )
+    for key, off in (("rollout.top_p", r.top_p < 1.0), ("rollout.top_k", r.top_k > 0)):
+        if off:
+            raise ConfigError(
+                f"{key}={r[key.split('.')[1]]} truncates the sampling distribution, but the "
+                "trainer scores softmax(logits / temperature) over the full vocabulary: "
+                "the PPO ratio and the gradient would be for another policy than the one "
+                "that sampled (tokens outside the kept set have probability 0 under the "
+                "sampler). Use rollout.top_p=1 and rollout.top_k=0 for training"
+            )
+    if cfg.train.reuse_sample_logprobs and loss.off_policy != "none":
+        raise ConfigError(
+            f"rl.loss.off_policy={loss.off_policy!r} weighs by pi_old / pi_behaviour, which "
+            "needs the scoring pass: train.reuse_sample_logprobs makes the sampler's "
+            "log-probs the old ones, a ratio of 1; set train.reuse_sample_logprobs=False"
         )
     if cfg.train.reuse_sample_logprobs and cfg.rl.train_on_observations:
         raise ConfigError(
@@ -267,6 +324,24 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 # ------------------------------------------------------------------ loading and overrides
 
 
+def _literal(text: str) -> Any:
+    """A Python literal, or raises ValueError (also for pathological input)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        raise ValueError(text) from None
+
+
+def _type_name(current: Any) -> str:
+    if isinstance(current, bool):
+        return "a bool (true/false)"
+    if isinstance(current, int):
+        return "an int"
+    if isinstance(current, float):
+        return "a number"
+    return "a string" if isinstance(current, str) else type(current).__name__
+
+
 def _parse_value(text: str, current: Any, key: str) -> Any:
     """A shell string as the type of the current value (bools accept true/false/1/0)."""
     if isinstance(current, bool):
@@ -277,43 +352,89 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
             return False
         raise ConfigError(f"--config.{key} expects a bool (true/false), got {text!r}")
     if isinstance(current, (int, float)):
+        bad = ConfigError(f"--config.{key} expects {_type_name(current)} (like {current!r}), "
+                          f"got {text!r}")
         try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise ConfigError(f"--config.{key} expects a number, got {text!r}") from None
+            value = _literal(text)
+        except ValueError:
+            if not isinstance(current, float):
+                raise bad from None
+            try:  # inf, nan, -inf
+                value = float(text)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
         if isinstance(current, int) and isinstance(value, float) and not value.is_integer():
             raise ConfigError(f"--config.{key} expects an int, got {text!r}")
-        return type(current)(value)
+        try:
+            return type(current)(value)
+        except (OverflowError, ValueError):
+            raise bad from None
     if isinstance(current, str):
         return text
     try:  # new keys (env.kwargs) take Python literals; anything else stays a string
-        return ast.literal_eval(text)
-    except (ValueError, SyntaxError):
+        return _literal(text)
+    except ValueError:
         return text
+
+
+def _env_param_default(cfg: ml_collections.ConfigDict, name: str) -> Any:
+    """The default of env factory keyword `name` for cfg's env (None if unknown)."""
+    from agentic_rl.envs import ENVS
+
+    try:
+        factory = ENVS.get(cfg.env.name)
+        p = inspect.signature(factory).parameters.get(name)
+    except Exception:  # noqa: BLE001 - an unknown env is reported by validate
+        return None
+    return None if p is None or p.default is inspect.Parameter.empty else p.default
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]):
     """Sets dotted keys ("rl.kl_coef" -> value); string values are parsed to the key's type.
 
     Unknown keys raise ConfigError listing the valid ones; keys under env.kwargs are
-    free-form here and checked against the env factory by `validate`.
+    free-form here and checked against the env factory by `validate`. String values for
+    env.kwargs are parsed to the type of the factory's default for that keyword (a
+    string parameter keeps the text), otherwise as Python literals.
     """
     valid = _keys(default_config())
-    for key, value in overrides.items():
+    # env.name first, so env.kwargs values are parsed for the env they configure
+    ordered = sorted(overrides.items(), key=lambda kv: kv[0] != "env.name")
+    for key, value in ordered:
         open_parent = next((p for p in OPEN_KEYS if key.startswith(p + ".")), None)
         if open_parent is None and key not in valid:
             check_keys(_nest({key: None}), where="overrides")
             raise _unknown_key_error(key, valid, "overrides")  # a group name, not a leaf
         *parents, leaf = key.split(".")
         node = cfg
-        for p in parents:
-            node = node[p]
+        for i, p in enumerate(parents):
+            try:
+                node = node[p]
+            except (KeyError, TypeError, AttributeError):
+                node = None
+            if not _is_map(node):
+                raise ConfigError(f"cannot set {key}: {'.'.join(parents[:i + 1])} is not a "
+                                  "mapping")
         if isinstance(value, str):
             current = node[leaf] if leaf in node else None
+            if current is None and open_parent == "env.kwargs" and len(parents) == 2:
+                current = _env_param_default(cfg, leaf)
             value = _parse_value(value, current, key)
-        with node.unlocked():
-            node[leaf] = value
+        try:
+            with node.unlocked():
+                node[leaf] = value
+        except (TypeError, ValueError) as e:
+            current = node[leaf] if leaf in node else None
+            raise ConfigError(f"{key} expects {_type_name(current)}, got {value!r} "
+                              f"({_one_line(e)})") from None
     return cfg
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return (text[:300] + "...") if len(text) > 300 else (text or type(e).__name__)
 
 
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -327,22 +448,240 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _split_spec(spec: str) -> tuple[Path, str]:
+    path_str, _, variant = str(spec).partition(":")
+    return Path(path_str), variant
+
+
 def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """Loads `path/to/file.py[:variant]` by calling its `get_config(variant)`."""
-    path_str, _, variant = spec.partition(":")
-    path = Path(path_str)
+    """Loads `path/to/file.py[:variant]` by calling its `get_config(variant)`.
+
+    Errors raised by the file's own code propagate unchanged (`load_cli_config` turns
+    them into one-line ConfigErrors for the command line)."""
+    path, variant = _split_spec(spec)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; pass an experiment file, "
+                          "e.g. experiments/tiny_learning.py")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     name = f"_agentic_rl_config_{path.stem}"
-    module_spec = importlib.util.spec_from_file_location(name, path)
+    loader = importlib.machinery.SourceFileLoader(name, str(path))  # any file name
+    module_spec = importlib.util.spec_from_file_location(name, path, loader=loader)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[name] = module
     module_spec.loader.exec_module(module)
-    if not hasattr(module, "get_config"):
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
         raise ConfigError(f"{path} defines no get_config(variant) function")
-    params = inspect.signature(module.get_config).parameters
-    cfg = module.get_config(variant or None) if params else module.get_config()
+    variants = getattr(module, "VARIANTS", None)
+    if (variant and isinstance(variants, (tuple, list))
+            and all(isinstance(v, str) for v in variants) and variant not in variants):
+        raise ConfigError(f"unknown variant {variant!r} of {path}; valid variants: "
+                          f"{', '.join(variants)} (FILE.py:VARIANT)")
+    params = inspect.signature(get_config).parameters
+    if variant and not params:
+        raise ConfigError(f"{path} has no variants (its get_config takes no argument); "
+                          f"drop ':{variant}'")
+    cfg = get_config(variant or None) if params else get_config()
     return cfg
+
+
+def _raised_at(e: BaseException, path: Path) -> str:
+    """' at line N' of the innermost traceback frame in `path` ('' if none)."""
+    line = None
+    tb = e.__traceback__
+    target = str(path.resolve())
+    while tb is not None:
+        try:
+            same = str(Path(tb.tb_frame.f_code.co_filename).resolve()) == target
+        except OSError:
+            same = False
+        if same:
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return f" at line {line}" if line else ""
+
+
+def check_types(cfg: ml_collections.ConfigDict, where: str = "config") -> None:
+    """Raises ConfigError when a key holds a value of another type than its default
+    (ints are accepted for float keys), or when the schema's keys are missing."""
+    defaults = default_config()
+    have = set(_keys(cfg))
+    missing = [k for k in _keys(defaults) if k not in have]
+    if missing:
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise ConfigError(
+            f"{where} is missing keys {', '.join(missing[:5])}{more}; start it from "
+            "agentic_rl.train.config.default_config() and change values")
+    for key in _keys(defaults):
+        if key in OPEN_KEYS:
+            value = _get(cfg, key)
+            if not _is_map(value):
+                raise ConfigError(f"{key} in {where} must be a mapping of keyword arguments, "
+                                  f"got {value!r}")
+            continue
+        want, value = _get(defaults, key), _get(cfg, key)
+        if isinstance(want, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(want, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        elif isinstance(want, float):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif isinstance(want, str):
+            ok = isinstance(value, str)
+        else:
+            ok = True
+        if not ok:
+            raise ConfigError(f"{key} in {where} must be {_type_name(want)} (like {want!r}), "
+                              f"got {value!r}")
+
+
+def _get(cfg: Any, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _runtime_types(hint: Any) -> tuple[type, ...] | None:
+    """The classes a value of type hint `hint` may have (None: do not check)."""
+    import types
+    import typing
+
+    if hint is Any:
+        return None
+    if hint is type(None) or hint is None:
+        return (type(None),)
+    if hint is float:
+        return (int, float)
+    if hint in (bool, int, str):
+        return (hint,)
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        out: list[type] = []
+        for arg in typing.get_args(hint):
+            sub = _runtime_types(arg)
+            if sub is None:
+                return None
+            out.extend(sub)
+        return tuple(out)
+    if origin in (tuple, list):
+        return (tuple, list)
+    if origin is dict or hint is dict:
+        return (dict, Mapping, ml_collections.ConfigDict)
+    if isinstance(hint, type) and hint.__module__ == "os" and hint.__name__ == "PathLike":
+        return (os.PathLike,)
+    return None
+
+
+def check_env_kwarg_types(cfg: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError when an env.kwargs value does not fit the factory's annotation
+    (or, without one, the type of its default)."""
+    import typing
+
+    from agentic_rl.envs import ENVS
+
+    factory = ENVS.get(cfg.env.name)
+    params = inspect.signature(factory).parameters
+    try:
+        hints = typing.get_type_hints(factory)
+    except Exception:  # noqa: BLE001 - unresolvable annotations: use the defaults only
+        hints = {}
+    for key, value in cfg.env.kwargs.items():
+        p = params.get(key)
+        if p is None:
+            continue
+        allowed = _runtime_types(hints[key]) if key in hints else None
+        if allowed is None and p.default is not inspect.Parameter.empty:
+            d = p.default
+            allowed = ({bool: (bool,), int: (int,), float: (int, float), str: (str,)}
+                       .get(type(d)))
+        if allowed is None:
+            continue
+        is_bool = isinstance(value, bool)
+        ok = isinstance(value, allowed) and not (is_bool and bool not in allowed)
+        if not ok:
+            want = hints.get(key, type(p.default).__name__)
+            want = getattr(want, "__name__", None) or str(want).replace("typing.", "")
+            raise ConfigError(f"env.kwargs.{key} of env {cfg.env.name!r} must be {want}, got "
+                              f"{value!r}")
+
+
+def check_model_name(cfg: ml_collections.ConfigDict) -> None:
+    """Raises ConfigError unless model.name is 'tiny', an embedded model or an existing path,
+    and model.dtype / param_dtype are known dtype names."""
+    from agentic_rl.models.config import _DTYPES
+    from agentic_rl.models.loading import EMBEDDED_MODELS
+
+    for key in ("dtype", "param_dtype"):
+        _choice(f"model.{key}", cfg.model[key], sorted(_DTYPES))
+    name = cfg.model.name
+    known = ["tiny", *EMBEDDED_MODELS]
+    if name == "tiny" or name.lower() in EMBEDDED_MODELS:
+        return
+    if not Path(name).expanduser().exists():
+        raise ConfigError(
+            f"model.name={name!r} is neither a known model name ({', '.join(known)}) nor an "
+            "existing path; pass one of those names, a local Hugging Face model directory "
+            "(config.json + *.safetensors + tokenizer files) or a .gguf file")
+
+
+def load_cli_config(spec: str, overrides: Mapping[str, Any] | None = None
+                    ) -> ml_collections.ConfigDict:
+    """The validated config of `FILE.py[:variant]` plus shell overrides, for command-line
+    entry points: every problem with the file, a value or a name is a one-line
+    ConfigError (the file's own exceptions included, with the line they came from)."""
+    path, variant = _split_spec(spec)
+    try:
+        cfg = load_config_file(spec)
+    except ConfigError:
+        raise
+    except SyntaxError as e:
+        where = f" (line {e.lineno})" if e.lineno else ""
+        raise ConfigError(f"config file {path} is not valid Python{where}: {e.msg}; a config "
+                          "is a Python file defining get_config(variant)") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        if isinstance(e, UnicodeDecodeError) or "null bytes" in str(e):
+            raise ConfigError(f"config file {path} is not valid Python (it looks binary); a "
+                              "config is a Python file defining get_config(variant)") from None
+        raise _file_raised(e, path, variant) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the file's own code failed
+        raise _file_raised(e, path, variant) from None
+    if not isinstance(cfg, ml_collections.ConfigDict):
+        raise ConfigError(
+            f"get_config() of {path} returned {type(cfg).__name__ if cfg is not None else 'None'}"
+            ", not an ml_collections.ConfigDict; return "
+            "agentic_rl.train.config.default_config() with your changes")
+    check_keys(cfg, where=str(path))
+    check_types(cfg, where=str(path))
+    cfg = apply_overrides(cfg, dict(overrides or {}))
+    check_types(cfg, where="the overridden config")
+    cfg = validate(cfg)
+    check_env_kwarg_types(cfg)
+    check_model_name(cfg)
+    return cfg
+
+
+def _file_raised(e: BaseException, path: Path, variant: str) -> ConfigError:
+    at = _raised_at(e, path)
+    tb = e.__traceback__
+    in_get_config = False
+    while tb is not None:
+        if tb.tb_frame.f_code.co_name == "get_config":
+            in_get_config = True
+        tb = tb.tb_next
+    who = f"get_config({variant or None!r})" if in_get_config else "loading it"
+    locked = re.search(r'Key "([^"]+)" does not exist and cannot be added', str(e))
+    if locked:  # a typo against the locked schema
+        leaves = sorted({k.rsplit(".", 1)[-1] for k in _keys(default_config())})
+        close = difflib.get_close_matches(locked.group(1), leaves, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return ConfigError(f"config file {path}: {who} sets the unknown key "
+                           f"{locked.group(1)!r}{at} (the config schema is locked){hint}")
+    return ConfigError(f"config file {path}: {who} raised {type(e).__name__}{at}: "
+                       f"{_one_line(e)}")
 
 
 def to_json(cfg: ml_collections.ConfigDict) -> str:

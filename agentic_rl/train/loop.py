@@ -3,8 +3,10 @@
 One training step:
   1. the next `tasks_per_step` training tasks (a pure function of the data position);
   2. `group_size` episodes of each with the current policy (`SamplerPolicy`, KV cache);
-  3. one no-grad pass for old log-probs, values (PPO) and reference log-probs (KL);
-  4. advantages (`rl.compute_advantages`), with the KL as a reward penalty if asked;
+  3. one no-grad pass for old log-probs, values (PPO) and reference log-probs (KL), at
+     the sampling temperature;
+  4. advantages (`rl.compute_advantages`), with the KL as a reward penalty if asked, and
+     truncated episodes bootstrapped from the critic's value at the cut (PPO);
   5. `train_on_batch`: epochs x minibatches of jitted, donated, guarded updates;
   6. metrics (JSONL / TensorBoard / progress bar), evaluation every `eval.every` steps
      with sample trajectories, and a checkpoint.
@@ -17,6 +19,7 @@ exactly: its metrics equal those of an uninterrupted run (timing fields aside).
 from __future__ import annotations
 
 import functools
+import json
 import math
 import sys
 import time
@@ -33,8 +36,8 @@ from agentic_rl.rollout import EpisodeBatch, evaluate_policy, run_episodes
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
-from agentic_rl.train.config import to_json, uses_critic, validate
-from agentic_rl.train.metrics import MetricsWriter, truncate_jsonl
+from agentic_rl.train.config import ConfigError, to_json, uses_critic, validate
+from agentic_rl.train.metrics import MetricsWriter
 from agentic_rl.train.state import (
     batch_sharding,
     has_lora,
@@ -44,7 +47,7 @@ from agentic_rl.train.state import (
     place_state,
     tree_shardings,
 )
-from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score
+from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score, value_at_cut
 
 
 class NonFiniteError(RuntimeError):
@@ -52,12 +55,15 @@ class NonFiniteError(RuntimeError):
 
 
 @functools.partial(jax.jit, static_argnames=("kl_estimator",))
-def _advantages(fields, cfg, values, ref_logprobs, old_logprobs, kl_coef, *, kl_estimator):
+def _advantages(fields, cfg, values, ref_logprobs, old_logprobs, kl_coef, *, kl_estimator,
+                cut_values=None):
     token_rewards = None
     if ref_logprobs is not None:  # KL as a per-token reward penalty
         token_rewards = kl_penalty_rewards(old_logprobs, ref_logprobs, fields["loss_mask"],
                                            kl_coef, kl_estimator)
-    return compute_advantages(fields, cfg, values=values, token_rewards=token_rewards)
+    # cut_values (critic runs): truncated rows bootstrap from the value at their cut
+    return compute_advantages(fields, cfg, values=values, token_rewards=token_rewards,
+                              cut_values=cut_values)
 
 
 def pad_rows(batch: EpisodeBatch, rows: int) -> dict[str, np.ndarray]:
@@ -66,7 +72,7 @@ def pad_rows(batch: EpisodeBatch, rows: int) -> dict[str, np.ndarray]:
     loss, and each its own group id so no GRPO group statistics see them."""
     arrays = {k: np.asarray(getattr(batch, k)) for k in (
         "tokens", "attention_mask", "loss_mask", "sample_logprobs", "turn_index", "turn_end",
-        "turn_rewards", "group_id", "agent_id")}
+        "turn_rewards", "group_id", "agent_id", "truncated")}
     missing = rows - batch.batch_size
     if missing <= 0:
         return arrays
@@ -123,6 +129,44 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence(list(parts)).generate_state(1)[0] & 0x7FFFFFFF)
 
 
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _rewind_jsonl(path: Path, last_step: int) -> None:
+    """Keeps the metrics lines of steps <= `last_step` (rewritten atomically). A line that
+    does not parse (the tail of a write cut short by a kill) is dropped with a warning."""
+    if not path.exists():
+        return
+    keep = []
+    for i, line in enumerate(path.read_text(errors="replace").splitlines()):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            step = int(row.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            print(f"warning: {path}: dropping unreadable line {i + 1} (a write cut short?)",
+                  file=sys.stderr)
+            continue
+        if step <= last_step:
+            keep.append(line + "\n")
+    _write_atomic(path, "".join(keep))
+
+
+def _drop_trajectories(directory: Path, after: int) -> None:
+    """Deletes the trajectory files of steps > `after` (they are rewritten when the run
+    gets there again)."""
+    if not directory.is_dir():
+        return
+    for p in directory.glob("step_*.*"):
+        digits = p.stem.removeprefix("step_")
+        if digits.isdigit() and int(digits) > after:
+            p.unlink(missing_ok=True)
+
+
 class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
@@ -159,7 +203,8 @@ class Trainer:
             num_minibatches=cfg.train.num_minibatches,
             micro_batch_size=cfg.train.micro_batch_size,
             kl_in_loss=self.need_ref and c.kl_mode == "loss",
-            use_entropy=c.entropy_coef > 0, use_critic=self.critic, mesh=self.mesh)
+            use_entropy=c.entropy_coef > 0, use_critic=self.critic, mesh=self.mesh,
+            temperature=float(cfg.rollout.temperature))
         self.adv_cfg = builders.advantage_config(cfg, self.suite.gamma)
         self.rollout_cfg = builders.rollout_config(cfg)
         # Evaluation runs in batches of the training rows: the sampler's batch (and so
@@ -191,26 +236,32 @@ class Trainer:
         micro = t.micro_batch_size or self.rows // t.num_minibatches
         score_rows = t.score_batch_size or self.rows
         if micro % n or self.rows % score_rows:
-            raise ValueError(
+            raise ConfigError(
                 f"with {n} devices the micro-batch ({micro} rows) must be a multiple of {n}, "
                 f"and train.score_batch_size ({score_rows}) must divide the {self.rows} rows"
             )
 
     def _restore_or_start(self) -> None:
-        latest = self.ckpt.latest_step()
+        """Resumes from the newest intact checkpoint (a corrupt or incomplete newer one is
+        reported and moved out of the way), or starts afresh when none was ever committed.
+        Everything written after the restored step (metrics lines, trajectory files) is
+        dropped, so the run continues as if it had stopped right after that step."""
+        found = self.ckpt.restore_latest(self.state)
         config_path = self.workdir / "config.json"
-        if latest is None:
-            config_path.write_text(to_json(self.cfg))
+        if found is None:
+            _write_atomic(config_path, to_json(self.cfg))
             (self.workdir / "metrics.jsonl").unlink(missing_ok=True)
+            _drop_trajectories(self.workdir / "trajectories", after=-1)
             return
-        self.state, host = self.ckpt.restore(latest, self.state)
+        latest, self.state, host = found
         self.step = int(host["step"])
         self.position = int(host["position"])
         self.best = host.get("best")
         self.nonfinite_streak = int(host.get("nonfinite_streak", 0))
         self.resumed_from = self.step
-        truncate_jsonl(self.workdir / "metrics.jsonl", self.step)
-        config_path.write_text(to_json(self.cfg))
+        _rewind_jsonl(self.workdir / "metrics.jsonl", self.step)
+        _drop_trajectories(self.workdir / "trajectories", after=self.step)
+        _write_atomic(config_path, to_json(self.cfg))
         print(f"resumed from {self.ckpt.directory / str(latest)} at step {self.step}",
               file=sys.stderr)
 
@@ -260,24 +311,44 @@ class Trainer:
         put = lambda x: jax.device_put(jnp.asarray(x), self.batch_sharding)
         tokens, attn = put(arrays["tokens"]), put(arrays["attention_mask"])
         chunk = self.cfg.train.score_batch_size or self.rows
+        temperature = float(self.cfg.rollout.temperature)
+        cut = None
         if self.cfg.train.reuse_sample_logprobs and not (self.critic or self.need_ref):
             old_lp = put(arrays["sample_logprobs"])
             values = ref_lp = jnp.zeros_like(old_lp)
+        elif self.critic and arrays["attention_mask"].all(axis=1).any():
+            # the value at a full row's cut lies one column past T: score one column more
+            old_lp, values, ref_lp, cut = score(
+                self.state, tokens, attn, chunk=chunk, with_values=True,
+                with_ref=self.need_ref, prefix_len=prefix_len, temperature=temperature,
+                with_cut_values=True)
+        elif self.critic:  # the value at each row's cut, for truncated episodes
+            old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
+                                           with_values=True, with_ref=self.need_ref,
+                                           prefix_len=prefix_len, temperature=temperature)
+            cut = value_at_cut(values, attn)
         else:
             old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
-                                           with_values=self.critic, with_ref=self.need_ref,
-                                           prefix_len=prefix_len)
+                                           with_values=False, with_ref=self.need_ref,
+                                           prefix_len=prefix_len, temperature=temperature)
         fields = {k: jnp.asarray(arrays[k]) for k in
                   ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")}
+        if self.critic:
+            fields["truncated"] = jnp.asarray(arrays["truncated"])
         kl_reward = self.need_ref and self.cfg.rl.kl_mode == "reward"
         adv, ret = _advantages(fields, self.adv_cfg, values if self.critic else None,
                                ref_lp if kl_reward else None, old_lp,
                                jnp.float32(self.cfg.rl.kl_coef),
-                               kl_estimator=self.cfg.rl.loss.kl_estimator)
+                               kl_estimator=self.cfg.rl.loss.kl_estimator, cut_values=cut)
+        # Behaviour log-probs: the sampler's on the tokens it sampled; elsewhere (the
+        # observation tokens of rl.train_on_observations) the old ones, a ratio of 1.
+        sampled = arrays.get("sampled_mask", arrays["loss_mask"])
+        behaviour = jnp.where(put(sampled), put(arrays["sample_logprobs"]), old_lp)
         batch = TrainBatch(tokens=tokens, attention_mask=attn,
                            loss_mask=put(arrays["loss_mask"]),
                            turn_index=put(arrays["turn_index"]), advantages=adv, returns=ret,
-                           old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values)
+                           old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values,
+                           behaviour_logprobs=behaviour)
         return jax.device_put(batch, self.batch_sharding)
 
     def train_step(self) -> dict[str, Any]:
@@ -288,6 +359,7 @@ class Trainer:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
         arrays = pad_rows(result.batch, self.rows)
         if self.cfg.rl.train_on_observations:
+            arrays["sampled_mask"] = arrays["loss_mask"]  # where behaviour log-probs exist
             arrays["loss_mask"] = observation_loss_mask(arrays)
         prefix_len = self.prefix_len(arrays)
         arrays = share_prefix(arrays, prefix_len)

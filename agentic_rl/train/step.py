@@ -8,6 +8,13 @@ every loss term shares one denominator (the aggregation's, computed over the who
 minibatch first), so summing micro-batch loss sums and gradients and dividing once gives
 the gradient of the minibatch loss, whatever the micro-batch size.
 
+Log-probs are those of the distribution the rollout sampled from, softmax(logits / T) at
+the sampling temperature T (`StepConfig.temperature`, as verl and OpenRLHF do), in the
+scoring pass and in the update alike: the ratio and the gradient are then for the policy
+that produced the tokens. Three log-probs per sampled token: the batch's behaviour
+log-probs (the sampler's), the old/proximal ones (the scoring pass at the start of the
+update) and the current ones; `loss.off_policy` corrects for the first two differing.
+
 An update whose loss or gradient is not finite is skipped: params and optimizer state
 are kept as they were and `skipped` counts it, so the host can log it and stop after
 repeated occurrences. An update whose gradient is exactly zero is skipped too
@@ -53,9 +60,12 @@ class TrainBatch:
     turn_index: Array
     advantages: Array
     returns: Array
-    old_logprobs: Array  # pre-update policy (PPO ratio denominators)
+    old_logprobs: Array  # proximal/pre-update policy (PPO ratio denominators)
     ref_logprobs: Array  # reference policy (KL); zeros when unused
     old_values: Array  # critic before the update (value clipping); zeros when unused
+    # The sampler's (behaviour) log-probs, for the off-policy corrections and the behav_*
+    # metrics of pi_old / pi_behaviour; None: not measured, and only off_policy="none".
+    behaviour_logprobs: Array | None = None
 
 
 @flax.struct.dataclass
@@ -75,16 +85,38 @@ class StepConfig:
     # Rows share their first `prefix_len` tokens (0 = unknown): computed once per
     # micro-batch instead of once per row (see PolicyModel.logprobs_and_values).
     prefix_len: int = flax.struct.field(pytree_node=False, default=0)
+    # The sampling temperature: log-probs and entropies are those of softmax(logits / T).
+    temperature: float = flax.struct.field(pytree_node=False, default=1.0)
     mesh: Mesh | None = flax.struct.field(pytree_node=False, default=None)
 
 
 # ------------------------------------------------------------------ forward / scoring
 
 
+def _temper(model, temperature: float):
+    """Makes `model`'s log-probs and entropies those of softmax(logits / temperature).
+
+    logits = h W^T are linear in the unembedding W, which the model reads only on the
+    output side (`unembed_matrix`; input embeddings read the table directly, the value
+    head reads h), so serving W / T from this one module instance tempers the log-probs
+    and entropies and leaves values untouched. `state.model()` builds a fresh module
+    per call, so nothing outside this forward pass sees it.
+    """
+    lm = model.lm
+    unembed = lm.unembed_matrix
+    object.__setattr__(lm, "unembed_matrix", lambda: unembed() / temperature)
+    return model
+
+
 def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=False,
-            prefix_len: int = 0):
-    """(log-probs, entropies or None, values or None), each [B, T], aligned with tokens."""
+            prefix_len: int = 0, temperature: float = 1.0):
+    """(log-probs, entropies or None, values or None), each [B, T], aligned with tokens.
+
+    Log-probs and entropies are of softmax(logits / temperature), the sampled distribution.
+    """
     model = state.model(params)
+    if temperature != 1.0:
+        model = _temper(model, temperature)
     return model.logprobs_and_values(tokens, mask, with_entropy=with_entropy,
                                      prefix_len=prefix_len)
 
@@ -98,24 +130,56 @@ def _chunks(x: Array, size: int) -> Array:
     return x.reshape(x.shape[0] // size, size, *x.shape[1:])
 
 
-@functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref", "prefix_len"))
+@functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref", "prefix_len",
+                                             "temperature", "with_cut_values"))
 def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, with_ref: bool,
-          prefix_len: int = 0):
+          prefix_len: int = 0, temperature: float = 1.0, with_cut_values: bool = False):
     """No-grad pass over a whole batch, `chunk` rows at a time: log-probs of the current
-    policy, its values (critic) and the reference log-probs. Zeros for what is not asked."""
+    policy, its values (critic) and the reference log-probs, all at the sampling
+    `temperature`. Zeros for what is not asked. Returns (lp, values, ref) [B, T].
+
+    `with_cut_values` also returns cut [B]: the critic's value of the state after each
+    row's last real token (values[t] is read before token t, so this is the value one
+    position past the row; the pass runs on one extra padding column to have it even
+    for a row that fills all T positions). A truncated episode bootstraps from it.
+    When no row fills T, `value_at_cut(values, mask)` of a plain pass gives the same
+    without the extra column (whose different shape changes log-probs by float noise).
+    """
     ref_params = reference_params(state) if with_ref else None
 
     def one(xs):
         t, m = xs
-        lp, _, v = forward(state, state.params, t, m, prefix_len=prefix_len)
-        ref = (forward(state, ref_params, t, m, prefix_len=prefix_len)[0] if with_ref
-               else jnp.zeros_like(lp))
+        if with_cut_values:  # one more (padding) column: the value after the last token
+            tp, mp = jnp.pad(t, ((0, 0), (0, 1))), jnp.pad(m, ((0, 0), (0, 1)))
+            lp, _, v = forward(state, state.params, tp, mp, prefix_len=prefix_len,
+                               temperature=temperature)
+            n = jnp.sum(m, axis=-1).astype(jnp.int32)  # right-padded: last real token n - 1
+            cut = (jnp.take_along_axis(v, n[:, None], axis=-1)[:, 0] if v is not None
+                   else jnp.zeros(t.shape[:1], jnp.float32))
+            lp, v = lp[:, :-1], (v[:, :-1] if v is not None else None)
+        else:
+            lp, _, v = forward(state, state.params, t, m, prefix_len=prefix_len,
+                               temperature=temperature)
+            cut = jnp.zeros(t.shape[:1], jnp.float32)
+        ref = (forward(state, ref_params, t, m, prefix_len=prefix_len,
+                       temperature=temperature)[0] if with_ref else jnp.zeros_like(lp))
         v = v if (with_values and v is not None) else jnp.zeros_like(lp)
-        return lp, v, ref
+        return lp, v, ref, cut
 
-    lp, v, ref = jax.lax.map(one, (_chunks(tokens, chunk), _chunks(mask, chunk)))
+    lp, v, ref, cut = jax.lax.map(one, (_chunks(tokens, chunk), _chunks(mask, chunk)))
     flat = lambda x: x.reshape(tokens.shape[0], *x.shape[2:])
+    if with_cut_values:
+        return flat(lp), flat(v), flat(ref), flat(cut)
     return flat(lp), flat(v), flat(ref)
+
+
+def value_at_cut(values: Array, mask: Array) -> Array:
+    """values[b, n_b] for rows with n_b < T real tokens: the critic's value of the state
+    after the row's last token. Rows that fill all T positions need `score(...,
+    with_cut_values=True)` instead (their value lies one column past the array)."""
+    n = jnp.sum(mask, axis=-1).astype(jnp.int32)
+    idx = jnp.minimum(n, values.shape[-1] - 1)
+    return jnp.take_along_axis(values, idx[:, None], axis=-1)[:, 0]
 
 
 # ------------------------------------------------------------------ losses
@@ -129,10 +193,12 @@ def denominator(loss_mask: Array, cfg: LossConfig) -> Array:
 def loss_sums(params, state: TrainState, mb: TrainBatch, hp: StepConfig):
     """Un-normalised loss terms of one micro-batch: (total_sum, ({term: sum}, metrics))."""
     lp, ent, values = forward(state, params, mb.tokens, mb.attention_mask,
-                              with_entropy=hp.use_entropy, prefix_len=hp.prefix_len)
+                              with_entropy=hp.use_entropy, prefix_len=hp.prefix_len,
+                              temperature=hp.temperature)
     mask = mb.loss_mask.astype(bool)
     pg_sum, _, metrics = compute_policy_loss(lp, mb.old_logprobs, mb.advantages, mask, hp.loss,
-                                             turn_index=mb.turn_index)
+                                             turn_index=mb.turn_index,
+                                             behaviour_logprobs=mb.behaviour_logprobs)
     metrics = {k: v for k, v in metrics.items() if k != "loss"}
     sums = {"pg_loss": pg_sum}
     total = pg_sum
@@ -239,8 +305,10 @@ def train_on_batch(state: TrainState, batch: TrainBatch, hp: StepConfig):
     out = {k: jnp.mean(v) for k, v in metrics.items()}
     out["skipped"] = jnp.sum(metrics["skipped"])
     out["zero_grad"] = jnp.sum(metrics["zero_grad"])
-    if "ratio_max" in metrics:
-        out["ratio_max"] = jnp.max(metrics["ratio_max"])
+    for key, reduce in (("ratio_max", jnp.max), ("behav_ratio_max", jnp.max),
+                        ("behav_ratio_min", jnp.min)):
+        if key in metrics:
+            out[key] = reduce(metrics[key])
     return state.replace(step=state.step + 1, rng=rng), out
 
 

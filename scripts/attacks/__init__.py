@@ -1,6 +1,6 @@
 """Attack cases against the tool APIs, one module per area, run by `scripts/attack.py`.
 
-Each area module (`sql`, `sandbox`, `tools`, `checkpoint`, ...) defines
+Each area module (`sql`, `sandbox`, `tools`, `chat`) defines
 `ATTACKS: list[Attack]`. An attack plays a hostile policy (or a hostile file on disk):
 it drives a public API the way a policy's output would, then checks whether the
 defence held. Its `run()` returns None when the attack was blocked (the tool answered
@@ -30,4 +30,4 @@ class Attack:
     description: str = ""
 
 
-AREAS = ("sql", "sandbox", "tools", "chat", "checkpoint")
+AREAS = ("sql", "sandbox", "tools", "chat")

@@ -112,13 +112,20 @@ def token_reward_row(b, batch: Batch, token_rewards=None) -> np.ndarray:
 # ----------------------------------------------------------------------------- critic-based
 
 
-def gae(batch: Batch, values, gamma, lam, token_rewards=None):
+def _bootstrap(b, bootstrap) -> float:
+    """The value after episode b's last action: 0 if it terminated (or none is given)."""
+    return 0.0 if bootstrap is None else float(bootstrap[b])
+
+
+def gae(batch: Batch, values, gamma, lam, token_rewards=None, bootstrap=None):
+    """``bootstrap[b]``: the value of the state after row b's last action (the critic's
+    value at the cut of a truncated episode; 0 for one that terminated)."""
     values = np.asarray(values, np.float64)
     B, T = batch.loss_mask.shape
     adv = np.zeros((B, T))
     for b in range(B):
         r = token_reward_row(b, batch, token_rewards)
-        running, next_v = 0.0, 0.0
+        running, next_v = 0.0, _bootstrap(b, bootstrap)
         for t in reversed(action_positions(batch.loss_mask[b])):
             delta = r[t] + gamma * next_v - values[b, t]
             running = delta + gamma * lam * running
@@ -127,11 +134,11 @@ def gae(batch: Batch, values, gamma, lam, token_rewards=None):
     return adv, np.where(batch.loss_mask, adv + values, 0)
 
 
-def _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards):
+def _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards, bootstrap=None):
     rewards = turn_reward_list(b, batch, token_rewards)
     ks = list(rewards)
     a_turn, v_turn = {}, {}
-    running, next_v = 0.0, 0.0
+    running, next_v = 0.0, _bootstrap(b, bootstrap)
     for k in reversed(ks):
         v = float(values[b, turn_tokens(batch.loss_mask[b], batch.turn_index[b], k)[0]])
         delta = rewards[k] + turn_gamma * next_v - v
@@ -141,11 +148,12 @@ def _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards):
     return a_turn, v_turn
 
 
-def turn_gae(batch, values, turn_gamma, turn_lam, token_rewards=None):
+def turn_gae(batch, values, turn_gamma, turn_lam, token_rewards=None, bootstrap=None):
     B, T = batch.loss_mask.shape
     adv, ret = np.zeros((B, T)), np.zeros((B, T))
     for b in range(B):
-        a_turn, v_turn = _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards)
+        a_turn, v_turn = _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards,
+                                   bootstrap)
         for k in a_turn:
             for t in turn_tokens(batch.loss_mask[b], batch.turn_index[b], k):
                 adv[b, t] = a_turn[k]
@@ -153,11 +161,13 @@ def turn_gae(batch, values, turn_gamma, turn_lam, token_rewards=None):
     return adv, ret
 
 
-def bilevel_gae(batch, values, gamma, lam, turn_gamma, turn_lam, token_rewards=None):
+def bilevel_gae(batch, values, gamma, lam, turn_gamma, turn_lam, token_rewards=None,
+                bootstrap=None):
     B, T = batch.loss_mask.shape
     adv = np.zeros((B, T))
     for b in range(B):
-        a_turn, v_turn = _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards)
+        a_turn, v_turn = _turn_gae(b, batch, values, turn_gamma, turn_lam, token_rewards,
+                                   bootstrap)
         for k in a_turn:
             toks = turn_tokens(batch.loss_mask[b], batch.turn_index[b], k)
             assert toks[-1] == batch.turn_end[b, k]
@@ -364,6 +374,52 @@ def per_token_policy_loss(name, lp, old, adv, mask, p, turn_index=None, gspo_lev
                 raise ValueError(name)
     return out
 
+
+
+def offpolicy_weights(name, old, behaviour, mask, p):
+    """Per-token weights of the off-policy corrections and their metrics (loops, float64).
+
+    rho_t = pi_old(y_t) / pi_behaviour(y_t): the proximal (recomputed) policy over the one
+    that sampled. tis: min(rho_t, cap); mis: the sequence ratio prod_t rho_t if it lies in
+    [low, high], else 0 for the whole sequence; decoupled: rho_t; none: 1.
+    """
+    old, behaviour = np.asarray(old, np.float64), np.asarray(behaviour, np.float64)
+    B, T = mask.shape
+    w = np.ones((B, T))
+    rhos, ws, clipped, masked, rows = [], [], 0, 0, 0
+    for b in range(B):
+        ts = action_positions(mask[b])
+        if ts:
+            rows += 1
+        seq = math.exp(sum(old[b, t] - behaviour[b, t] for t in ts))
+        keep = p["off_policy_mis_low"] <= seq <= p["off_policy_mis_high"]
+        masked += bool(ts) and not keep
+        for t in ts:
+            rho = math.exp(old[b, t] - behaviour[b, t])
+            rhos.append(rho)
+            if name == "tis":
+                w[b, t] = min(rho, p["off_policy_tis_cap"])
+                clipped += rho > p["off_policy_tis_cap"]
+            elif name == "mis":
+                w[b, t] = seq if keep else 0.0
+            elif name == "decoupled":
+                w[b, t] = rho
+            elif name != "none":
+                raise ValueError(name)
+            ws.append(w[b, t])
+    r = np.array(rhos)
+    metrics = {
+        "behav_ratio_mean": r.mean(),
+        "behav_ratio_max": r.max(),
+        "behav_ratio_min": r.min(),
+        "behav_kl": np.mean(r - 1 - np.log(r)),
+        "behav_weight_mean": np.mean(ws),
+    }
+    if name == "tis":
+        metrics["behav_clip_frac"] = clipped / len(rhos)
+    if name == "mis":
+        metrics["behav_mask_frac"] = masked / rows
+    return w, metrics
 
 def kl(est, lp, ref):
     if est == "k1":

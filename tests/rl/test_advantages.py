@@ -99,6 +99,91 @@ def test_bilevel_gae_matches_reference(seed):
     assert_zero_off_mask(adv, batch.loss_mask)
 
 
+CRITIC = ("gae", "turn_gae", "bilevel_gae")
+
+
+def truncation(seed, batch):
+    """Which rows were cut (max_turns / max_tokens) and the critic's value at each cut."""
+    rng = np.random.default_rng(100 + seed)
+    truncated = rng.random(batch.loss_mask.shape[0]) < 0.5
+    truncated[:2] = (True, False)
+    cut_values = rng.normal(size=batch.loss_mask.shape[0]).astype(np.float32)
+    return truncated, cut_values
+
+
+def reference_critic(name, batch, values, cfg, tr, bootstrap):
+    if name == "gae":
+        return ref.gae(batch, values, cfg.gamma, cfg.lam, tr, bootstrap)
+    if name == "turn_gae":
+        return ref.turn_gae(batch, values, cfg.turn_gamma, cfg.turn_lam, tr, bootstrap)
+    return ref.bilevel_gae(
+        batch, values, cfg.gamma, cfg.lam, cfg.turn_gamma, cfg.turn_lam, tr, bootstrap
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("name", CRITIC)
+def test_critic_estimators_bootstrap_truncated_episodes(name, seed):
+    """A truncated episode did not end: the step after its last action bootstraps from
+    the critic's value at the cut instead of V = 0 (terminated rows keep 0)."""
+    batch, values, tr, cfg = draw(seed)
+    truncated, cut = truncation(seed, batch)
+    bootstrap = np.where(truncated, cut, 0).astype(np.float32)
+    zeros = np.zeros_like(values)
+    adv, ret = jitted(name)(
+        **ref.fields(batch), cfg=cfg, values=values,
+        token_rewards=zeros if tr is None else tr, bootstrap=bootstrap,
+    )
+    adv_ref, ret_ref = reference_critic(name, batch, values, cfg, tr, bootstrap)
+    np.testing.assert_allclose(adv, adv_ref, **TOL)
+    np.testing.assert_allclose(ret, ret_ref, **TOL)
+    assert_zero_off_mask(adv, batch.loss_mask)
+    # the bootstrap reaches every truncated row that has a turn, and only those
+    adv0, _ = reference_critic(name, batch, values, cfg, tr, None)
+    changed = np.any(np.abs(np.asarray(adv) - adv0) > 1e-6, axis=1)
+    has_turn = (batch.turn_end >= 0).any(axis=1)
+    np.testing.assert_array_equal(changed, truncated & has_turn)
+
+
+def test_gae_bootstrap_at_lambda_one_is_the_n_step_return():
+    """gamma = lam = 1: A_t = (rewards from t on) + V(cut) - V_t for a truncated row."""
+    row = dict(loss_mask=[0, 1, 1, 0, 1, 0], turn_index=[-1, 0, 0, 0, 1, 1], turn_end=[2, 4],
+               turn_rewards=[0.5, 2.0])
+    fields, values = pad_rows([row], values=[[0, 0.3, -0.2, 0, 0.7, 0]])
+    bootstrap = np.zeros(B, np.float32)
+    bootstrap[0] = 1.5
+    cfg = rl.AdvantageConfig(gamma=1.0, lam=1.0)
+    adv, ret = jitted("gae")(**fields, cfg=cfg, values=values, token_rewards=np.zeros_like(values),
+                             bootstrap=bootstrap)
+    np.testing.assert_allclose(np.asarray(adv)[0, [1, 2, 4]],
+                               [2.5 + 1.5 - 0.3, 2.5 + 1.5 + 0.2, 2.0 + 1.5 - 0.7], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(ret)[0, [1, 2, 4]], [4.0, 4.0, 3.5], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", [*CRITIC, "grpo"])
+def test_compute_advantages_reads_the_truncated_flag(name):
+    """compute_advantages bootstraps rows with batch.truncated from `cut_values`; without
+    cut values nothing changes, and critic-free estimators ignore both."""
+    batch, values, _, cfg = draw(2, with_token_rewards=False)
+    cfg = cfg.replace(estimator=name)
+    truncated, cut = truncation(2, batch)
+    fields = {**ref.fields(batch), "truncated": truncated}
+    fn = jax.jit(rl.compute_advantages)
+    adv, ret = fn(fields, cfg, values=values, cut_values=cut)
+    adv_plain, _ = fn(ref.fields(batch), cfg, values=values)
+    if name == "grpo":
+        np.testing.assert_array_equal(adv, adv_plain)
+        return
+    bootstrap = np.where(truncated, cut, 0)
+    adv_ref, ret_ref = reference_critic(name, batch, values, cfg, None, bootstrap)
+    np.testing.assert_allclose(adv, adv_ref, **TOL)
+    np.testing.assert_allclose(ret, ret_ref, **TOL)
+    adv_ref0, _ = reference_critic(name, batch, values, cfg, None, None)
+    np.testing.assert_allclose(adv_plain, adv_ref0, **TOL)
+    with pytest.raises(ValueError, match="truncated"):
+        rl.compute_advantages(ref.fields(batch), cfg, values=values, cut_values=cut)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_mc_returns_match_reference(seed):
     batch, _, tr, cfg = draw(seed)

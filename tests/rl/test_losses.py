@@ -58,6 +58,8 @@ CASES = [(name, "sequence") for name in LOSSES] + [("gspo", "turn")]
 @pytest.mark.parametrize("name,level", CASES)
 def test_policy_losses_match_reference(name, level):
     cfg = CFG.replace(gspo_level=level)
+    if name == "gspo":  # a sequence-level objective: the only aggregation it accepts
+        cfg = cfg.replace(aggregation="seq_mean_token_mean")
     for seed in range(3):
         batch, lp, old, adv = draw(seed, scale=0.3 if name != "gspo" else 0.02)
         s, d, m = jitted_loss(name)(lp, old, adv, batch.loss_mask, cfg, turn_index=batch.turn_index)
@@ -105,6 +107,24 @@ def test_aggregations_match_reference_and_accumulate_exactly(agg):
     np.testing.assert_allclose(d, d_ref)
     # summing the micro-batches' sums and denominators gives exactly the batch loss
     np.testing.assert_allclose(rl.finalize(s1 + s2, d1 + d2), s_ref / d_ref, rtol=1e-5)
+
+
+@pytest.mark.parametrize("agg", AGGS)
+def test_aggregations_of_micro_batched_masks_equal_the_flat_batch(agg):
+    """The update step computes the minibatch denominator from a [n_micro, micro, T] mask:
+    every aggregation must count rows (and tokens) over all leading axes, as on the flat
+    [B, T] batch (Dr.GRPO's constant denominator used to count micro-batches as rows)."""
+    rng = np.random.default_rng(4)
+    batch = ref.random_batch(rng, B, T, K)
+    batch.loss_mask[5] = False
+    x = rng.normal(size=(B, T)).astype(np.float32)
+    cfg = CFG.replace(aggregation=agg)
+    s_ref, d_ref = ref.aggregate(x, batch.loss_mask, agg, cfg.loss_norm_const)
+    for n_micro in (1, 2, 4, 8):
+        shape = (n_micro, B // n_micro, T)
+        s, d = rl.aggregate(x.reshape(shape), batch.loss_mask.reshape(shape), cfg)
+        np.testing.assert_allclose(s, s_ref, rtol=1e-5)
+        np.testing.assert_allclose(d, d_ref)
 
 
 def test_seq_sum_const_denominator_is_independent_of_lengths():
@@ -372,6 +392,18 @@ def test_entropy_and_logprobs_from_logits():
     g_ref = -p[0, 0] * (logp[0, 0] + h_ref[0, 0])
     np.testing.assert_allclose(g[0, 0], g_ref, rtol=1e-4, atol=1e-7)
     assert np.all(np.asarray(g)[0, 0, :3] == 0) and np.all(np.isfinite(g))
+
+
+@pytest.mark.parametrize("agg", ["token_mean", "seq_mean_token_sum", "seq_sum_const"])
+def test_gspo_refuses_token_level_aggregations(agg):
+    """GSPO's objective is a mean over sequences of the sequence-ratio surrogate; with any
+    other aggregation the GSPO-token form is a different objective, so the loss refuses it
+    instead of silently optimising something else."""
+    batch, lp, old, adv = draw(0, scale=0.02)
+    cfg = CFG.replace(aggregation=agg)
+    with pytest.raises(ValueError, match="gspo.*seq_mean_token_mean"):
+        rl.POLICY_LOSSES.get("gspo")(lp, old, adv, batch.loss_mask, cfg)
+    assert rl.POLICY_LOSS_AGGREGATION["gspo"] == "seq_mean_token_mean"
 
 
 def test_unknown_names_list_valid_ones():

@@ -61,7 +61,9 @@ def test_builtin_registries():
         "seq_mean_token_sum",
         "seq_sum_const",
     }
-    for reg in (rl.ADVANTAGES, rl.POLICY_LOSSES, rl.KL_ESTIMATORS, rl.AGGREGATIONS):
+    assert set(rl.OFF_POLICY.names()) == {"none", "tis", "mis", "decoupled"}
+    for reg in (rl.ADVANTAGES, rl.POLICY_LOSSES, rl.KL_ESTIMATORS, rl.AGGREGATIONS,
+                rl.OFF_POLICY):
         for name in reg:
             assert reg.get(name).__doc__, f"{reg.kind} {name} has no docstring"
 

@@ -80,6 +80,34 @@ def test_collate_errors():
         EpisodeRecord().append([1, 2], sampled=True, turn=0, agent=0, logprobs=[0.0])
 
 
+def test_collate_carries_the_truncated_flag():
+    """`truncated` [B] says which episodes were cut by a limit (max_turns / max_tokens) rather
+    than ended by the environment: critic-based advantages bootstrap those."""
+    cut = record(2)
+    cut.truncated = True
+    b = collate([record(1), cut, record(2, group=1)], length_bucket=8, num_turns=3)
+    assert b.truncated.dtype == np.bool_ and b.truncated.shape == (3,)
+    np.testing.assert_array_equal(b.truncated, [False, True, False])
+    assert EpisodeRecord().truncated is False
+
+
+def test_rollout_marks_episodes_cut_by_a_limit_as_truncated(char_tokenizer):
+    from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format, run_episodes
+    from tests.rollout.scripts import ToyEnv, toy_task
+
+    fmt = make_chat_format("chatml", char_tokenizer)
+    policy = ScriptedPolicy(char_tokenizer, lambda req, hist: "go")
+    tasks = [toy_task(0, turns=2), toy_task(1, turns=100)]
+    res = run_episodes(policy, fmt, ToyEnv, tasks, config=RolloutConfig(max_turns=3))
+    assert [m["termination"] for m in res.batch.metadata] == ["done", "max_turns"]
+    np.testing.assert_array_equal(res.batch.truncated, [False, True])
+    prompt_len = len(fmt.encode_prompt(ToyEnv().reset(toy_task(0), 0)))
+    cfg = RolloutConfig(max_episode_tokens=prompt_len + 30, max_turns=50)
+    res = run_episodes(policy, fmt, ToyEnv, [toy_task(0, turns=100)], config=cfg)
+    assert res.batch.metadata[0]["termination"] == "max_tokens"
+    np.testing.assert_array_equal(res.batch.truncated, [True])
+
+
 def _set(field, index, value):
     def mutate(b):
         arr = np.array(getattr(b, field))
@@ -110,6 +138,8 @@ def _set(field, index, value):
         (_set("turn_end", (0, 0), -1), "no gaps"),
         (_set("turn_rewards", (1, 2), 1.0), "0 for absent turns"),
         (_set("turn_rewards", (0, 0), np.inf), "non-finite"),
+        (lambda b: b.replace(truncated=b.truncated.astype(np.int32)), "truncated has dtype"),
+        (lambda b: b.replace(truncated=b.truncated[:1]), "truncated has B=1"),
     ],
 )
 def test_validate_names_the_broken_invariant(mutate, fragment):
@@ -144,4 +174,4 @@ def test_host_metadata_never_retraces_jit():
     assert len(traces) == 1
     mapped = jax.tree_util.tree_map(lambda x: x, b1)
     assert mapped.metadata.rows == b1.metadata.rows
-    assert len(jax.tree_util.tree_leaves(b1)) == 9
+    assert len(jax.tree_util.tree_leaves(b1)) == 10
