@@ -6,10 +6,11 @@
 1. Runs `python -m agentic_rl.train` on experiments/tiny_learning.py (a short variant: see
    SHORT; `--set KEY=VALUE` adds overrides) uninterrupted into OUT/full, timing it.
 2. Runs the same command into OUT/killed `--cycles` times, each time sending SIGKILL to
-   the process group: most cycles at a random moment (seeded by `--seed`) between the
-   start and the run's expected end, every third cycle while a checkpoint is being saved
-   (as soon as an orbax temporary directory, or a step directory without its manifest,
-   shows up). After the last kill the run is resumed to the end.
+   the process group: every third cycle while a checkpoint is being saved (as soon as an
+   orbax temporary directory, or a step directory without its manifest, shows up), the
+   others at a random moment (seeded by `--seed`) of the start-up or of the training
+   still left. After the last kill the run is resumed to the end. The runs use a private
+   compilation cache under OUT (a kill can leave a truncated cache entry behind).
 3. Compares OUT/full and OUT/killed: every metrics.jsonl field except timings, every
    trajectory file, and the final checkpoint's arrays (params, optimizer state, step,
    PRNG key) bit for bit. Prints a table; exit status 1 on any difference (or a run that
@@ -52,8 +53,12 @@ def start(cmd: list[str], log: Path) -> subprocess.Popen:
     f = log.open("a")
     f.write(f"\n=== {' '.join(cmd)}\n")
     f.flush()
+    # A private compilation cache: JAX writes cache entries in place, so a kill -9 can
+    # leave a truncated one (JAX then warns and recompiles); keep that out of the shared
+    # cache other runs and the tests read.
+    env = {**os.environ, "AGENTIC_RL_CACHE": str(log.parent / "cache")}
     return subprocess.Popen(cmd, cwd=REPO, stdout=f, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+                            start_new_session=True, env=env)
 
 
 def kill(proc: subprocess.Popen) -> None:
@@ -236,23 +241,27 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     times = sorted(commits.values())
     gaps = sorted(b - a for a, b in zip(times, times[1:]))
-    t_step = gaps[len(gaps) // 2] if gaps else t_full / (2 * max_steps)
+    t_step = gaps[(len(gaps) - 1) // 2] if gaps else t_full / (2 * max_steps)
     boot = max((times[0] if times else t_full / 2) - t_step, 1.0)
     print(f"uninterrupted: {t_full:.1f} s (start-up {boot:.1f} s, {t_step:.2f} s/step)",
           flush=True)
 
-    # 2. killed and resumed. A time-mode kill lands at a random moment between 60% of the
-    # start-up and start-up + 3 steps (capped below the expected end, so the run is still
-    # going); start-up and step times are re-estimated from every cycle's checkpoint
-    # commits (the uninterrupted run paid for compilation, later ones read the cache).
+    # 2. killed and resumed. Kill moments, seeded: every third cycle while a checkpoint is
+    # being saved; otherwise a third of the time at a random moment of the start-up
+    # (imports, restore, compilation; or as soon as training shows, if that comes first),
+    # else at a random moment of the training that is left: a random number of step times
+    # after this process committed its first checkpoint. Start-up and step times are
+    # re-estimated from every cycle's commits (the first run paid for compilation).
     cycle_rows = []
     failures = 0
     kills = 0
     for i in range(args.cycles):
         done = committed(killed)
         left = max_steps - (done[-1] if done else 0)
-        mode = "save" if i % 3 == 2 else "time"
-        at = min(rng.uniform(0.6 * boot, boot + 3 * t_step), 0.8 * (boot + left * t_step))
+        mode = "save" if i % 3 == 2 else ("boot" if rng.random() < 1 / 3 or left <= 1
+                                          else "train")
+        at = rng.uniform(0.1, 1.0) * boot
+        train_for = rng.uniform(0.0, 0.7 * (left - 1)) * t_step
         t0 = time.perf_counter()
         proc = start(train_cmd(args.variant, killed, overrides), log)
         what, seen_at, last_poll = "", {}, 0.0
@@ -263,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
                 for s in committed(killed):
                     if s not in done:
                         seen_at.setdefault(s, now)
+            first = min(seen_at.values()) if seen_at else None
             if mode == "save":
                 seen = saving_now(killed / "checkpoints")
                 if seen:
@@ -272,9 +282,15 @@ def main(argv: list[str] | None = None) -> int:
                     what = f"at {now:.1f} s (no save seen)"
                     break
                 time.sleep(0.001)
+            elif mode == "boot":
+                if now >= at or first is not None:
+                    what = f"at {now:.1f} s, in start-up" if first is None else (
+                        f"at {now:.1f} s, as training showed")
+                    break
+                time.sleep(0.01)
             else:
-                if now >= at:
-                    what = f"at {now:.1f} s"
+                if first is not None and now >= first + train_for:
+                    what = f"at {now:.1f} s, {now - first:.1f} s into training"
                     break
                 time.sleep(0.01)
         times = sorted(seen_at.values())
@@ -282,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
             boot = min(boot, max(times[0] - t_step, 1.0))
         if len(times) > 1:
             gaps = sorted(b - a for a, b in zip(times, times[1:]))
-            t_step = gaps[len(gaps) // 2]
+            t_step = gaps[(len(gaps) - 1) // 2]
         if proc.poll() is None:
             kill(proc)
             kills += 1
