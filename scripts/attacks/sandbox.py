@@ -6,7 +6,7 @@ checks, from the host, that the defence held: the call came back in bounded time
 observation (an abandoned tool thread, "timed out", counts as a hang of the sandbox),
 nothing the cell started still runs, host files, sockets and keys are untouched, the
 resource bound held (CPU time, bytes and files written), and the observation names the
-right cause. Host calls that could hang (step, reset, close) run under `_bounded`.
+right cause. Host calls that could hang (step, reset, close) run under `bounded`.
 
 Items: "3" blocking host I/O, "4" limits enforced inside the worker, "5" workspace size,
 "6" forged replies, "7" rlimits-mode privacy, "8" keyrings / io_uring, "9" stale state of
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -29,47 +28,12 @@ from pathlib import Path
 
 from agentic_rl.envs import SandboxLimits, Task, execute_tool, make_code_env, parse_action
 from agentic_rl.envs.code_sandbox import CodeSandbox, _processes_of_uid
-from scripts.attacks import Attack
+from agentic_rl.envs.sandbox_system import kill_uid
+from scripts.attacks import Attack, Hung, bounded
 
 REPO = Path(__file__).resolve().parents[2]
 LIMITS = SandboxLimits(wall_s=3.0, cpu_s=2.0, memory_mb=256, max_processes=16)
 GRACE_S = 15.0  # a call may take its limit + this on a loaded host before it counts as a hang
-
-
-class _Hung(Exception):
-    pass
-
-
-def _bounded(fn: Callable, timeout_s: float, *args):
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - re-raised in the caller
-            box["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise _Hung(f"{getattr(fn, '__name__', 'call')} did not return within {timeout_s:g} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def _kill_uid(uid: int | None) -> None:
-    for _ in range(100):
-        pids = _processes_of_uid(uid) if uid is not None else []
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.02)
 
 
 class _Box:
@@ -81,23 +45,23 @@ class _Box:
         self.env.reset(Task("attack", "attack", "0"), 0)
 
     def py(self, code: str, timeout_s: float | None = None) -> str:
-        """One `python` tool call; the observation text. Raises _Hung if it hangs."""
+        """One `python` tool call; the observation text. Raises Hung if it hangs."""
         call = {"name": "python", "arguments": {"code": code}}
         action = parse_action(f"<tool_call>{json.dumps(call)}</tool_call>", self.env.tools)
         limit = timeout_s or self.sb.limits.wall_s + GRACE_S
-        result = _bounded(self.env.step, limit + self.sb.limits.startup_timeout_s, action)
+        result = bounded(self.env.step, limit + self.sb.limits.startup_timeout_s, action)
         text = "\n".join(m["content"] for m in result.observation)
         if "timed out after" in text:
-            raise _Hung(f"the python tool call was abandoned: {text[:120]!r}")
+            raise Hung(f"the python tool call was abandoned: {text[:120]!r}")
         return text
 
     def tool(self, code: str, timeout_s: float | None = None) -> str:
         """The `python` tool called directly (no parser: its size cap does not apply), as
         agent programs and other callers of the tool API do; the observation text."""
         limit = (timeout_s or self.sb.limits.wall_s + GRACE_S) + self.sb.limits.startup_timeout_s
-        result = _bounded(execute_tool, limit, self.env.tools[0], {"code": code})
+        result = bounded(execute_tool, limit, self.env.tools[0], {"code": code})
         if result.error == "timeout":
-            raise _Hung(f"the python tool call was abandoned: {result.content[:120]!r}")
+            raise Hung(f"the python tool call was abandoned: {result.content[:120]!r}")
         return result.content
 
     def live(self) -> list[int]:
@@ -105,10 +69,11 @@ class _Box:
 
     def close(self) -> None:
         try:
-            _bounded(self.env.close, 30)
-        except _Hung:
-            _kill_uid(self.sb.uid)
-            _bounded(self.env.close, 30)
+            bounded(self.env.close, 30)
+        except Hung:
+            if self.sb.uid is not None:
+                kill_uid(self.sb.uid)
+            bounded(self.env.close, 30)
 
 
 def _attack(body: Callable[[_Box], str | None], limits: SandboxLimits = LIMITS,
@@ -117,12 +82,12 @@ def _attack(body: Callable[[_Box], str | None], limits: SandboxLimits = LIMITS,
         box = _Box(limits, isolation)
         try:
             return body(box)
-        except _Hung as e:
+        except Hung as e:
             return f"hang: {e}"
         finally:
             try:
                 box.close()
-            except _Hung as e:
+            except Hung as e:
                 return f"hang in close(): {e}"  # noqa: B012 - the result of the attack
 
     return run
@@ -220,7 +185,7 @@ def _worker_loop_stops_reading() -> str | None:
         if not _restarted(obs):
             return f"no restart reported: {obs[:160]!r}"
         box.py(STOP_THE_LOOP)
-        _bounded(box.sb.reset, 30)
+        bounded(box.sb.reset, 30)
         return _still_works(box)
 
     return _attack(
@@ -274,14 +239,14 @@ def _close_during_cell() -> str | None:
         worker.start()
         time.sleep(1.0)
         t0 = time.monotonic()
-        _bounded(box.env.close, 30)
+        bounded(box.env.close, 30)
         if time.monotonic() - t0 > 15:
             return f"close() waited {time.monotonic() - t0:.0f} s for the running cell"
         worker.join(15)
         if worker.is_alive():
             return "the cell's thread is still blocked after close()"
         return f"processes left after close(): {box.live()}" if box.live() else None
-    except _Hung as e:
+    except Hung as e:
         return f"hang: {e}"
     finally:
         box.close()
@@ -291,7 +256,7 @@ def _reset_while_stuck(box: _Box) -> str | None:
     for stuck in (STOP_READING, STOP_THE_LOOP):
         box.py(stuck)
         time.sleep(0.6)
-        _bounded(box.sb.reset, 30)
+        bounded(box.sb.reset, 30)
         if problem := _still_works(box):
             return problem
     return None
@@ -465,7 +430,7 @@ print(written)
     used, quota = _disk_usage(box.sb.workdir) >> 20, getattr(box.sb.limits, "workspace_mb", 128)
     if used > quota + 1:
         return f"{used} MiB written to the workspace (quota {quota} MiB)"
-    _bounded(box.sb.reset, 30)
+    bounded(box.sb.reset, 30)
     return None if not os.listdir(box.sb.workdir) else "reset() left files"
 
 
@@ -524,7 +489,7 @@ os.fchdir(fd)
 n
 """
     box.py(code, 60)
-    _bounded(box.sb.reset, 60)
+    bounded(box.sb.reset, 60)
     if os.listdir(box.sb.workdir):
         return "reset() did not empty a deep directory tree"
     return _still_works(box)
@@ -657,7 +622,7 @@ except OSError as e:
         obs = b.py(code)
         leaked = "TOP-SECRET-A" in obs or "[" in obs
         return f"read another sandbox: {obs[:160]!r}" if leaked else None
-    except _Hung as e:
+    except Hung as e:
         return f"hang: {e}"
     finally:
         a.close()
@@ -715,7 +680,7 @@ print('found' if libc.syscall(nr, 10, ctypes.c_int(-4), b'user', b'agentic_rl_at
 def _keyring_survives_close(box: _Box) -> str | None:
     box.py(SYSCALLS)
     uid = box.sb.uid
-    _bounded(box.sb.close, 30)
+    bounded(box.sb.close, 30)
     if uid is None:
         return "no uid of its own: keys of the user cannot be told apart"
     check = subprocess.run([sys.executable, "-I", "-S", "-c", FIND_KEY, str(uid)],

@@ -21,48 +21,13 @@ from pathlib import Path
 import pytest
 
 from agentic_rl.envs.code_sandbox import CodeSandbox, SandboxLimits, _processes_of_uid
+from agentic_rl.envs.sandbox_system import kill_uid
+from scripts.attacks import Hung, bounded
 
 is_root = os.name == "posix" and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="needs root (a uid per sandbox, cgroups)")
 FAST = SandboxLimits(wall_s=5.0, cpu_s=3.0, memory_mb=512, max_processes=16)
 REPO = Path(__file__).resolve().parents[2]
-
-
-class Hung(AssertionError):
-    pass
-
-
-def bounded(fn, timeout_s: float, *args):
-    """fn(*args) on a helper thread; fails (instead of hanging) if it does not return."""
-    box: dict = {}
-
-    def target():
-        try:
-            box["value"] = fn(*args)
-        except BaseException as e:  # noqa: BLE001 - re-raised below
-            box["error"] = e
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        raise Hung(f"{getattr(fn, '__name__', fn)} did not return within {timeout_s} s")
-    if "error" in box:
-        raise box["error"]
-    return box.get("value")
-
-
-def kill_uid(uid: int | None) -> None:
-    for _ in range(100):
-        pids = _processes_of_uid(uid) if uid is not None else []
-        if not pids:
-            return
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except OSError:
-                pass
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -81,7 +46,8 @@ def make():
         try:
             bounded(sb.close, 30)
         except Hung:
-            kill_uid(sb.uid)
+            if sb.uid is not None:
+                kill_uid(sb.uid)
             bounded(sb.close, 30)
 
 
