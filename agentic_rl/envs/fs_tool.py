@@ -17,10 +17,13 @@ redirect an access; every directory must be on the root's file system (no mount 
 e.g. a bind-mounted /proc). The final name is `lstat`ed relative to its directory and
 must be a regular file before it is opened (FIFOs, sockets and devices are never
 opened, so nothing blocks or has open side effects); it is opened with `O_NOFOLLOW`,
-`O_NONBLOCK`, `O_NOCTTY` and `O_CLOEXEC` and re-checked on the opened inode: a regular
-file, on the root's file system, with exactly one hard link (a hard link names a file
-that may live outside the root) and the same inode as the `lstat`. Writes open without
-`O_TRUNC` and truncate only after these checks, so a refused write changes nothing.
+`O_NONBLOCK`, `O_NOCTTY` and `O_CLOEXEC` for reading and re-checked on the opened inode,
+before and after the read: a regular file, on the root's file system, with exactly one
+hard link (a hard link names a file that may live outside the root), still the inode the
+name resolves to. Writes never open an existing inode: they fill a new file created
+with `O_EXCL` and rename it over the name, so a name swapped for a hard link, FIFO or
+directory between a check and the write cannot redirect it, and a refused write changes
+nothing.
 
 Bounds: a read returns at most `max_read_chars` characters from at most
 `4 * max_read_chars + 4` bytes read (files of any size, sparse or not, cost the same);
@@ -37,9 +40,11 @@ on the Linux file systems this runs on.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import re
+import secrets
 import stat
 import threading
 import unicodedata
@@ -258,38 +263,96 @@ class ConfinedFiles:
                 "refused (another name may be outside the working directory)"
             )
 
-    def _open_file(self, path: str, flags: int, *, create_dirs: bool = False) -> int:
+    def _lstat_checked(self, name: str, dir_fd: int, parts: list[str]) -> os.stat_result | None:
+        """lstat of the final name (None if absent), refused unless a single-named regular
+        file: a FIFO, socket or device is never opened."""
+        try:
+            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            raise self._refusal(e, parts, dir_fd) from None
+        self._check_inode(st, "/".join(parts))
+        return st
+
+    @contextlib.contextmanager
+    def _opened(self, path: str):
+        """(fd, recheck) of an existing file for reading, both valid inside the block.
+
+        `recheck()` (call it after reading) lstats the name again and fstats the fd: the
+        name must still be the opened inode and it must still have one link. A single
+        check is not enough: a rename that drops the last extra link of an outside file
+        updates the link count before the name lookup sees the rename, so for an instant
+        a hard link to an outside file can look single-named; both checks must fall in
+        that instant for an outside file to pass."""
         parts = split_relative_path(path, self.limits)
         if not parts:
             raise PathRefused("a file name is required (got the root directory)")
-        where = "/".join(parts)
-        dir_fd = self._open_dir(parts[:-1], create=create_dirs)
+        where, name = "/".join(parts), parts[-1]
+        dir_fd = self._open_dir(parts[:-1])
         try:
+            before = self._lstat_checked(name, dir_fd, parts)
+            if before is None:
+                raise PathRefused(f"no such file: {where!r}")
             try:
-                before = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
-            except FileNotFoundError:
-                if not flags & os.O_CREAT:
-                    raise PathRefused(f"no such file: {where!r}") from None
-                before = None
+                fd = os.open(name, os.O_RDONLY | _FILE_FLAGS, dir_fd=dir_fd)
             except OSError as e:
                 raise self._refusal(e, parts, dir_fd) from None
-            if before is not None:
-                self._check_inode(before, where)  # never open a FIFO, socket or device
             try:
-                fd = os.open(parts[-1], flags | _FILE_FLAGS, 0o644, dir_fd=dir_fd)
-            except OSError as e:
-                raise self._refusal(e, parts, dir_fd) from None
+                ident = (before.st_dev, before.st_ino)
+
+                def recheck() -> None:
+                    st = os.fstat(fd)
+                    try:
+                        now = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    except OSError:
+                        now = None
+                    if (st.st_dev, st.st_ino) != ident or now is None or (
+                            now.st_dev, now.st_ino) != ident:
+                        raise PathRefused(f"{where!r} was replaced while it was being read")
+                    self._check_inode(st, where)
+                    self._check_inode(now, where)
+
+                recheck()
+                yield fd, recheck
+            finally:
+                os.close(fd)
         finally:
             os.close(dir_fd)
+
+    def _replace_file(self, path: str, data: bytes) -> None:
+        """Writes `data` as `path`: into a new inode created here (`O_EXCL`), then renamed
+        over the name. No existing inode is ever opened for writing, so no swap of the
+        name (a hard link to an outside file, a FIFO, a directory) between a check and the
+        write can make the write land anywhere else; a refused write changes nothing."""
+        parts = split_relative_path(path, self.limits)
+        if not parts:
+            raise PathRefused("a file name is required (got the root directory)")
+        name = parts[-1]
+        dir_fd = self._open_dir(parts[:-1], create=True)
         try:
-            st = os.fstat(fd)
-            self._check_inode(st, where)
-            if before is not None and (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-                raise PathRefused(f"{where!r} was replaced while it was being opened")
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
+            self._lstat_checked(name, dir_fd, parts)  # clear refusals for links, dirs, FIFOs
+            tmp = f".write-{secrets.token_hex(8)}.tmp"
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+                         dir_fd=dir_fd)
+            try:
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view) :]
+                finally:
+                    os.close(fd)
+                os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except OSError as e:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise self._refusal(e, parts, dir_fd) from None
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp, dir_fd=dir_fd)
+                raise
+        finally:
+            os.close(dir_fd)
 
     # -- operations ----------------------------------------------------------------------------
 
@@ -343,12 +406,10 @@ class ConfinedFiles:
         if not 0 <= offset < 1 << 62:
             raise PathRefused(f"offset must be between 0 and 2**62, got {offset}")
         offset = int(offset)
-        fd = self._open_file(path, os.O_RDONLY)
-        try:
+        with self._opened(path) as (fd, recheck):
             size = os.fstat(fd).st_size
             data = os.pread(fd, 4 * self.limits.max_read_chars + 4, offset)
-        finally:
-            os.close(fd)
+            recheck()
         if size == 0:
             return "(empty file)"
         if offset >= size:
@@ -379,21 +440,14 @@ class ConfinedFiles:
                 )
             if not self._exists(path) and self._count_files(lim.max_files) >= lim.max_files:
                 raise PathRefused(f"too many files (limit {lim.max_files})")
-            fd = self._open_file(path, os.O_WRONLY | os.O_CREAT, create_dirs=True)
-            try:
-                os.ftruncate(fd, 0)  # only now: the inode passed every check
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-            finally:
-                os.close(fd)
+            self._replace_file(path, data)
             self.bytes_written += len(data)
         return f"wrote {len(data)} bytes to {path}"
 
     def _exists(self, path: str) -> bool:
         try:
-            os.close(self._open_file(path, os.O_RDONLY))
-            return True
+            with self._opened(path):
+                return True
         except PathRefused:
             return False
 

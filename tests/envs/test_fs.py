@@ -190,6 +190,50 @@ def test_hardlinks_to_outside_files_are_neither_read_nor_overwritten(layout):
     assert files.read_file("own.txt") == "mine again"
 
 
+def test_writes_never_open_an_existing_inode(layout):
+    """A write fills a new inode and renames it over the name. Writing into the existing
+    inode after checking it lost a race in the attack run: a rename dropping the last
+    extra link of an outside file shows link count 1 while the name still resolves to it,
+    and the outside file was overwritten."""
+    root, outside = layout
+    files = ConfinedFiles(root)
+    files.write_file("x.txt", "first")
+    keep = os.open(root / "x.txt", os.O_RDONLY)  # the old inode, as a racing link would hold it
+    try:
+        old_ino = os.fstat(keep).st_ino
+        files.write_file("x.txt", "second")
+        assert os.stat(root / "x.txt").st_ino != old_ino
+        assert os.pread(keep, 100, 0) == b"first"  # the old inode was not written
+    finally:
+        os.close(keep)
+    assert files.read_file("x.txt") == "second"
+    assert sorted(p.name for p in root.iterdir()) == ["x.txt"]  # no temporary file left
+    # a write the rename refuses (the name became a directory) leaves nothing behind
+    (root / "d").mkdir()
+    with pytest.raises(PathRefused, match="directory"):
+        files.write_file("d", "x")
+    assert sorted(p.name for p in root.iterdir()) == ["d", "x.txt"]
+
+
+def test_a_name_swapped_during_a_read_is_refused(layout, monkeypatch):
+    """The read re-checks the name and the inode after reading: here the name is replaced
+    by a hard link to the outside file while the (open) file is being read."""
+    root, outside = layout
+    files = ConfinedFiles(root)
+    files.write_file("x.txt", "mine")
+    real_pread = os.pread
+
+    def swapping_pread(fd, n, offset):
+        data = real_pread(fd, n, offset)
+        os.link(outside / "secret.txt", root / "hl")
+        os.replace(root / "hl", root / "x.txt")
+        return data
+
+    monkeypatch.setattr(os, "pread", swapping_pread)
+    with pytest.raises(PathRefused, match="replaced"):
+        files.read_file("x.txt")
+
+
 def test_fifos_and_sockets_are_refused_without_blocking_for_writes_too(layout):
     import socket
 
