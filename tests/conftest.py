@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,23 @@ def hf_gguf_tokenizer():
 def _quiet_env():
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     yield
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Frees the compiled XLA programs of a test module when it ends.
+
+    Every live executable keeps its JIT-compiled code in memory mappings (a few per
+    kernel), and the kernel allows 65530 per process (vm.max_map_count). The whole suite
+    in one process compiles thousands of programs and reached that limit: LLVM's next
+    section allocation failed ("Cannot allocate memory") and aborted the process inside
+    the compilation-cache write. Programs a later module needs again load from the
+    persistent cache."""
+    yield
+    if "jax" in sys.modules:
+        from agentic_rl import compile_cache
+
+        compile_cache.release_compiled()
 
 
 @pytest.fixture(autouse=True, scope="session")
