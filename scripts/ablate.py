@@ -4,6 +4,7 @@
     python scripts/ablate.py --family all --seeds 0 1 2 --out runs/ablations \
         --figure-dir docs/figures/ablations
     python scripts/ablate.py --list
+    python scripts/ablate.py --family algo --seeds 0 --out /tmp/a --config.rollout.tasks_per_step=4
 
 Families and arms are defined in experiments/ablations.py (on top of
 experiments/tiny_learning.py). Every arm x seed is an ordinary trainer run in
@@ -11,7 +12,8 @@ experiments/tiny_learning.py). Every arm x seed is an ordinary trainer run in
 families runs once per seed, a finished run is not run again and an interrupted one
 resumes from its checkpoint. For each family the script writes `table.md`, `table.csv`,
 `results.json` (per run) and `curves.png`, in OUT for one family or in `OUT/<family>`
-for several.
+for several. `--config.a.b=VALUE` overrides apply to every arm, after the arm's own (the
+trainer's syntax).
 
 Columns: the final greedy eval success rate and eval mean return, the training mean
 return over the last 5 steps, steps until the eval success first reached 0.9 (over the
@@ -58,17 +60,6 @@ def resolve_families(names: Sequence[str], ablations) -> list[str]:
             ablations.get_family(n)  # raises with the valid names
             if n not in out:
                 out.append(n)
-    return out
-
-
-def parse_set(items: Sequence[str]) -> dict[str, str]:
-    """`KEY=VALUE` strings -> overrides (applied to every arm, after the arm's own)."""
-    out = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        out[key] = value
     return out
 
 
@@ -293,7 +284,7 @@ class _Parser(argparse.ArgumentParser):
 
 def check_plan(ablations, keys: Sequence[str], seeds: Sequence[int], runs_dir: Path,
                steps: int | None, extra: dict[str, str]) -> str | None:
-    """The first problem with the sweep that shows before anything runs (a bad --set, a
+    """The first problem with the sweep that shows before anything runs (a bad override, a
     run directory holding another config), or None."""
     from agentic_rl.train.config import ConfigError, check_env_kwarg_types, check_types
 
@@ -304,7 +295,7 @@ def check_plan(ablations, keys: Sequence[str], seeds: Sequence[int], runs_dir: P
                 check_types(cfg, where=f"arm {key}")
                 check_env_kwarg_types(cfg)
             except ConfigError as e:
-                return f"--set: arm {key}: {e}"
+                return f"--config overrides: arm {key}: {e}"
             workdir = runs_dir / key / f"seed_{seed}"
             if workdir.exists() and not workdir.is_dir():
                 return f"--runs-dir: {workdir} is a file, not a run directory"
@@ -342,8 +333,6 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, help="where tables and plots go")
     ap.add_argument("--runs-dir", type=Path, help="run workdirs (default OUT/runs)")
     ap.add_argument("--steps", type=int, help="override train.max_steps of every arm")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides for every arm, e.g. rollout.tasks_per_step=4")
     ap.add_argument("--figure-dir", type=Path, help="also save each plot as DIR/<family>.png")
     ap.add_argument("--list", action="store_true", help="print the families and arms")
     return ap
@@ -361,7 +350,15 @@ def list_families(ablations) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from agentic_rl.train.config import split_overrides
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:  # --config.a.b=VALUE: overrides for every arm, after the arm's own
+        rest, extra = split_overrides(argv)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args = build_parser().parse_args(rest)
     ablations = load_ablations()
     if args.list:
         print(list_families(ablations))
@@ -371,7 +368,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         names = resolve_families(args.family, ablations)
-        extra = parse_set(args.set)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -400,6 +396,9 @@ def main(argv: list[str] | None = None) -> int:
         for key in keys:
             err = run_arm(ablations, key, seed, runs_dir / key / f"seed_{seed}", args.steps,
                           extra)
+            # each run's compiled programs would otherwise stay mapped until the process
+            # runs out of memory mappings (vm.max_map_count) on a long sweep
+            compile_cache.release_compiled()
             if err:
                 errors[f"{key} seed {seed}"] = err
     curves = {k: [read_jsonl(runs_dir / k / f"seed_{s}" / "metrics.jsonl") for s in args.seeds]

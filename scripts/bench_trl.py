@@ -138,10 +138,9 @@ def build_ours(args, tasks):
     c.checkpoint.export_final = False
     c.log.tensorboard = False
     c.log.progress = False
-    for key, value in args.ours_config:
-        from agentic_rl.train.config import apply_overrides
+    from agentic_rl.train.config import apply_overrides
 
-        apply_overrides(c, {key: value})
+    apply_overrides(c, args.config_overrides)  # --config.a.b=VALUE, the trainer's syntax
     suite = EnvSuite("bench_single_turn", SingleTurnMathEnv,
                      TaskSet({"train": tasks, "eval": tasks[:4]}))
     workdir = tempfile.mkdtemp(prefix="bench_trl_ours_")
@@ -189,7 +188,7 @@ def ours_step(trainer, calls: list[tuple[int, float]]) -> dict[str, Any]:
     t0 = time.perf_counter()
     m = trainer.train_step()
     dt = time.perf_counter() - t0
-    arrays = trainer._last_batch["arrays"]
+    b = trainer.last_batch
     mine = calls[n0:]
     return {
         "compile_s": _COMPILE_S[0] - c0,
@@ -199,11 +198,11 @@ def ours_step(trainer, calls: list[tuple[int, float]]) -> dict[str, Any]:
         "rollout_s": m["time/rollout_s"],
         "update_s": m["time/update_s"],
         "generated_tokens": int(trainer.sampler.stats["generated_tokens"] - gen0),
-        "rows": int(arrays["tokens"].shape[0]),
-        "T": int(arrays["tokens"].shape[1]),
-        "nonpad_tokens": int(arrays["attention_mask"].sum()),
-        "completion_tokens": int(arrays["loss_mask"].sum()),
-        "reward_mean": float(np.asarray(arrays["turn_rewards"]).sum(axis=1).mean()),
+        "rows": int(b.tokens.shape[0]),
+        "T": int(b.tokens.shape[1]),
+        "nonpad_tokens": int(b.attention_mask.sum()),
+        "completion_tokens": int(b.loss_mask.sum()),
+        "reward_mean": float(np.asarray(b.turn_rewards).sum(axis=1).mean()),
         "skipped": m.get("train/skipped", 0.0),
         # rows' common prefix, computed once per micro-batch by the update (0 = off)
         "prefix_len": int(m.get("perf/shared_prefix_len", 0)),
@@ -215,10 +214,11 @@ def profile_ours(trainer, repeats: int) -> dict[str, float]:
     import jax
     import optax
 
+    from agentic_rl.train.learner import score_and_advantages
     from agentic_rl.train.step import loss_sums, score
 
     out: dict[str, float] = {}
-    arrays = trainer._last_batch["arrays"]
+    host_batch = trainer.last_batch
     block = jax.block_until_ready
 
     # Rollout pieces: prefill all prompts, then decode the turn (same settings as a step).
@@ -274,11 +274,13 @@ def profile_ours(trainer, repeats: int) -> dict[str, float]:
 
     # Update pieces, on one micro-batch (the update runs rows / micro of them, then AdamW).
     state = trainer.state
-    batch = trainer.prepare_batch(arrays)
-    block(batch)
-    out["prepare_batch_s"] = _median_time(lambda: block(trainer.prepare_batch(arrays)), repeats)
+    hp = trainer.last_learner_config
+    prepare = jax.jit(score_and_advantages)
+    batch = block(prepare(state, host_batch, hp))
+    out["prepare_batch_s"] = _median_time(lambda: block(prepare(state, host_batch, hp)), repeats)
     rows_total = batch.tokens.shape[0]
-    micro = trainer.hp.micro_batch_size or rows_total
+    step_hp = hp.step
+    micro = step_hp.micro_batch_size or rows_total
     out["micro_batches"] = float(rows_total // micro)
     mb = jax.tree.map(lambda x: x[:micro], batch)
 
@@ -288,10 +290,10 @@ def profile_ours(trainer, repeats: int) -> dict[str, float]:
     out["micro_forward_s"] = _median_time(fwd, repeats)
 
     grad_fn = jax.jit(jax.value_and_grad(loss_sums, has_aux=True))
-    g = lambda: block(grad_fn(state.params, state, mb, trainer.hp))
+    g = lambda: block(grad_fn(state.params, state, mb, step_hp))
     g()
     out["micro_forward_backward_s"] = _median_time(g, repeats)
-    (_, _), grads = grad_fn(state.params, state, mb, trainer.hp)
+    (_, _), grads = grad_fn(state.params, state, mb, step_hp)
 
     @jax.jit
     def opt(grads, opt_state, params):
@@ -302,12 +304,12 @@ def profile_ours(trainer, repeats: int) -> dict[str, float]:
     o()
     out["optimizer_s"] = _median_time(o, repeats)
 
-    def full():
-        trainer.state, m = trainer.train_fn(trainer.state, batch, trainer.hp)
+    def full():  # the whole learner step: scoring, advantages and the update
+        trainer.state, m = trainer.learner_fn(trainer.state, host_batch, hp)
         block(m)
 
     full()
-    out["train_fn_s"] = _median_time(full, repeats)
+    out["learner_step_s"] = _median_time(full, repeats)
     return out
 
 
@@ -476,10 +478,16 @@ def main(argv=None):
                     help="also time our step's pieces (prefill, decode, fwd, fwd+bwd, optimizer)")
     ap.add_argument("--profile-repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
-    ap.add_argument("--ours-config", nargs=2, action="append", default=[],
-                    metavar=("KEY", "VALUE"), help="override a key of our trainer config")
     ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args(argv)
+    from agentic_rl.train.config import split_overrides
+
+    # --config.a.b=VALUE overrides our trainer config (after the settings above)
+    try:
+        rest, overrides = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        ap.error(str(e))
+    args = ap.parse_args(rest)
+    args.config_overrides = overrides
     if args.model == "tiny" and not args.ours_only:
         ap.error("--model tiny needs --ours-only (TRL cannot load the tiny random model)")
 

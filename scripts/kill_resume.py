@@ -1,10 +1,10 @@
 """Kill -9 / resume cycles of the tiny learner must end exactly where an uninterrupted run does.
 
     python scripts/kill_resume.py                       # 10 cycles, short tiny_learning run
-    python scripts/kill_resume.py --cycles 3 --set rollout.tasks_per_step=4 --out runs/kr
+    python scripts/kill_resume.py --cycles 3 --config.rollout.tasks_per_step=4 --out runs/kr
 
 1. Runs `python -m agentic_rl.train` on experiments/tiny_learning.py (a short variant: see
-   SHORT; `--set KEY=VALUE` adds overrides) uninterrupted into OUT/full, timing it.
+   SHORT; `--config.KEY=VALUE` adds overrides) uninterrupted into OUT/full, timing it.
 2. Runs the same command into OUT/killed `--cycles` times, each time sending SIGKILL to
    the process group: every third cycle while a checkpoint is being saved (as soon as an
    orbax temporary directory, or a step directory without its manifest, shows up), the
@@ -207,19 +207,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cycles", type=int, default=10, help="kill -9 / resume cycles")
     ap.add_argument("--seed", type=int, default=0, help="seeds the kill times")
     ap.add_argument("--variant", default="grpo", help="tiny_learning.py variant")
-    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="extra config overrides (after SHORT)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "kill_resume",
                     help="work directory (wiped first)")
-    args = ap.parse_args(argv)
+    from agentic_rl.train.config import split_overrides
+
+    try:  # --config.a.b=VALUE: extra overrides, after SHORT
+        rest, extra = split_overrides(list(sys.argv[1:] if argv is None else argv))
+    except ValueError as e:
+        ap.error(str(e))
+    args = ap.parse_args(rest)
     if args.cycles < 0:
         ap.error("--cycles must be >= 0")
-    overrides = dict(SHORT)
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            ap.error(f"--set expects KEY=VALUE, got {item!r}")
-        overrides[key] = value
+    overrides = {**SHORT, **extra}
     max_steps = int(overrides["train.max_steps"])
     shutil.rmtree(args.out, ignore_errors=True)
     args.out.mkdir(parents=True)

@@ -34,7 +34,7 @@ from agentic_rl.envs.guess_number import GuessNumberEnv, extract_guess, generate
 from agentic_rl.envs.math_env import MathToolEnv, default_math_reward
 from agentic_rl.envs.mcp_tools import HttpServer, McpToolset, StdioServer, stdio_server
 from agentic_rl.envs.mixed_env import generate_mixed_tasks, make_mixed_env_factory
-from agentic_rl.envs.registry import ENVS, EnvRegistry, EnvSuite, make_env_suite
+from agentic_rl.envs.registry import ENVS, EnvSuite, make_env_suite
 from agentic_rl.envs.rewards import (
     CompositeReward,
     RewardFn,
@@ -92,7 +92,6 @@ __all__ = [
     "ConfinedFiles",
     "Document",
     "Env",
-    "EnvRegistry",
     "EnvSuite",
     "FsLimits",
     "GuessNumberEnv",

@@ -8,7 +8,7 @@ instances (one per concurrent episode), the task splits, and the discount `gamma
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -35,6 +35,7 @@ from agentic_rl.envs.tasks import (
     load_gsm8k_jsonl,
     resolve_gsm8k_dir,
 )
+from agentic_rl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -54,45 +55,8 @@ class EnvSuite:
 SuiteFactory = Callable[..., EnvSuite]
 
 
-class EnvRegistry:
-    """name -> suite factory (keyword arguments = the environment's config)."""
-
-    def __init__(self):
-        self._factories: dict[str, SuiteFactory] = {}
-
-    def register(self, name: str) -> Callable[[SuiteFactory], SuiteFactory]:
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"environment name must be a non-empty string, got {name!r}")
-
-        def decorator(factory: SuiteFactory) -> SuiteFactory:
-            if name in self._factories:
-                raise ValueError(f"environment {name!r} is already registered")
-            self._factories[name] = factory
-            return factory
-
-        return decorator
-
-    def get(self, name: str) -> SuiteFactory:
-        if name not in self._factories:
-            raise ValueError(f"unknown environment {name!r}; valid names: {', '.join(self)}")
-        return self._factories[name]
-
-    __getitem__ = get
-
-    def names(self) -> tuple[str, ...]:
-        return tuple(sorted(self._factories))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._factories
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def __len__(self) -> int:
-        return len(self._factories)
-
-
-ENVS = EnvRegistry()
+# name -> suite factory (keyword arguments = the environment's config)
+ENVS = Registry("environment")
 
 
 def make_env_suite(name: str, config: Mapping[str, Any] | None = None, **kwargs: Any) -> EnvSuite:

@@ -9,8 +9,13 @@ a notebook on synthetic data. Variants are selected by name through registries:
     KL_ESTIMATORS   k1 / k2 / k3           (LossConfig.kl_estimator)
     AGGREGATIONS    loss aggregation modes (LossConfig.aggregation)
     OFF_POLICY      off-policy corrections (LossConfig.off_policy): none, tis, mis, decoupled
+
+Losses return per-token terms; the caller aggregates once (`aggregate`). Registry
+metadata says what a variant needs: `ADVANTAGES.meta(name)["needs_values"]`,
+`POLICY_LOSSES.meta(name)["reads"]` / `["aggregation"]`.
 """
 
+from agentic_rl.registry import Registry
 from agentic_rl.rl.advantages import (
     ADVANTAGES,
     AdvantageConfig,
@@ -41,8 +46,8 @@ from agentic_rl.rl.dpo import (
 from agentic_rl.rl.losses import (
     AGGREGATIONS,
     KL_ESTIMATORS,
+    LOSS_INPUTS,
     OFF_POLICY,
-    POLICY_LOSS_AGGREGATION,
     POLICY_LOSSES,
     LossConfig,
     aggregate,
@@ -58,17 +63,17 @@ from agentic_rl.rl.losses import (
     logprobs_from_logits,
     masked_mean,
     off_policy_weights,
+    policy_loss_terms,
     safe_div,
     value_loss,
 )
-from agentic_rl.rl.registry import Registry
 
 __all__ = [
     "ADVANTAGES",
     "AGGREGATIONS",
     "KL_ESTIMATORS",
+    "LOSS_INPUTS",
     "OFF_POLICY",
-    "POLICY_LOSS_AGGREGATION",
     "POLICY_LOSSES",
     "AdvantageConfig",
     "DPOConfig",
@@ -104,6 +109,7 @@ __all__ = [
     "masked_mean",
     "off_policy_weights",
     "place_turn_values",
+    "policy_loss_terms",
     "present_turns",
     "safe_div",
     "sequence_logprobs",

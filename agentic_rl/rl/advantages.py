@@ -47,11 +47,12 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from agentic_rl.rl.registry import Registry
+from agentic_rl.registry import Registry
 
 Array = jax.Array
 
-ADVANTAGES = Registry("advantage estimator")
+# needs_values: the estimator reads the critic's values (the trainer then trains one).
+ADVANTAGES = Registry("advantage estimator", defaults={"needs_values": False})
 
 LEVELS = ("outcome", "turn")
 WEIGHTINGS = ("token", "rollout")
@@ -360,7 +361,7 @@ def _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards) -> Array:
 # ----------------------------------------------------------------------------- critic-based
 
 
-@ADVANTAGES.register("gae")
+@ADVANTAGES.register("gae", needs_values=True)
 def gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
     token_rewards=None, bootstrap=None,
@@ -396,7 +397,7 @@ def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token
     return a_turn, v_turn
 
 
-@ADVANTAGES.register("turn_gae")
+@ADVANTAGES.register("turn_gae", needs_values=True)
 def turn_gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
     token_rewards=None, bootstrap=None,
@@ -426,7 +427,7 @@ def turn_gae(
     return adv, ret
 
 
-@ADVANTAGES.register("bilevel_gae")
+@ADVANTAGES.register("bilevel_gae", needs_values=True)
 def bilevel_gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
     token_rewards=None, bootstrap=None,

@@ -1,25 +1,30 @@
 """Policy, value, KL and entropy losses on token arrays, and their aggregation.
 
-Every loss here returns ``(loss_sum, denominator, metrics)`` rather than a mean.
-The loss of a batch is ``loss_sum / denominator``; summing both over micro-batches
-before dividing makes gradient accumulation exact (a mean of micro-batch means is
-not the batch mean when micro-batches hold different numbers of tokens).
-``finalize(loss_sum, denominator)`` does the safe division. Metrics are means over
-the micro-batch's action tokens (ratios, clip fractions, ...), for logging.
+Every loss here returns per-token terms, ``(per_token [B, T], metrics)``, and the caller
+aggregates once: the update step sums its weighted terms (policy, KL, value, entropy)
+per token and aggregates that total with ``LossConfig.aggregation``, whose denominator
+is computed over the whole minibatch first. ``aggregate(per_token, mask, cfg)`` gives
+``(loss_sum, denominator)``; summing both over micro-batches before dividing makes
+gradient accumulation exact (a mean of micro-batch means is not the batch mean when
+micro-batches hold different numbers of tokens). ``finalize(loss_sum, denominator)`` does
+the safe division. Metrics are means over the micro-batch's action tokens (ratios, clip
+fractions, ...), for logging.
 
 All policy losses share one signature::
 
-    fn(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-       token_weights=None) -> (loss_sum, denominator, metrics)
+    fn(logprobs, old_logprobs, advantages, mask, cfg, **inputs) -> (per_token, metrics)
 
-with float [B, T] ``logprobs`` (current policy, differentiated), ``sample_logprobs``
-(the policy the ratio is taken against: the sampler's, or the proximal/pre-update
-policy recomputed by the trainer), ``advantages`` and bool ``mask`` (the loss_mask),
-and a ``LossConfig``. ``turn_index`` is only read by losses with per-turn structure
-(GSPO at ``gspo_level="turn"``). ``token_weights`` (stop-gradient, [B, T]) multiply the
-per-token loss before aggregation; the off-policy corrections pass them, so a loss
-that omits the keyword still runs on-policy. Register a new one with
-``@POLICY_LOSSES.register("name")``; ``LossConfig(policy_loss="name")`` selects it.
+with float [B, T] ``logprobs`` (current policy, differentiated), ``old_logprobs`` (the
+policy the ratio is taken against: the proximal/pre-update policy recomputed by the
+trainer, or the sampler's), ``advantages`` and bool ``mask`` (the loss_mask), and a
+``LossConfig``; ``per_token`` is 0 off the mask. A loss that needs more declares it at
+registration, ``@POLICY_LOSSES.register("name", reads=("ref_logprobs",))``, and gets
+those keywords, all [B, T]: ``turn_index``, ``ref_logprobs`` (the trainer then scores the
+reference even without a KL term), ``entropy`` (the forward then computes entropies),
+``values`` (the trainer then trains a critic), ``behaviour_logprobs``. Registration may
+also pin the one aggregation the objective is defined with (``aggregation="..."``).
+``LossConfig(policy_loss="name")`` selects it. Off-policy weights multiply the per-token
+loss outside the loss function, so every loss, built-in or new, can be corrected.
 
 Three log-probs per sampled token (DESIGN.md), once rollouts can be off-policy (async
 workers, external inference engines): behaviour pi_b (what the sampler used, stored in
@@ -34,34 +39,29 @@ pi. The policy losses clip pi / pi_prox; an off-policy correction (``OFF_POLICY`
     decoupled  rho_t                                decoupled PPO (Hilton et al., 2021)
 
 With synchronous on-policy sampling pi_b = pi_prox, every weight is exactly 1 and each
-corrected loss is the plain one, bit for bit. ``compute_policy_loss(...,
+corrected loss is the plain one, bit for bit. ``policy_loss_terms(...,
 behaviour_logprobs=...)`` applies the correction and adds its ``behav_*`` metrics.
 """
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
-from agentic_rl.rl.registry import Registry
+from agentic_rl.registry import Registry
 
 Array = jax.Array
 
-POLICY_LOSSES = Registry("policy loss")
+# reads: the optional inputs a loss takes (LOSS_INPUTS); aggregation: the only
+# aggregation its objective is defined with (None: any).
+POLICY_LOSSES = Registry("policy loss", defaults={"reads": (), "aggregation": None})
+LOSS_INPUTS = ("turn_index", "ref_logprobs", "entropy", "values", "behaviour_logprobs")
 AGGREGATIONS = Registry("loss aggregation")
 KL_ESTIMATORS = Registry("KL estimator")
 OFF_POLICY = Registry("off-policy correction")
-
-# Policy losses that are only themselves with one aggregation: the loss refuses any other,
-# and the trainer's config validation names the one to set.
-POLICY_LOSS_AGGREGATION = {
-    # GSPO's objective is a mean over sequences of the sequence-ratio surrogate.
-    "gspo": "seq_mean_token_mean",
-}
 
 # exp() of a log-ratio beyond this overflows float32 or is meaningless anyway.
 MAX_LOG_RATIO = 20.0
@@ -229,13 +229,9 @@ def aggregate(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Ar
     return AGGREGATIONS.get(cfg.aggregation)(per_token, mask, cfg)
 
 
-def _finish(per_token: Array, mask: Array, cfg: LossConfig, metrics: dict[str, Array],
-            token_weights: Array | None = None):
-    if token_weights is not None:  # off-policy correction: a constant per-token weight
-        per_token = per_token * jax.lax.stop_gradient(token_weights)
-    loss_sum, denom = aggregate(per_token, mask, cfg)
-    metrics = {"loss": finalize(loss_sum, denom), **metrics}
-    return loss_sum, denom, metrics
+def _terms(per_token: Array, mask: Array, metrics: dict[str, Array]):
+    """(per-token loss, 0 off the mask, metrics): what every loss returns."""
+    return jnp.where(mask, per_token, 0.0), metrics
 
 
 # ----------------------------------------------------------------------------- policy losses
@@ -253,44 +249,41 @@ def clipped_surrogate(ratio: Array, advantages: Array, low: Array, high: Array):
     return -jnp.minimum(unclipped, clipped), clipped < unclipped
 
 
-def _ppo_like(logprobs, sample_logprobs, advantages, mask, cfg, low, high):
-    lr = log_ratio(logprobs, sample_logprobs, mask)
+def _ppo_like(logprobs, old_logprobs, advantages, mask, cfg, low, high):
+    lr = log_ratio(logprobs, old_logprobs, mask)
     loss, is_clipped = clipped_surrogate(jnp.exp(lr), advantages, low, high)
     metrics = {"clip_frac": masked_mean(is_clipped, mask), **_ratio_metrics(lr, mask)}
     return loss, metrics, lr
 
 
 @POLICY_LOSSES.register("ppo")
-def ppo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def ppo(logprobs, old_logprobs, advantages, mask, cfg):
     """PPO clip (Schulman et al., 2017) with a symmetric range 1 +- cfg.clip_eps."""
     loss, metrics, _ = _ppo_like(
-        logprobs, sample_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
+        logprobs, old_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
     )
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("asym_clip")
-def asym_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def asym_clip(logprobs, old_logprobs, advantages, mask, cfg):
     """PPO clip with range [1 - clip_eps_low, 1 + clip_eps_high] (DAPO clip-higher, Yu et
     al., 2025). A wider upper bound lets low-probability tokens with positive
     advantage grow faster, which counters entropy collapse."""
     loss, metrics, _ = _ppo_like(
         logprobs,
-        sample_logprobs,
+        old_logprobs,
         advantages,
         mask,
         cfg,
         1 - cfg.clip_eps_low,
         1 + cfg.clip_eps_high,
     )
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("dual_clip")
-def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def dual_clip(logprobs, old_logprobs, advantages, mask, cfg):
     """Dual-clip PPO (Ye et al., 2020): for A < 0 the loss is also capped at -c * A.
 
     With a negative advantage PPO's min() keeps the unclipped r * A, which is
@@ -298,13 +291,13 @@ def dual_clip(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=No
     batch. The cap bounds it (and zeroes its gradient) beyond r = c.
     """
     loss, metrics, _ = _ppo_like(
-        logprobs, sample_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
+        logprobs, old_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
     )
     capped = jnp.minimum(loss, -cfg.dual_clip_c * advantages)
     is_dual = (advantages < 0) & (capped < loss)
     loss = jnp.where(advantages < 0, capped, loss)
     metrics = {**metrics, "dual_clip_frac": masked_mean(is_dual, mask)}
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
@@ -322,9 +315,8 @@ def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
     return safe_div(total, count)[seg].reshape(num_rows, seq_len)
 
 
-@POLICY_LOSSES.register("gspo")
-def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+@POLICY_LOSSES.register("gspo", reads=("turn_index",), aggregation="seq_mean_token_mean")
+def gspo(logprobs, old_logprobs, advantages, mask, cfg, *, turn_index=None):
     """GSPO (Zheng et al., 2025): clip a sequence-level ratio instead of token ratios.
 
     s = exp(mean over the sequence's action tokens of log(pi / pi_sample)), the
@@ -334,7 +326,7 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
     s_t = sg(s) * pi_t / sg(pi_t), whose value is s and whose gradient is
     s * grad log pi_t, so advantages may vary per token; with constant advantages
     per sequence and ``seq_mean_token_mean`` aggregation it is exactly GSPO, and
-    that is the only aggregation it accepts (``POLICY_LOSS_AGGREGATION``): under a
+    that is the only aggregation it accepts (its registry ``aggregation``): under a
     token mean long sequences would weigh more, which is not the GSPO objective.
     Token ratios are noisy and their variance grows with length; the sequence
     ratio matches the sequence-level reward, hence the much smaller clip range
@@ -349,7 +341,7 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
     else:
         raise ValueError(f"unknown gspo_level {cfg.gspo_level!r}; valid names: sequence, turn")
     _check_aggregation("gspo", cfg)
-    lr = log_ratio(logprobs, sample_logprobs, mask)
+    lr = log_ratio(logprobs, old_logprobs, mask)
     seq_lr = segment_mean_log_ratio(lr, mask, segments)
     lp = jnp.where(mask, logprobs, 0.0)
     s = jnp.exp(jax.lax.stop_gradient(seq_lr) + lp - jax.lax.stop_gradient(lp))
@@ -359,7 +351,7 @@ def gspo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
         "seq_ratio_mean": masked_mean(jnp.exp(seq_lr), mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 def _weighted_pg(logprobs, weight, advantages, mask):
@@ -369,8 +361,7 @@ def _weighted_pg(logprobs, weight, advantages, mask):
 
 
 @POLICY_LOSSES.register("cispo")
-def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def cispo(logprobs, old_logprobs, advantages, mask, cfg):
     """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update.
 
     loss = -sg(clip(r, 1 - cispo_eps_low, 1 + cispo_eps_high)) * A * log pi.
@@ -379,7 +370,7 @@ def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
     the first update; here every token keeps a gradient, with a bounded weight.
     Defaults: no lower bound (eps_low = 1), weight at most 2.
     """
-    lr = log_ratio(logprobs, sample_logprobs, mask)
+    lr = log_ratio(logprobs, old_logprobs, mask)
     ratio = jnp.exp(lr)
     w = jnp.clip(ratio, 1 - cfg.cispo_eps_low, 1 + cfg.cispo_eps_high)
     loss = _weighted_pg(logprobs, w, advantages, mask)
@@ -388,19 +379,18 @@ def cispo(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
         "is_weight_mean": masked_mean(w, mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("truncated_is")
-def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def truncated_is(logprobs, old_logprobs, advantages, mask, cfg):
     """Truncated importance sampling policy gradient: -sg(min(r, tis_cap)) * A * log pi.
 
     Corrects for the sampler being a different policy (stale weights, or an
     inference engine whose numerics differ from the trainer's) with a weight
     truncated from above, trading a little bias for bounded variance.
     """
-    lr = log_ratio(logprobs, sample_logprobs, mask)
+    lr = log_ratio(logprobs, old_logprobs, mask)
     ratio = jnp.exp(lr)
     w = jnp.minimum(ratio, cfg.tis_cap)
     loss = _weighted_pg(logprobs, w, advantages, mask)
@@ -409,32 +399,45 @@ def truncated_is(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index
         "is_weight_mean": masked_mean(w, mask),
         **_ratio_metrics(lr, mask),
     }
-    return _finish(loss, mask, cfg, metrics, token_weights)
+    return _terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("pg")
-def pg(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-        token_weights=None):
+def pg(logprobs, old_logprobs, advantages, mask, cfg):
     """Plain policy gradient (REINFORCE): -A * log pi, no importance correction.
 
     Correct for on-policy data; for data from another policy use a ratio-based loss.
     Its gradient equals PPO's at ratio 1.
     """
-    lr = log_ratio(logprobs, sample_logprobs, mask)
+    lr = log_ratio(logprobs, old_logprobs, mask)
     loss = -advantages * jnp.where(mask, logprobs, 0.0)
-    return _finish(loss, mask, cfg, _ratio_metrics(lr, mask), token_weights)
+    return _terms(loss, mask, _ratio_metrics(lr, mask))
 
 
-def compute_policy_loss(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None,
-                        behaviour_logprobs=None):
-    """Runs the policy loss named by ``cfg.policy_loss``, corrected by ``cfg.off_policy``.
+def policy_loss_terms(logprobs, old_logprobs, advantages, mask, cfg, *,
+                      behaviour_logprobs=None, **inputs):
+    """The per-token policy loss named by ``cfg.policy_loss``, corrected by ``cfg.off_policy``:
+    ``(per_token [B, T], metrics)``.
 
-    ``sample_logprobs`` are the proximal/old policy's (the ratio's denominator; the
+    ``old_logprobs`` are the proximal/old policy's (the ratio's denominator; the
     sampler's own when nothing was recomputed). ``behaviour_logprobs`` [B, T], the
     sampler's, are needed by every correction but "none"; given with "none" they only
     add the ``behav_*`` metrics of pi_prox / pi_behaviour (the loss is untouched).
+    ``inputs``: the optional inputs (``LOSS_INPUTS``); the loss gets those its registry
+    entry ``reads``, and one it reads but that is missing is an error naming it.
     """
     fn = POLICY_LOSSES.get(cfg.policy_loss)
+    reads = POLICY_LOSSES.meta(cfg.policy_loss)["reads"]
+    given = {**inputs, "behaviour_logprobs": behaviour_logprobs}
+    unknown = sorted(set(inputs) - set(LOSS_INPUTS))
+    if unknown:
+        raise ValueError(f"unknown loss inputs {unknown}; valid: {', '.join(LOSS_INPUTS)}")
+    kwargs = {}
+    for name in reads:
+        if given.get(name) is None and not (name == "turn_index" and cfg.gspo_level != "turn"):
+            raise ValueError(f"policy loss {cfg.policy_loss!r} reads {name!r}, which was not given")
+        kwargs[name] = given.get(name)
+    per_token, metrics = fn(logprobs, old_logprobs, advantages, mask, cfg, **kwargs)
     if behaviour_logprobs is None:
         if cfg.off_policy != "none":
             OFF_POLICY.get(cfg.off_policy)  # an unknown name fails with the valid ones
@@ -442,24 +445,26 @@ def compute_policy_loss(logprobs, sample_logprobs, advantages, mask, cfg, *, tur
                 f"off_policy={cfg.off_policy!r} needs behaviour_logprobs (the sampler's "
                 "log-probs) besides the proximal ones"
             )
-        return fn(logprobs, sample_logprobs, advantages, mask, cfg, turn_index=turn_index)
-    weights, is_metrics = off_policy_weights(sample_logprobs, behaviour_logprobs, mask, cfg)
-    kwargs = {}
-    if cfg.off_policy != "none":
-        if "token_weights" not in inspect.signature(fn).parameters:
-            raise ValueError(
-                f"policy loss {cfg.policy_loss!r} takes no token_weights keyword, so it cannot "
-                f"be combined with off_policy={cfg.off_policy!r}; accept token_weights=None "
-                "and multiply the per-token loss by it before aggregating"
-            )
-        kwargs["token_weights"] = weights
-    loss_sum, denom, metrics = fn(logprobs, sample_logprobs, advantages, mask, cfg,
-                                  turn_index=turn_index, **kwargs)
-    return loss_sum, denom, {**metrics, **is_metrics}
+        return per_token, metrics
+    weights, is_metrics = off_policy_weights(old_logprobs, behaviour_logprobs, mask, cfg)
+    if cfg.off_policy != "none":  # a constant per-token weight (no gradient through it)
+        per_token = per_token * jax.lax.stop_gradient(weights)
+    return per_token, {**metrics, **is_metrics}
+
+
+def compute_policy_loss(logprobs, old_logprobs, advantages, mask, cfg, *,
+                        behaviour_logprobs=None, **inputs):
+    """``policy_loss_terms`` aggregated with ``cfg.aggregation``: ``(loss_sum,
+    denominator, metrics)``, metrics with ``loss`` = loss_sum / denominator. For a loss
+    on its own (notebooks, tests); the update step aggregates all its terms at once."""
+    per_token, metrics = policy_loss_terms(logprobs, old_logprobs, advantages, mask, cfg,
+                                           behaviour_logprobs=behaviour_logprobs, **inputs)
+    loss_sum, denom = aggregate(per_token, mask, cfg)
+    return loss_sum, denom, {"loss": finalize(loss_sum, denom), **metrics}
 
 
 def _check_aggregation(name: str, cfg: LossConfig) -> None:
-    want = POLICY_LOSS_AGGREGATION[name]
+    want = POLICY_LOSSES.meta(name)["aggregation"]
     if cfg.aggregation != want:
         raise ValueError(
             f"policy loss {name!r} needs aggregation={want!r}, got {cfg.aggregation!r}: "
@@ -582,13 +587,12 @@ def kl_per_token(logprobs: Array, ref_logprobs: Array, mask: Array, estimator: s
 
 
 def kl_loss(logprobs, ref_logprobs, mask, cfg: LossConfig):
-    """KL to a reference policy as a loss term (GRPO style): (sum, denominator, metrics).
+    """KL to a reference policy as a loss term (GRPO style): (per_token, metrics).
 
-    Uses cfg.kl_estimator and cfg.aggregation; multiply by the KL coefficient
-    after ``finalize``.
+    Uses cfg.kl_estimator; the caller weights it by the KL coefficient and aggregates.
     """
     kl = kl_per_token(logprobs, ref_logprobs, mask, cfg.kl_estimator)
-    return _finish(kl, mask, cfg, {"kl": masked_mean(kl, mask)})
+    return _terms(kl, mask, {"kl": masked_mean(kl, mask)})
 
 
 def kl_penalty_rewards(logprobs, ref_logprobs, mask, coef, estimator: str = "k1") -> Array:
@@ -609,7 +613,7 @@ def value_loss(values, old_values, returns, mask, cfg: LossConfig):
     V_clip = V_old + clip(V - V_old, -value_clip_eps, value_clip_eps).
 
     Taking the max keeps the critic from moving far from the values the
-    advantages were computed with in one update. Returns (sum, denominator, metrics).
+    advantages were computed with in one update. Returns (per_token, metrics).
     """
     delta = jnp.clip(values - old_values, -cfg.value_clip_eps, cfg.value_clip_eps)
     unclipped = jnp.square(values - returns)
@@ -620,12 +624,12 @@ def value_loss(values, old_values, returns, mask, cfg: LossConfig):
         "value_mean": masked_mean(values, mask),
         "return_mean": masked_mean(returns, mask),
     }
-    return _finish(jnp.where(mask, loss, 0.0), mask, cfg, metrics)
+    return _terms(loss, mask, metrics)
 
 
 def entropy_loss(entropy, mask, cfg: LossConfig):
-    """Entropy bonus as a loss term, -H per token, so a positive coefficient times
-    ``finalize(...)`` added to the loss raises entropy. ``entropy`` is per token
-    [B, T] (``entropy_from_logits``). Returns (sum, denominator, metrics)."""
+    """Entropy bonus as a loss term, -H per token, so a positive coefficient times it
+    added to the loss raises entropy. ``entropy`` is per token [B, T]
+    (``entropy_from_logits``). Returns (per_token, metrics)."""
     h = jnp.where(mask, entropy, 0.0)
-    return _finish(-h, mask, cfg, {"entropy": masked_mean(h, mask)})
+    return _terms(-h, mask, {"entropy": masked_mean(h, mask)})

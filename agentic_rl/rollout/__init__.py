@@ -7,6 +7,9 @@ from agentic_rl.rollout.batch import (
     HostMetadata,
     bucket_length,
     collate,
+    pad_rows,
+    share_prefix,
+    shared_prefix_length,
     validate_episode_batch,
 )
 from agentic_rl.rollout.chat_format import ChatMLFormat, make_chat_format
@@ -52,6 +55,9 @@ __all__ = [
     "bucket_length",
     "check_generation",
     "collate",
+    "pad_rows",
+    "share_prefix",
+    "shared_prefix_length",
     "episode_metrics",
     "episode_seed",
     "evaluate_policy",

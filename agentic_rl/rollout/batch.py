@@ -285,3 +285,61 @@ def collate(
         out["truncated"][b] = bool(r.truncated)
     batch = EpisodeBatch(**out, metadata=HostMetadata([r.metadata for r in records]))
     return batch.validate()
+
+
+# ------------------------------------------------------------------ host-side transforms
+# EpisodeBatch -> EpisodeBatch functions the trainer applies before the learner step.
+
+
+def pad_rows(batch: EpisodeBatch, rows: int) -> EpisodeBatch:
+    """`batch` with empty rows appended up to `rows` (episodes dropped by env errors), so
+    every step has the same shape. Empty rows have no tokens, hence no loss, and each its
+    own (negative) group id so no group statistics see them; their metadata is
+    `{"padding": True}`."""
+    missing = rows - batch.batch_size
+    if missing <= 0:
+        return batch
+    fill = {"turn_index": -1, "turn_end": -1, "agent_id": -1}
+    out = {}
+    for name in _SPEC:
+        a = np.asarray(getattr(batch, name))
+        pad = np.full((missing, *a.shape[1:]), fill.get(name, 0), a.dtype)
+        if name == "group_id":
+            pad = (a.min(initial=0) - 1 - np.arange(missing)).astype(a.dtype)
+        out[name] = np.concatenate([a, pad])
+    metadata = HostMetadata([*batch.metadata, *({"padding": True} for _ in range(missing))])
+    return batch.replace(**out, metadata=metadata)
+
+
+def shared_prefix_length(tokens: np.ndarray, mask: np.ndarray, multiple: int = 32) -> int:
+    """The longest run of leading real tokens that every non-empty row shares, rounded
+    down to `multiple` (so a run sees few distinct values, hence few compilations) and
+    leaving every row at least one token of its own; 0 when shorter than `multiple`.
+
+    A shared system prompt, tool descriptions, few-shot examples or one GRPO group's
+    question are computed once per micro-batch instead of once per row."""
+    tokens, mask = np.asarray(tokens), np.asarray(mask)
+    real = mask.any(axis=1)
+    if multiple < 2 or not real.any():
+        return 0
+    t, m = tokens[real], mask[real]
+    same = (t == t[:1]).all(axis=0) & m.all(axis=0)
+    n = t.shape[1] if same.all() else int(np.argmin(same))
+    return min(n, t.shape[1] - 1) // multiple * multiple
+
+
+def share_prefix(batch: EpisodeBatch, prefix_len: int) -> EpisodeBatch:
+    """Gives empty (padding) rows the shared prefix too, so every row of the batch meets
+    the shared-prefix forward's precondition; they still have no loss tokens (their
+    turn_index stays -1, as on a prompt)."""
+    if not prefix_len:
+        return batch
+    attn = np.asarray(batch.attention_mask)
+    empty = ~attn.any(axis=1)
+    if not empty.any():
+        return batch
+    real = int(np.argmax(~empty))
+    tokens, attn = np.array(batch.tokens), attn.copy()
+    tokens[empty, :prefix_len] = tokens[real, :prefix_len]
+    attn[empty, :prefix_len] = True
+    return batch.replace(tokens=tokens, attention_mask=attn)

@@ -19,8 +19,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-PREFIX = "--config."
-
 
 class UsageError(ValueError):
     """Bad command-line input: reported in one line, exit status 2."""
@@ -31,27 +29,6 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
-def split_overrides(argv: list[str]) -> tuple[list[str], dict[str, str]]:
-    """Separates `--config.a.b=value` / `--config.a.b value` pairs from other arguments."""
-    rest: list[str] = []
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith(PREFIX):
-            key, eq, value = arg[len(PREFIX):].partition("=")
-            if not eq:
-                if i + 1 >= len(argv):
-                    raise UsageError(f"{arg} needs a value ({arg}=VALUE or {arg} VALUE)")
-                value = argv[i + 1]
-                i += 1
-            overrides[key] = value
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, overrides
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,13 +69,13 @@ def _fail(e: BaseException | str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    from agentic_rl.train.config import ConfigError, load_cli_config, split_overrides, to_json
+
     try:
         rest, overrides = split_overrides(argv)
-    except UsageError as e:
+    except ConfigError as e:
         return _fail(e)
     args = build_parser().parse_args(rest)
-    from agentic_rl.train.config import ConfigError, load_cli_config, to_json
-
     try:
         cfg = load_cli_config(args.config, overrides)
     except ConfigError as e:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from flax import nnx
 
-from agentic_rl.envs import make_env_suite
+from agentic_rl.envs import ParserLimits, make_env_suite
 from agentic_rl.envs.registry import EnvSuite
 from agentic_rl.models import ModelConfig, PolicyModel, add_lora
 from agentic_rl.rl import AdvantageConfig, LossConfig
@@ -69,7 +69,11 @@ def rollout_config(cfg) -> RolloutConfig:
     r = cfg.rollout
     return RolloutConfig(max_turns=r.max_turns, max_new_tokens=r.max_new_tokens,
                          max_episode_tokens=r.max_episode_tokens, length_bucket=r.length_bucket,
-                         step_timeout_s=r.step_timeout_s)
+                         step_timeout_s=r.step_timeout_s, stop_strings=tuple(r.stop_strings),
+                         straggler_wait_s=r.straggler_wait_s, max_workers=r.max_workers,
+                         max_error_fraction=r.max_error_fraction,
+                         parser=ParserLimits(max_calls=r.max_tool_calls,
+                                             max_call_chars=r.max_tool_call_chars))
 
 
 def sampling_params(cfg, *, greedy: bool = False) -> SamplingParams:

@@ -25,8 +25,6 @@ from typing import Any
 import ml_collections
 
 ALGOS = ("grpo", "ppo")
-# Advantage estimators that read a critic's values (see agentic_rl.rl.advantages).
-CRITIC_ESTIMATORS = ("gae", "turn_gae", "bilevel_gae")
 DEFAULT_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
 OPEN_KEYS = ("env.kwargs",)  # free-form mappings, validated elsewhere
 
@@ -76,7 +74,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.top_p = 1.0
     c.rollout.top_k = 0
     c.rollout.length_bucket = 64
-    c.rollout.step_timeout_s = 60.0
+    c.rollout.step_timeout_s = 60.0  # one environment step; longer drops the episode
+    # Strings that end a turn (a tool call's close tag), as a tuple literal from the shell:
+    # --config.rollout.stop_strings='("</tool_call>", "</answer>")'
+    c.rollout.stop_strings = ("</tool_call>",)
+    c.rollout.straggler_wait_s = 0.2  # how long a sampler batch waits for slow episodes
+    c.rollout.max_workers = 32  # threads stepping environments concurrently
+    c.rollout.max_error_fraction = 0.25  # episodes an env may fail before the step fails
+    c.rollout.max_tool_calls = 1  # tool calls allowed per turn (more: an error, none run)
+    c.rollout.max_tool_call_chars = 4096  # one call's JSON, bounded before parsing
 
     c.rl = ml_collections.ConfigDict()
     c.rl.algo = "grpo"  # grpo (group baseline, no critic) or ppo (value head + GAE)
@@ -101,8 +107,9 @@ def default_config() -> ml_collections.ConfigDict:
          "gspo_eps_low": 3e-4, "gspo_eps_high": 4e-4, "cispo_eps_low": 1.0,
          "cispo_eps_high": 1.0, "tis_cap": 2.0, "value_clip_eps": 0.2, "loss_norm_const": 1.0,
          "off_policy": "none", "off_policy_tis_cap": 2.0, "off_policy_mis_low": 0.5,
-         "off_policy_mis_high": 2.0}
-    )  # gspo needs aggregation "seq_mean_token_mean" (its objective is per sequence).
+         "off_policy_mis_high": 2.0, "gspo_level": "sequence"}
+    )  # gspo needs aggregation "seq_mean_token_mean" (its objective is per sequence);
+    # gspo_level "sequence" (one ratio per episode) or "turn" (one per turn).
     # off_policy corrects for sampling from another policy than the proximal one the ratio
     # is taken against (async workers, external engines), from rho = pi_old / pi_behaviour:
     # "none" (1), "tis" (token-level truncated IS, min(rho, off_policy_tis_cap >= 1)),
@@ -215,8 +222,30 @@ def estimator(cfg: ml_collections.ConfigDict) -> str:
     return cfg.rl.advantage.estimator or DEFAULT_ESTIMATOR[cfg.rl.algo]
 
 
+def critic_estimators() -> tuple[str, ...]:
+    """The advantage estimators that read a critic's values (registry metadata)."""
+    from agentic_rl.rl import ADVANTAGES
+
+    return ADVANTAGES.where(needs_values=True)
+
+
+def loss_reads(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The optional inputs the configured policy loss reads (registry metadata)."""
+    from agentic_rl.rl import POLICY_LOSSES
+
+    return tuple(POLICY_LOSSES.meta(cfg.rl.loss.policy_loss)["reads"])
+
+
 def uses_critic(cfg: ml_collections.ConfigDict) -> bool:
-    return estimator(cfg) in CRITIC_ESTIMATORS
+    """A critic is trained when the estimator or the policy loss reads values."""
+    from agentic_rl.rl import ADVANTAGES
+
+    return bool(ADVANTAGES.meta(estimator(cfg))["needs_values"]) or "values" in loss_reads(cfg)
+
+
+def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
+    """Reference log-probs are computed for a KL term or a loss that reads them."""
+    return cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -226,7 +255,6 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         AGGREGATIONS,
         KL_ESTIMATORS,
         OFF_POLICY,
-        POLICY_LOSS_AGGREGATION,
         POLICY_LOSSES,
     )
 
@@ -238,8 +266,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     _choice("rl.loss.aggregation", cfg.rl.loss.aggregation, AGGREGATIONS.names())
     _choice("rl.loss.kl_estimator", cfg.rl.loss.kl_estimator, KL_ESTIMATORS.names())
     _choice("rl.loss.off_policy", cfg.rl.loss.off_policy, OFF_POLICY.names())
+    _choice("rl.loss.gspo_level", cfg.rl.loss.gspo_level, ("sequence", "turn"))
     loss = cfg.rl.loss
-    need = POLICY_LOSS_AGGREGATION.get(loss.policy_loss)
+    need = POLICY_LOSSES.meta(loss.policy_loss)["aggregation"]
     if need is not None and loss.aggregation != need:
         raise ConfigError(
             f"rl.loss.policy_loss={loss.policy_loss!r} is a sequence-level objective and needs "
@@ -263,13 +292,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if cfg.rl.algo == "ppo" and not uses_critic(cfg):
         raise ConfigError(
             f"rl.algo='ppo' trains a critic, so rl.advantage.estimator must be one of "
-            f"{', '.join(CRITIC_ESTIMATORS)} (got {estimator(cfg)!r}); use rl.algo='grpo' for "
+            f"{', '.join(critic_estimators())} (got {estimator(cfg)!r}); use rl.algo='grpo' for "
             "critic-free estimators"
         )
     if cfg.rl.algo == "grpo" and uses_critic(cfg):
-        raise ConfigError(
-            f"rl.advantage.estimator={estimator(cfg)!r} needs a critic; set rl.algo='ppo'"
-        )
+        who = (f"rl.loss.policy_loss={cfg.rl.loss.policy_loss!r} reads values"
+               if "values" in loss_reads(cfg) else
+               f"rl.advantage.estimator={estimator(cfg)!r}")
+        raise ConfigError(f"{who} needs a critic; set rl.algo='ppo'")
     rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size
     positive = {"rollout.tasks_per_step": cfg.rollout.tasks_per_step,
                 "rollout.group_size": cfg.rollout.group_size,
@@ -317,6 +347,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "rl.train_on_observations needs the scoring pass: the sampler has no log-probs "
             "for observation tokens; set train.reuse_sample_logprobs=False"
         )
+    from agentic_rl.train.builders import rollout_config
+
+    try:  # the rollout's own range checks, reported as config errors
+        rollout_config(cfg)
+    except ValueError as e:
+        raise ConfigError(f"rollout: {e}") from None
     check_env_kwargs(cfg)
     return cfg
 
@@ -373,6 +409,17 @@ def _parse_value(text: str, current: Any, key: str) -> Any:
             raise bad from None
     if isinstance(current, str):
         return text
+    if isinstance(current, tuple):
+        try:
+            value = _literal(text)
+        except ValueError:  # not a literal: the text itself is the one string
+            value = text
+        if isinstance(value, str):
+            value = (value,)
+        if not isinstance(value, (tuple, list)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"--config.{key} expects a tuple of strings like {current!r}, "
+                              f"got {text!r}")
+        return tuple(value)
     try:  # new keys (env.kwargs) take Python literals; anything else stays a string
         return _literal(text)
     except ValueError:
@@ -389,6 +436,36 @@ def _env_param_default(cfg: ml_collections.ConfigDict, name: str) -> Any:
     except Exception:  # noqa: BLE001 - an unknown env is reported by validate
         return None
     return None if p is None or p.default is inspect.Parameter.empty else p.default
+
+
+OVERRIDE_PREFIX = "--config."
+
+
+def split_overrides(argv: Sequence[str]) -> tuple[list[str], dict[str, str]]:
+    """Separates `--config.a.b=value` / `--config.a.b value` pairs from other arguments.
+
+    The one override syntax of every entry point (train, evaluate, ablate, the
+    benchmarks, kill/resume); `AgentTrainer(overrides={"a.b": value})` takes the same keys.
+    """
+    rest: list[str] = []
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(OVERRIDE_PREFIX):
+            key, eq, value = arg[len(OVERRIDE_PREFIX):].partition("=")
+            if not key:
+                raise ConfigError(f"{arg}: a config key is missing (--config.a.b=VALUE)")
+            if not eq:
+                if i + 1 >= len(argv):
+                    raise ConfigError(f"{arg} needs a value ({arg}=VALUE or {arg} VALUE)")
+                value = argv[i + 1]
+                i += 1
+            overrides[key] = value
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, overrides
 
 
 def apply_overrides(cfg: ml_collections.ConfigDict, overrides: Mapping[str, Any]):

@@ -110,10 +110,10 @@ class AgentTrainer:
         if (episodes is None) == (steps is None):
             raise ValueError("pass exactly one of episodes= or steps=")
         total = steps if steps is not None else math.ceil(episodes / rows)
-        with self.cfg.unlocked():
-            self.cfg.train.max_steps = int(total)
         trainer = self._build()
-        trainer.cfg = self.cfg
+        # The horizon, and the LR schedule with it, is the one this call trains to (an
+        # evaluate() before, or a second train(), built or kept another one).
+        trainer.set_max_steps(int(total))
         return trainer.train()
 
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:

@@ -3,12 +3,12 @@
 One training step:
   1. the next `tasks_per_step` training tasks (a pure function of the data position);
   2. `group_size` episodes of each with the current policy (`SamplerPolicy`, KV cache);
-  3. one no-grad pass for old log-probs, values (PPO) and reference log-probs (KL), at
-     the sampling temperature;
-  4. advantages (`rl.compute_advantages`), with the KL as a reward penalty if asked, and
-     truncated episodes bootstrapped from the critic's value at the cut (PPO);
-  5. `train_on_batch`: epochs x minibatches of jitted, donated, guarded updates;
-  6. metrics (JSONL / TensorBoard / progress bar), evaluation every `eval.every` steps
+  3. host-side transforms of the EpisodeBatch (padding to a fixed row count, the shared
+     prefix; `agentic_rl.rollout.batch`), then its `LearnerBatch`;
+  4. `learner_step` (train/learner.py), one jitted, donated function: the scoring pass
+     (old log-probs, values, reference log-probs at the sampling temperature), the
+     advantages and epochs x minibatches of guarded updates;
+  5. metrics (JSONL / TensorBoard / progress bar), evaluation every `eval.every` steps
      with sample trajectories, and a checkpoint.
 
 Everything random is derived from `seed`, the step number and the checkpointed PRNG key,
@@ -18,7 +18,6 @@ exactly: its metrics equal those of an uninterrupted run (timing fields aside).
 
 from __future__ import annotations
 
-import functools
 import json
 import math
 import sys
@@ -27,16 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from agentic_rl.models import merge_lora, save_hf_model
-from agentic_rl.rl import compute_advantages, kl_penalty_rewards
-from agentic_rl.rollout import EpisodeBatch, evaluate_policy, run_episodes
+from agentic_rl.rollout import evaluate_policy, pad_rows, run_episodes, share_prefix
+from agentic_rl.rollout.batch import shared_prefix_length
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
-from agentic_rl.train.config import ConfigError, to_json, uses_critic, validate
+from agentic_rl.train.config import ConfigError, to_json, uses_critic, uses_reference, validate
+from agentic_rl.train.learner import (
+    LearnerBatch,
+    LearnerConfig,
+    make_learner_step,
+    needs_cut_column,
+)
 from agentic_rl.train.metrics import MetricsWriter
 from agentic_rl.train.state import (
     batch_sharding,
@@ -44,85 +48,15 @@ from agentic_rl.train.state import (
     init_train_state,
     make_mesh,
     make_optimizer,
+    make_schedule,
     place_state,
     tree_shardings,
 )
-from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score, value_at_cut
+from agentic_rl.train.step import StepConfig
 
 
 class NonFiniteError(RuntimeError):
     """Updates kept producing non-finite losses or gradients; the run stopped."""
-
-
-@functools.partial(jax.jit, static_argnames=("kl_estimator",))
-def _advantages(fields, cfg, values, ref_logprobs, old_logprobs, kl_coef, *, kl_estimator,
-                cut_values=None):
-    token_rewards = None
-    if ref_logprobs is not None:  # KL as a per-token reward penalty
-        token_rewards = kl_penalty_rewards(old_logprobs, ref_logprobs, fields["loss_mask"],
-                                           kl_coef, kl_estimator)
-    # cut_values (critic runs): truncated rows bootstrap from the value at their cut
-    return compute_advantages(fields, cfg, values=values, token_rewards=token_rewards,
-                              cut_values=cut_values)
-
-
-def pad_rows(batch: EpisodeBatch, rows: int) -> dict[str, np.ndarray]:
-    """The batch's arrays with empty rows appended up to `rows` (episodes dropped by env
-    errors), so every step has the same shape. Empty rows have no action tokens, hence no
-    loss, and each its own group id so no GRPO group statistics see them."""
-    arrays = {k: np.asarray(getattr(batch, k)) for k in (
-        "tokens", "attention_mask", "loss_mask", "sample_logprobs", "turn_index", "turn_end",
-        "turn_rewards", "group_id", "agent_id", "truncated")}
-    missing = rows - batch.batch_size
-    if missing <= 0:
-        return arrays
-    fill = {"turn_index": -1, "turn_end": -1, "agent_id": -1}
-    for k, a in arrays.items():
-        pad = np.full((missing, *a.shape[1:]), fill.get(k, 0), a.dtype)
-        if k == "group_id":
-            pad = (a.min(initial=0) - 1 - np.arange(missing)).astype(a.dtype)
-        arrays[k] = np.concatenate([a, pad])
-    return arrays
-
-
-def shared_prefix_length(tokens: np.ndarray, mask: np.ndarray, multiple: int = 32) -> int:
-    """The longest run of leading real tokens that every non-empty row shares, rounded
-    down to `multiple` (so a run sees few distinct values, hence few compilations) and
-    leaving every row at least one token of its own; 0 when shorter than `multiple`.
-
-    A shared system prompt, tool descriptions, few-shot examples or one GRPO group's
-    question are computed once per micro-batch instead of once per row."""
-    real = mask.any(axis=1)
-    if multiple < 2 or not real.any():
-        return 0
-    t, m = tokens[real], mask[real]
-    same = (t == t[:1]).all(axis=0) & m.all(axis=0)
-    n = t.shape[1] if same.all() else int(np.argmin(same))
-    return min(n, t.shape[1] - 1) // multiple * multiple
-
-
-def share_prefix(arrays: dict[str, np.ndarray], prefix_len: int) -> dict[str, np.ndarray]:
-    """Gives empty (padding) rows the shared prefix too, so every row of the batch meets
-    the shared-prefix forward's precondition; they still have no loss tokens."""
-    if not prefix_len:
-        return arrays
-    empty = ~arrays["attention_mask"].any(axis=1)
-    if empty.any():
-        real = int(np.argmax(~empty))
-        arrays = dict(arrays)
-        arrays["tokens"] = arrays["tokens"].copy()
-        arrays["attention_mask"] = arrays["attention_mask"].copy()
-        arrays["tokens"][empty, :prefix_len] = arrays["tokens"][real, :prefix_len]
-        arrays["attention_mask"][empty, :prefix_len] = True
-    return arrays
-
-
-def observation_loss_mask(arrays: dict[str, np.ndarray]) -> np.ndarray:
-    """The loss mask widened to every real token after the prompt (turn_index >= 0): the
-    policy's turns plus the observations and appended end-of-turn tokens between them.
-    For the `rl.train_on_observations` ablation; the prompt and padding stay out."""
-    after_prompt = arrays["attention_mask"].astype(bool) & (arrays["turn_index"] >= 0)
-    return arrays["loss_mask"].astype(bool) | after_prompt
 
 
 def _seed(*parts: int) -> int:
@@ -188,24 +122,30 @@ class Trainer:
 
         c = cfg.rl
         self.critic = uses_critic(cfg)
-        self.need_ref = c.kl_coef > 0
-        updates = cfg.train.max_steps * cfg.train.num_epochs * cfg.train.num_minibatches
-        state = init_train_state(self.policy.model, make_optimizer(cfg.optim, updates),
+        self.need_ref = uses_reference(cfg)
+        self.schedule = make_schedule(cfg.optim, self._total_updates())
+        state = init_train_state(self.policy.model,
+                                 make_optimizer(cfg.optim, self._total_updates()),
                                  seed=cfg.seed, need_ref_copy=self.need_ref)
         self.lora = has_lora(state.params)
         self.shardings = tree_shardings(state, self.mesh, cfg.train.fsdp)
         self.state = place_state(state, self.mesh, cfg.train.fsdp)
         self.batch_sharding = batch_sharding(self.mesh)
-        self.train_fn = make_train_fn(self.shardings, self.batch_sharding)
-        self.hp = StepConfig(
+        self.learner_fn = make_learner_step(self.shardings, self.batch_sharding)
+        step = StepConfig(
             loss=builders.loss_config(cfg), kl_coef=c.kl_coef, entropy_coef=c.entropy_coef,
             vf_coef=c.vf_coef, num_epochs=cfg.train.num_epochs,
             num_minibatches=cfg.train.num_minibatches,
             micro_batch_size=cfg.train.micro_batch_size,
-            kl_in_loss=self.need_ref and c.kl_mode == "loss",
+            kl_in_loss=c.kl_coef > 0 and c.kl_mode == "loss",
             use_entropy=c.entropy_coef > 0, use_critic=self.critic, mesh=self.mesh,
             temperature=float(cfg.rollout.temperature))
-        self.adv_cfg = builders.advantage_config(cfg, self.suite.gamma)
+        # The learner's hyperparameters; prefix_len and with_cut_values are set per batch.
+        self.learner_config = LearnerConfig(
+            step=step, advantage=builders.advantage_config(cfg, self.suite.gamma),
+            need_ref=self.need_ref, kl_reward=c.kl_coef > 0 and c.kl_mode == "reward",
+            score_chunk=cfg.train.score_batch_size or self.rows,
+            reuse_sample_logprobs=bool(cfg.train.reuse_sample_logprobs))
         self.rollout_cfg = builders.rollout_config(cfg)
         # Evaluation runs in batches of the training rows: the sampler's batch (and so
         # the cost of every decode step of every rollout) is sized by the training batch,
@@ -226,9 +166,36 @@ class Trainer:
         self.nonfinite_streak = 0
         self.resumed_from: int | None = None
         self._restore_or_start()
-        self._last_batch: dict[str, Any] | None = None
+        # The last training batch (host arrays, after padding), the learner config it was
+        # trained with, its advantages and the episodes' metadata: for the trajectory
+        # viewer and the benchmarks.
+        self.last_batch: LearnerBatch | None = None
+        self.last_learner_config: LearnerConfig | None = None  # with the batch's prefix
+        self.last_advantages: np.ndarray | None = None
+        self.last_metadata: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
+
+    def _total_updates(self) -> int:
+        t = self.cfg.train
+        return t.max_steps * t.num_epochs * t.num_minibatches
+
+    def set_max_steps(self, max_steps: int) -> None:
+        """Changes the run's horizon, and the learning-rate schedule with it (a linear or
+        cosine decay ends at the new last step; warm-up is unchanged). The optimizer's
+        moments and step count are kept: the schedule is a function of that count."""
+        if max_steps < 1:
+            raise ConfigError(f"train.max_steps must be >= 1, got {max_steps}")
+        if max_steps == self.cfg.train.max_steps:
+            return
+        with self.cfg.unlocked():
+            self.cfg.train.max_steps = int(max_steps)
+        self.schedule = make_schedule(self.cfg.optim, self._total_updates())
+        self.state = self.state.replace(tx=make_optimizer(self.cfg.optim, self._total_updates()))
+        # the optimizer is static in the state's tree: new shardings, a new compiled step
+        self.shardings = tree_shardings(self.state, self.mesh, self.cfg.train.fsdp)
+        self.learner_fn = make_learner_step(self.shardings, self.batch_sharding)
+        _write_atomic(self.workdir / "config.json", to_json(self.cfg))
 
     def _check_divisibility(self) -> None:
         n = self.mesh.shape["data"]
@@ -299,57 +266,25 @@ class Trainer:
         self.position += len(tasks)
         return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
 
-    def prefix_len(self, arrays: dict[str, np.ndarray]) -> int:
+    def prefix_len(self, tokens: np.ndarray, attention_mask: np.ndarray) -> int:
         """The rows' shared prefix length for the update (0 = off). Off on a multi-device
         mesh: the shared forward flattens the rows, which the data sharding would split."""
         if not self.cfg.train.shared_prefix or self.mesh.devices.size > 1:
             return 0
-        return shared_prefix_length(arrays["tokens"], arrays["attention_mask"])
+        return shared_prefix_length(tokens, attention_mask)
 
-    def prepare_batch(self, arrays: dict[str, np.ndarray], prefix_len: int = 0) -> TrainBatch:
-        """Scoring pass and advantages: the host EpisodeBatch arrays -> a sharded TrainBatch."""
-        put = lambda x: jax.device_put(jnp.asarray(x), self.batch_sharding)
-        tokens, attn = put(arrays["tokens"]), put(arrays["attention_mask"])
-        chunk = self.cfg.train.score_batch_size or self.rows
-        temperature = float(self.cfg.rollout.temperature)
-        cut = None
-        if self.cfg.train.reuse_sample_logprobs and not (self.critic or self.need_ref):
-            old_lp = put(arrays["sample_logprobs"])
-            values = ref_lp = jnp.zeros_like(old_lp)
-        elif self.critic and arrays["attention_mask"].all(axis=1).any():
-            # the value at a full row's cut lies one column past T: score one column more
-            old_lp, values, ref_lp, cut = score(
-                self.state, tokens, attn, chunk=chunk, with_values=True,
-                with_ref=self.need_ref, prefix_len=prefix_len, temperature=temperature,
-                with_cut_values=True)
-        elif self.critic:  # the value at each row's cut, for truncated episodes
-            old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
-                                           with_values=True, with_ref=self.need_ref,
-                                           prefix_len=prefix_len, temperature=temperature)
-            cut = value_at_cut(values, attn)
-        else:
-            old_lp, values, ref_lp = score(self.state, tokens, attn, chunk=chunk,
-                                           with_values=False, with_ref=self.need_ref,
-                                           prefix_len=prefix_len, temperature=temperature)
-        fields = {k: jnp.asarray(arrays[k]) for k in
-                  ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")}
-        if self.critic:
-            fields["truncated"] = jnp.asarray(arrays["truncated"])
-        kl_reward = self.need_ref and self.cfg.rl.kl_mode == "reward"
-        adv, ret = _advantages(fields, self.adv_cfg, values if self.critic else None,
-                               ref_lp if kl_reward else None, old_lp,
-                               jnp.float32(self.cfg.rl.kl_coef),
-                               kl_estimator=self.cfg.rl.loss.kl_estimator, cut_values=cut)
-        # Behaviour log-probs: the sampler's on the tokens it sampled; elsewhere (the
-        # observation tokens of rl.train_on_observations) the old ones, a ratio of 1.
-        sampled = arrays.get("sampled_mask", arrays["loss_mask"])
-        behaviour = jnp.where(put(sampled), put(arrays["sample_logprobs"]), old_lp)
-        batch = TrainBatch(tokens=tokens, attention_mask=attn,
-                           loss_mask=put(arrays["loss_mask"]),
-                           turn_index=put(arrays["turn_index"]), advantages=adv, returns=ret,
-                           old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values,
-                           behaviour_logprobs=behaviour)
-        return jax.device_put(batch, self.batch_sharding)
+    def learner_batch(self, episodes) -> tuple[LearnerBatch, LearnerConfig]:
+        """An EpisodeBatch of this step -> (host LearnerBatch, learner config for it):
+        padded to the step's rows, padding rows given the shared prefix."""
+        episodes = pad_rows(episodes, self.rows)
+        prefix_len = self.prefix_len(episodes.tokens, episodes.attention_mask)
+        episodes = share_prefix(episodes, prefix_len)
+        batch = LearnerBatch.from_episodes(
+            episodes, train_on_observations=bool(self.cfg.rl.train_on_observations))
+        hp = self.learner_config
+        hp = hp.replace(step=hp.step.replace(prefix_len=prefix_len),
+                        with_cut_values=needs_cut_column(batch, hp))
+        return batch, hp
 
     def train_step(self) -> dict[str, Any]:
         """One rollout + update. Returns the step's metrics (without evaluation)."""
@@ -357,29 +292,26 @@ class Trainer:
         result, metrics = self.rollout()
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
-        arrays = pad_rows(result.batch, self.rows)
-        if self.cfg.rl.train_on_observations:
-            arrays["sampled_mask"] = arrays["loss_mask"]  # where behaviour log-probs exist
-            arrays["loss_mask"] = observation_loss_mask(arrays)
-        prefix_len = self.prefix_len(arrays)
-        arrays = share_prefix(arrays, prefix_len)
+        batch, hp = self.learner_batch(result.batch)
+        t = self.cfg.train
+        # the learning rate of this step's first optimizer update
+        metrics["train/learning_rate"] = float(
+            self.schedule(self.step * t.num_epochs * t.num_minibatches))
         t1 = time.perf_counter()
-        batch = self.prepare_batch(arrays, prefix_len)
-        hp = self.hp.replace(prefix_len=prefix_len)
-        self.state, train_metrics = self.train_fn(self.state, batch, hp)
-        train_metrics = {k: float(v) for k, v in jax.device_get(train_metrics).items()}
+        self.state, train_metrics = self.learner_fn(
+            self.state, jax.device_put(batch, self.batch_sharding), hp)
+        train_metrics = jax.device_get(train_metrics)
+        advantages = np.asarray(train_metrics.pop("advantages"))
+        train_metrics = {k: float(v) for k, v in train_metrics.items()}
         self.step += 1
         metrics["time/update_s"] = time.perf_counter() - t1
-        metrics["perf/shared_prefix_len"] = prefix_len
+        metrics["perf/shared_prefix_len"] = hp.step.prefix_len
         metrics["time/step_s"] = time.perf_counter() - t0
         metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
         metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
-        mask = arrays["loss_mask"]
-        adv = np.asarray(batch.advantages)
-        metrics["train/advantage_mean"] = float(adv[mask].mean()) if mask.any() else 0.0
-        metrics["train/advantage_std"] = float(adv[mask].std()) if mask.any() else 0.0
-        self._last_batch = {"metas": list(result.batch.metadata), "arrays": arrays,
-                            "advantages": adv}
+        self.last_batch, self.last_learner_config = batch, hp
+        self.last_advantages = advantages
+        self.last_metadata = list(result.batch.metadata)
         self._check_finite(int(train_metrics["skipped"]))
         return metrics
 
@@ -421,11 +353,11 @@ class Trainer:
         if n <= 0:
             return
         records = []
-        if self._last_batch is not None:
-            a = self._last_batch["arrays"]
+        if self.last_batch is not None:
+            b = self.last_batch
             records += viewer.records_from_batch(
-                self._last_batch["metas"], a["turn_rewards"], self._last_batch["advantages"],
-                a["turn_index"], a["loss_mask"], step=self.step, limit=n)
+                self.last_metadata, b.turn_rewards, self.last_advantages, b.turn_index,
+                b.loss_mask, step=self.step, limit=n)
         records += [viewer.trajectory_record(e, step=self.step, kind="eval")
                     for e in eval_episodes[:n]]
         viewer.save_trajectories(self.workdir / "trajectories", self.step, records)

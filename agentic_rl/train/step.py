@@ -37,11 +37,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from agentic_rl.rl import (
+    POLICY_LOSSES,
     LossConfig,
     aggregate,
-    compute_policy_loss,
     entropy_loss,
     kl_loss,
+    policy_loss_terms,
     value_loss,
 )
 from agentic_rl.train.state import DATA_AXIS, TrainState, zero_lora
@@ -191,31 +192,39 @@ def denominator(loss_mask: Array, cfg: LossConfig) -> Array:
 
 
 def loss_sums(params, state: TrainState, mb: TrainBatch, hp: StepConfig):
-    """Un-normalised loss terms of one micro-batch: (total_sum, ({term: sum}, metrics))."""
+    """Un-normalised loss of one micro-batch: (total_sum, ({term: sum}, metrics)).
+
+    Every loss returns per-token terms; they are weighted and summed per token and the
+    total is aggregated once with the configured aggregation (the per-term sums are for
+    logging). The policy loss gets the optional inputs its registry entry reads."""
+    reads = POLICY_LOSSES.meta(hp.loss.policy_loss)["reads"]
     lp, ent, values = forward(state, params, mb.tokens, mb.attention_mask,
-                              with_entropy=hp.use_entropy, prefix_len=hp.prefix_len,
-                              temperature=hp.temperature)
+                              with_entropy=hp.use_entropy or "entropy" in reads,
+                              prefix_len=hp.prefix_len, temperature=hp.temperature)
     mask = mb.loss_mask.astype(bool)
-    pg_sum, _, metrics = compute_policy_loss(lp, mb.old_logprobs, mb.advantages, mask, hp.loss,
-                                             turn_index=mb.turn_index,
-                                             behaviour_logprobs=mb.behaviour_logprobs)
-    metrics = {k: v for k, v in metrics.items() if k != "loss"}
-    sums = {"pg_loss": pg_sum}
-    total = pg_sum
+    available = {"turn_index": mb.turn_index, "ref_logprobs": mb.ref_logprobs,
+                 "entropy": ent, "values": values}
+    inputs = {k: available[k] for k in reads if k in available}
+    pg, metrics = policy_loss_terms(lp, mb.old_logprobs, mb.advantages, mask, hp.loss,
+                                    behaviour_logprobs=mb.behaviour_logprobs, **inputs)
+    terms = {"pg_loss": pg}
+    total = pg
     if hp.kl_in_loss:
-        kl_sum, _, _ = kl_loss(lp, mb.ref_logprobs, mask, hp.loss)
-        sums["kl_loss"] = kl_sum
-        total = total + hp.kl_coef * kl_sum
+        kl, _ = kl_loss(lp, mb.ref_logprobs, mask, hp.loss)
+        terms["kl_loss"] = kl
+        total = total + hp.kl_coef * kl
     if hp.use_critic:
-        v_sum, _, v_metrics = value_loss(values, mb.old_values, mb.returns, mask, hp.loss)
-        sums["value_loss"] = v_sum
-        metrics.update({k: v for k, v in v_metrics.items() if k != "loss"})
-        total = total + hp.vf_coef * v_sum
+        v, v_metrics = value_loss(values, mb.old_values, mb.returns, mask, hp.loss)
+        terms["value_loss"] = v
+        metrics.update(v_metrics)
+        total = total + hp.vf_coef * v
     if hp.use_entropy:
-        e_sum, _, _ = entropy_loss(ent, mask, hp.loss)
-        sums["entropy"] = -e_sum  # entropy_loss is -H; log H itself
-        total = total + hp.entropy_coef * e_sum
-    return total, (sums, metrics)
+        e, _ = entropy_loss(ent, mask, hp.loss)
+        terms["entropy"] = -e  # entropy_loss is -H; log H itself
+        total = total + hp.entropy_coef * e
+    total_sum, _ = aggregate(total, mask, hp.loss)
+    sums = {k: aggregate(t, mask, hp.loss)[0] for k, t in terms.items()}
+    return total_sum, (sums, metrics)
 
 
 def _constrain(tree, mesh: Mesh | None, spec: P):

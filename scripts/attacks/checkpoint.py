@@ -413,8 +413,8 @@ def chat_bad_dtype() -> str | None:
 def ablate_bad_set() -> str | None:
     out = subprocess.run([sys.executable, str(REPO / "scripts" / "ablate.py"), "--family",
                           "obs_mask", "--seeds", "0", "--steps", "1", "--out",
-                          tempfile.mkdtemp(prefix="ablate_attack_") + "/out", "--set",
-                          "rl.kl_coef={'__import__': 1}"],
+                          tempfile.mkdtemp(prefix="ablate_attack_") + "/out",
+                          "--config.rl.kl_coef={'__import__': 1}"],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     return _cli_escape(out, "rl.kl_coef")
 
@@ -452,7 +452,7 @@ ATTACKS: list[Attack] = [
     Attack("evaluate_bad_checkpoint_name", "15", evaluate_bad_checkpoint_name, _DISK,
            "--checkpoint that is neither latest, best nor a step"),
     Attack("chat_bad_dtype", "15", chat_bad_dtype, 60.0, "--dtype int4"),
-    Attack("ablate_bad_set", "15", ablate_bad_set, 120.0, "--set with a dict for a float"),
+    Attack("ablate_bad_set", "15", ablate_bad_set, 120.0, "a dict for a float override"),
     *[Attack(name, "15", functools.partial(_cli_attack, name), 120.0, f"train CLI: {name}")
       for name in CLI_CASES],
 ]

@@ -39,9 +39,20 @@ def draw(seed, b=B, t=T, k=K, scale=0.3):
     return batch, lp, old, adv
 
 
+def aggregated(name, lp, old, adv, mask, cfg, turn_index=None):
+    """A registered loss's per-token terms aggregated once, as the update step does:
+    (sum, denominator, metrics with "loss"). The terms must be 0 off the mask."""
+    reads = rl.POLICY_LOSSES.meta(name)["reads"]
+    inputs = {"turn_index": turn_index} if "turn_index" in reads else {}
+    per_tok, m = rl.POLICY_LOSSES.get(name)(lp, old, adv, mask, cfg, **inputs)
+    s, d = rl.aggregate(per_tok, mask, cfg)
+    return s, d, {"loss": rl.finalize(s, d), "off_mask_max": jnp.max(jnp.abs(
+        jnp.where(mask, 0.0, per_tok))), **m}
+
+
 @functools.cache
 def jitted_loss(name):
-    return jax.jit(rl.POLICY_LOSSES.get(name))
+    return jax.jit(functools.partial(aggregated, name))
 
 
 def ref_loss(name, lp, old, adv, mask, cfg, turn_index=None):
@@ -67,6 +78,7 @@ def test_policy_losses_match_reference(name, level):
         np.testing.assert_allclose(s, s_ref, rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(d, d_ref)
         np.testing.assert_allclose(m["loss"], s_ref / d_ref, rtol=1e-4, atol=1e-5)
+        assert float(m["off_mask_max"]) == 0  # per-token terms are 0 off the mask
         assert all(np.isfinite(v) for v in m.values())
 
 
@@ -178,7 +190,7 @@ def test_policy_loss_gradients_match_finite_differences(name, agg):
     mask = batch.loss_mask
 
     def jax_loss(x, m):
-        s, d, _ = rl.POLICY_LOSSES.get(name)(x, old, jnp.where(m, adv, 0), m, cfg)
+        s, d, _ = aggregated(name, x, old, jnp.where(m, adv, 0), m, cfg)
         return rl.finalize(s, d)
 
     grad_fn = jax.jit(jax.value_and_grad(jax_loss))
@@ -226,7 +238,7 @@ def test_gspo_gradient_is_the_sequence_ratio_gradient(level):
         return sum(rows) / len(rows)
 
     def jax_loss(x, m):
-        s, d, _ = rl.POLICY_LOSSES.get("gspo")(x, old, adv, m, cfg, turn_index=ti)
+        s, d, _ = aggregated("gspo", x, old, adv, m, cfg, turn_index=ti)
         return rl.finalize(s, d)
 
     grad_fn = jax.jit(jax.value_and_grad(jax_loss))
@@ -245,7 +257,7 @@ def test_stop_gradient_weight_losses_have_analytic_gradient(name):
     mask = batch.loss_mask
 
     def jax_loss(x, m):
-        s, d, _ = rl.POLICY_LOSSES.get(name)(x, old, jnp.where(m, adv, 0), m, cfg)
+        s, d, _ = aggregated(name, x, old, jnp.where(m, adv, 0), m, cfg)
         return rl.finalize(s, d)
 
     grad_fn = jax.jit(jax.value_and_grad(jax_loss))
@@ -309,10 +321,10 @@ def test_kl_estimators_and_kl_loss(est):
     @jax.jit
     def compute(x):
         penalty = lambda y: rl.kl_penalty_rewards(y, ref_lp, mask, 0.1, est)
-        loss = lambda y: rl.finalize(*rl.kl_loss(y, ref_lp, mask, cfg)[:2])
+        loss = lambda y: rl.finalize(*rl.aggregate(rl.kl_loss(y, ref_lp, mask, cfg)[0], mask, cfg))
         return (
             rl.kl_per_token(x, ref_lp, mask, est),
-            rl.kl_loss(x, ref_lp, mask, cfg),
+            (*rl.aggregate(rl.kl_loss(x, ref_lp, mask, cfg)[0], mask, cfg), None),
             penalty(x),
             jax.grad(lambda y: penalty(y).sum())(x),
             jax.grad(loss)(x),
@@ -353,12 +365,14 @@ def test_value_loss_matches_reference_with_gradient():
             per[b, t] = ref.value_loss_per_token(v[b, t], old[b, t], returns[b, t], 0.2)
         return ref.aggregate(per, mask, "token_mean")
 
-    s, d, m = jax.jit(rl.value_loss)(values, old, returns, mask, cfg)
+    per_tok, m = jax.jit(rl.value_loss)(values, old, returns, mask, cfg)
+    s, d = rl.aggregate(per_tok, mask, cfg)
     s_ref, d_ref = ref_value(values.astype(np.float64))
     np.testing.assert_allclose(s, s_ref, rtol=1e-5)
     np.testing.assert_allclose(d, d_ref)
     assert 0 < m["vf_clip_frac"] < 1
-    g = jax.jit(jax.grad(lambda v: rl.finalize(*rl.value_loss(v, old, returns, mask, cfg)[:2])))(
+    g = jax.jit(jax.grad(lambda v: rl.finalize(*rl.aggregate(
+        rl.value_loss(v, old, returns, mask, cfg)[0], mask, cfg))))(
         values
     )
     g_ref = _fd_grad(lambda v: np.divide(*ref_value(v)), values, mask)
@@ -375,7 +389,8 @@ def test_entropy_and_logprobs_from_logits():
     @jax.jit
     def compute(z):
         h = rl.entropy_from_logits(z)
-        s, d, m = rl.entropy_loss(h, mask, CFG)
+        per_tok, m = rl.entropy_loss(h, mask, CFG)
+        s, d = rl.aggregate(per_tok, mask, CFG)
         g = jax.grad(lambda y: rl.entropy_from_logits(y)[0, 0])(z)
         return h, rl.logprobs_from_logits(z, targets), s, m["entropy"], g
 
@@ -403,7 +418,7 @@ def test_gspo_refuses_token_level_aggregations(agg):
     cfg = CFG.replace(aggregation=agg)
     with pytest.raises(ValueError, match="gspo.*seq_mean_token_mean"):
         rl.POLICY_LOSSES.get("gspo")(lp, old, adv, batch.loss_mask, cfg)
-    assert rl.POLICY_LOSS_AGGREGATION["gspo"] == "seq_mean_token_mean"
+    assert rl.POLICY_LOSSES.meta("gspo")["aggregation"] == "seq_mean_token_mean"
 
 
 def test_unknown_names_list_valid_ones():

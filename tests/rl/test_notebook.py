@@ -28,3 +28,6 @@ def test_prototype_loss_notebook_runs():
     assert "'soft_clip'" in text  # registered next to the built-ins
     assert "soft_clip -> {'loss'" in text  # selected from the config
     assert "unknown policy loss 'soft-clip'; valid names:" in text
+    # section 5: the new loss trains the tiny model one step through learner_step
+    assert "soft_clip learner step: {'loss'" in text and "trained steps: 1" in text
+    assert "'skipped': 0.0" in text

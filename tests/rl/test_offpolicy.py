@@ -222,20 +222,29 @@ def test_corrections_need_the_behaviour_logprobs():
                                behaviour_logprobs=old)
 
 
-def test_a_loss_without_token_weights_is_refused_clearly(monkeypatch):
-    """A notebook loss written to the base signature still runs on-policy, and says why it
-    cannot take an off-policy correction instead of failing inside the trace."""
+def test_a_new_loss_is_corrected_like_the_built_ins(monkeypatch):
+    """The correction weights a loss's per-token terms from outside, so a notebook loss
+    written to the base signature (it knows nothing of off-policy data) gets every
+    correction: its corrected loss is the weighted sum of its own per-token terms."""
 
-    def bare(logprobs, sample_logprobs, advantages, mask, cfg, *, turn_index=None):
-        return rl.aggregate(-advantages * logprobs, mask, cfg) + ({},)
+    def bare(logprobs, old_logprobs, advantages, mask, cfg):
+        return jnp.where(mask, -advantages * logprobs, 0.0), {}
 
     monkeypatch.setitem(rl.POLICY_LOSSES._fns, "_bare_test_loss", bare)  # removed afterwards
-    batch, lp, old, _, adv = draw(0)
+    monkeypatch.setitem(rl.POLICY_LOSSES._meta, "_bare_test_loss",
+                        dict(rl.POLICY_LOSSES.defaults))
+    batch, lp, old, behaviour, adv = draw(0)
+    mask = batch.loss_mask
     cfg = CFG.replace(policy_loss="_bare_test_loss")
-    rl.compute_policy_loss(lp, old, adv, batch.loss_mask, cfg, behaviour_logprobs=old)
-    with pytest.raises(ValueError, match="token_weights"):
-        rl.compute_policy_loss(lp, old, adv, batch.loss_mask, cfg.replace(off_policy="tis"),
-                               behaviour_logprobs=old)
+    s0, d0, _ = rl.compute_policy_loss(lp, old, adv, mask, cfg, behaviour_logprobs=old)
+    np.testing.assert_allclose(s0, np.sum(np.where(mask, -adv * lp, 0)), rtol=1e-5)
+    for name in ("tis", "mis", "decoupled"):
+        c = cfg.replace(off_policy=name)
+        s, d, m = rl.compute_policy_loss(lp, old, adv, mask, c, behaviour_logprobs=behaviour)
+        w, _ = rl.off_policy_weights(old, behaviour, mask, c)
+        np.testing.assert_allclose(s, np.sum(np.where(mask, -adv * lp * w, 0)), rtol=1e-5,
+                                   atol=1e-6)
+        assert float(d) == float(d0) and "behav_ratio_mean" in m
 
 
 def test_weights_are_finite_on_degenerate_inputs():

@@ -68,12 +68,45 @@ def test_builtin_registries():
             assert reg.get(name).__doc__, f"{reg.kind} {name} has no docstring"
 
 
+def test_metadata_declares_what_a_variant_needs():
+    reg = rl.Registry("estimator", defaults={"needs_values": False})
+    reg.register("plain", lambda: None)
+    reg.register("critic", lambda: None, needs_values=True)
+    assert reg.meta("plain")["needs_values"] is False and reg.meta("critic")["needs_values"]
+    assert reg.where(needs_values=True) == ("critic",)
+    with pytest.raises(ValueError, match="unknown metadata need_values; valid keys: needs_values"):
+        reg.register("typo", lambda: None, need_values=True)
+    with pytest.raises(TypeError):
+        reg.meta("plain")["needs_values"] = True  # read-only
+    with pytest.raises(ValueError, match="unknown estimator 'x'"):
+        reg.meta("x")
+    # the built-ins: the trainer asks these instead of keeping its own lists
+    assert rl.ADVANTAGES.where(needs_values=True) == ("bilevel_gae", "gae", "turn_gae")
+    assert rl.POLICY_LOSSES.meta("gspo")["reads"] == ("turn_index",)
+    assert rl.POLICY_LOSSES.meta("gspo")["aggregation"] == "seq_mean_token_mean"
+    assert all(set(rl.POLICY_LOSSES.meta(n)["reads"]) <= set(rl.LOSS_INPUTS)
+               for n in rl.POLICY_LOSSES)
+
+
+def test_one_registry_class_for_every_layer():
+    from agentic_rl.envs import ENVS
+    from agentic_rl.registry import Registry
+
+    for reg in (rl.ADVANTAGES, rl.POLICY_LOSSES, rl.KL_ESTIMATORS, rl.AGGREGATIONS,
+                rl.OFF_POLICY, ENVS):
+        assert type(reg) is Registry
+    assert rl.Registry is Registry
+    with pytest.raises(ValueError, match="unknown environment 'nope'; valid names: .*calculator"):
+        ENVS.get("nope")
+
+
 def test_rl_imports_without_models_or_other_layers():
-    """rl/ sits below train/ and never needs a model: importing it loads no other layer."""
+    """rl/ sits below train/ and never needs a model: importing it loads no other layer
+    (only the dependency-free `agentic_rl.registry` that every layer shares)."""
     code = (
         "import sys, agentic_rl.rl; "
         "bad = sorted({m.split('.')[1] for m in sys.modules "
-        "if m.startswith('agentic_rl.') and m.split('.')[1] != 'rl'}); "
+        "if m.startswith('agentic_rl.') and m.split('.')[1] not in ('rl', 'registry')}); "
         "assert not bad, bad"
     )
     root = pathlib.Path(__file__).resolve().parents[2]

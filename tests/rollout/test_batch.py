@@ -175,3 +175,21 @@ def test_host_metadata_never_retraces_jit():
     mapped = jax.tree_util.tree_map(lambda x: x, b1)
     assert mapped.metadata.rows == b1.metadata.rows
     assert len(jax.tree_util.tree_leaves(b1)) == 10
+
+
+def test_pad_rows_appends_empty_rows_that_no_group_sees():
+    from agentic_rl.rollout import pad_rows
+
+    batch = collate([record(turns=2, group=0), record(turns=1, group=0)], length_bucket=8,
+                    num_turns=2)
+    padded = pad_rows(batch, 5)
+    padded.validate()
+    assert padded.batch_size == 5 and len(padded.metadata) == 5
+    assert [m.get("padding", False) for m in padded.metadata] == [False, False, True, True, True]
+    assert not padded.attention_mask[2:].any() and not padded.loss_mask[2:].any()
+    assert (padded.turn_index[2:] == -1).all() and (padded.turn_end[2:] == -1).all()
+    assert (padded.agent_id[2:] == -1).all() and not padded.truncated[2:].any()
+    gids = np.asarray(padded.group_id)
+    assert len(set(gids[2:])) == 3 and (gids[2:] < 0).all()  # each its own group
+    np.testing.assert_array_equal(padded.tokens[:2], batch.tokens)
+    assert pad_rows(batch, 2) is batch

@@ -15,6 +15,7 @@ from tests.train.conftest import REPO
 SMALL = ["rollout.tasks_per_step=2", "rollout.group_size=2", "train.num_minibatches=1",
          "train.num_epochs=1", "eval.num_episodes=4", "eval.every=1", "eval.greedy=false",
          "eval.at_start=false"]
+CONFIG = [f"--config.{s}" for s in SMALL]  # the trainer's override syntax
 
 
 @pytest.fixture
@@ -30,7 +31,7 @@ def test_one_family_writes_table_results_and_plot(ablate, tmp_path):
     out = tmp_path / "obs_mask"
     figures = tmp_path / "figures"
     code = ablate.main(["--family", "obs_mask", "--seeds", "0", "--steps", "1", "--out",
-                        str(out), "--figure-dir", str(figures), "--set", *SMALL])
+                        str(out), "--figure-dir", str(figures), *CONFIG])
     assert code == 0
     table = (out / "table.md").read_text()
     assert "| masked |" in table and "| train_on_obs |" in table
@@ -44,7 +45,7 @@ def test_one_family_writes_table_results_and_plot(ablate, tmp_path):
     assert runs == ["grpo", "train_on_obs"]
     # a second call finds both runs finished and only rewrites the outputs
     assert ablate.main(["--family", "obs_mask", "--seeds", "0", "--steps", "1", "--out",
-                        str(out), "--set", *SMALL]) == 0
+                        str(out), *CONFIG]) == 0
 
 
 def test_unknown_family_lists_the_valid_ones(ablate, tmp_path, capsys):

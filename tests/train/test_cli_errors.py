@@ -329,11 +329,11 @@ def ablate(*args: str) -> subprocess.CompletedProcess:
     (["rl.kl_coef=[1]"], [r"rl\.kl_coef", r"number"]),
     (["rl.kl_coeff=0.1"], [r"rl\.kl_coeff", r"rl\.kl_coef"]),
     (["train.num_epochs=many"], [r"train\.num_epochs", r"int"]),
-    (["novalue"], [r"KEY=VALUE", r"novalue"]),
+    (["novalue"], [r"--config\.novalue needs a value"]),
 ])
 def test_ablate_bad_set(tmp_path, sets, patterns):
     out = ablate("--family", "obs_mask", "--seeds", "0", "--steps", "1", "--out",
-                 str(tmp_path / "out"), "--set", *sets)
+                 str(tmp_path / "out"), *(f"--config.{s}" for s in sets))
     assert_clear_error(out, *patterns)
     assert not (tmp_path / "out").exists()  # nothing ran
 

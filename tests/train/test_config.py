@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from agentic_rl.train.__main__ import split_overrides
 from agentic_rl.train.config import (
     ConfigError,
     apply_overrides,
     default_config,
     load_config_file,
+    split_overrides,
     validate,
 )
 from tests.train.conftest import REPO, TINY
@@ -117,3 +117,39 @@ def test_cli_prints_resolved_config(tmp_path):
         capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.returncode == 0, out.stderr
     assert '"kl_coef": 0.5' in out.stdout and '"algo": "ppo"' in out.stdout
+
+
+def test_every_knob_in_code_is_reachable_from_the_config():
+    """Every field of LossConfig and RolloutConfig has a config key that reaches it (the
+    rollout's agent_id and extra stop ids are set by the runtime and the chat format)."""
+    import dataclasses
+
+    from agentic_rl.rl import LossConfig
+    from agentic_rl.rollout import RolloutConfig
+    from agentic_rl.train import builders
+
+    cfg = apply_overrides(default_config(), {
+        "rl.loss.gspo_level": "turn", "rollout.stop_strings": '("</a>", "</b>")',
+        "rollout.straggler_wait_s": "0.5", "rollout.max_workers": "3",
+        "rollout.max_error_fraction": "0.5", "rollout.max_tool_calls": "2",
+        "rollout.max_tool_call_chars": "100"})
+    loss = builders.loss_config(cfg)
+    assert {f.name for f in dataclasses.fields(LossConfig)} == set(cfg.rl.loss)
+    assert loss.gspo_level == "turn"
+    r = builders.rollout_config(cfg)
+    assert (r.stop_strings, r.straggler_wait_s, r.max_workers, r.max_error_fraction) == (
+        ("</a>", "</b>"), 0.5, 3, 0.5)
+    assert (r.parser.max_calls, r.parser.max_call_chars) == (2, 100)
+    runtime = {"agent_id", "extra_stop_token_ids", "parser"}
+    keys = set(cfg.rollout) | {"parser"}
+    missing = {f.name for f in dataclasses.fields(RolloutConfig)} - keys - runtime
+    assert not missing, missing
+    # a single string is one stop string; anything else is a clear error
+    one = apply_overrides(default_config(), {"rollout.stop_strings": "</x>"})
+    assert one.rollout.stop_strings == ("</x>",)
+    with pytest.raises(ConfigError, match="tuple of strings"):
+        apply_overrides(default_config(), {"rollout.stop_strings": "(1, 2)"})
+    with pytest.raises(ConfigError, match="rollout: RolloutConfig.max_workers must be >= 1"):
+        validate(apply_overrides(default_config(), {"rollout.max_workers": "0"}))
+    with pytest.raises(ConfigError, match="gspo_level"):
+        validate(apply_overrides(default_config(), {"rl.loss.gspo_level": "token"}))

@@ -19,7 +19,7 @@ SMALL = ["rollout.tasks_per_step=4", "rollout.group_size=4", "train.num_minibatc
 def test_kill_resume_cycles_match_the_uninterrupted_run(tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "kill_resume.py"), "--cycles", "3",
-         "--seed", "1", "--out", str(tmp_path / "kr"), "--set", *SMALL],
+         "--seed", "1", "--out", str(tmp_path / "kr"), *(f"--config.{s}" for s in SMALL)],
         capture_output=True, text=True, cwd=REPO, timeout=900)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-3000:]
     assert "RESULT: identical to the uninterrupted run" in out.stdout

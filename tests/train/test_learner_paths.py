@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from agentic_rl.train import Trainer
-from agentic_rl.train import loop as train_loop
+from agentic_rl.train import learner as train_learner
 from agentic_rl.train.config import apply_overrides, load_config_file
-from agentic_rl.train.loop import pad_rows
+from agentic_rl.train.learner import score_and_advantages
 from tests.rl import reference as ref
 from tests.train.conftest import REPO
 
@@ -33,10 +33,12 @@ def make_trainer(tmp_path, variant="grpo", **overrides):
 
 
 def fresh_batch(trainer):
-    """One rollout with the current policy, as the arrays and TrainBatch the update sees."""
+    """One rollout with the current policy, as the learner batch's arrays and the
+    TrainBatch the update sees (the learner step's scoring and advantages)."""
     result, _ = trainer.rollout()
-    arrays = pad_rows(result.batch, trainer.rows)
-    return result, arrays, trainer.prepare_batch(arrays)
+    batch, hp = trainer.learner_batch(result.batch)
+    arrays = {k: np.asarray(v) for k, v in vars(batch).items()}
+    return result, arrays, jax.jit(score_and_advantages)(trainer.state, batch, hp)
 
 
 def as_ref_batch(arrays) -> ref.Batch:
@@ -52,7 +54,7 @@ def test_kl_as_a_reward_penalty_end_to_end(compile_cache, tmp_path):
     coef = 0.5
     trainer = make_trainer(tmp_path, **{"rl.kl_coef": coef, "rl.kl_mode": "reward"})
     try:
-        assert trainer.need_ref and not trainer.hp.kl_in_loss
+        assert trainer.need_ref and not trainer.learner_config.step.kl_in_loss
         # Move the policy away from its frozen reference copy (at step 0 they are equal, and
         # the tiny batch's all-equal rewards give no gradient to do it).
         trainer.state = trainer.state.replace(
@@ -65,7 +67,8 @@ def test_kl_as_a_reward_penalty_end_to_end(compile_cache, tmp_path):
         for b, t in zip(*np.nonzero(mask)):
             k3[b, t] = ref.kl("k3", float(old[b, t]), float(ref_lp[b, t]))
         adv_ref, _ = ref.group_advantages(as_ref_batch(arrays), "grpo", "outcome",
-                                          trainer.adv_cfg.turn_gamma, trainer.adv_cfg.eps,
+                                          trainer.learner_config.advantage.turn_gamma,
+                                          trainer.learner_config.advantage.eps,
                                           token_rewards=-coef * k3)
         np.testing.assert_allclose(np.asarray(batch.advantages), adv_ref, rtol=1e-4, atol=1e-5)
         metrics = trainer.train_step()
@@ -89,7 +92,7 @@ def test_reusing_the_sampler_logprobs_end_to_end(compile_cache, tmp_path, monkey
         raise AssertionError("reuse_sample_logprobs must skip the scoring pass")
 
     try:
-        monkeypatch.setattr(train_loop, "score", no_scoring)
+        monkeypatch.setattr(train_learner, "score", no_scoring)
         metrics = trainer.train_step()
         assert metrics["train/skipped"] == 0 and np.isfinite(metrics["train/loss"])
         assert abs(metrics["train/ratio_max"] - 1) < 1e-3
@@ -139,7 +142,7 @@ def test_ppo_bootstraps_truncated_episodes(compile_cache, tmp_path):
             cut[b] = float(model.value_head(h)[0, -1])
         bootstrap = np.where(arrays["truncated"], cut, 0.0)
         values = np.asarray(batch.old_values, np.float64)
-        cfg = trainer.adv_cfg
+        cfg = trainer.learner_config.advantage
         adv_ref, ret_ref = ref.gae(as_ref_batch(arrays), values, cfg.gamma, cfg.lam,
                                    bootstrap=bootstrap)
         np.testing.assert_allclose(np.asarray(batch.advantages), adv_ref, rtol=1e-4, atol=1e-4)
@@ -156,7 +159,7 @@ def test_off_policy_corrections_on_synchronous_rollouts(compile_cache, tmp_path,
     the weights are ~1 and the update is the on-policy one."""
     trainer = make_trainer(tmp_path, **{"rl.loss.off_policy": correction})
     try:
-        assert trainer.hp.loss.off_policy == correction
+        assert trainer.learner_config.step.loss.off_policy == correction
         metrics = trainer.train_step()
         assert metrics["train/skipped"] == 0 and np.isfinite(metrics["train/loss"])
         assert abs(metrics["train/behav_weight_mean"] - 1) < 1e-3

@@ -92,5 +92,27 @@ def test_agent_trainer_facade(compile_cache, tmp_path):
                                       "log.progress": False})
     history = trainer.train(episodes=8)
     assert len(history) == 1 and np.isfinite(history[0]["train/loss"])
+    assert history[0]["train/learning_rate"] == pytest.approx(trainer.cfg.optim.learning_rate)
+
+
+def test_agent_trainer_schedule_spans_the_horizon_it_trains(compile_cache, tmp_path):
+    """An evaluate() first builds the trainer with the config's max_steps (100); the
+    linear decay must still end at the last step train() runs, here step 2 of 2."""
+    from agentic_rl.train import AgentTrainer
+
+    lr = 1e-3
+    trainer = AgentTrainer(model="tiny", environment="guess_number", algo="grpo",
+                           workdir=tmp_path, chat_format="chatml", lora_rank=4,
+                           env_kwargs={"low": 1, "high": 8, "max_guesses": 2},
+                           overrides={"rollout.max_new_tokens": 8, "rollout.max_turns": 2,
+                                      "rollout.tasks_per_step": 2, "rollout.group_size": 2,
+                                      "rollout.max_episode_tokens": 640,
+                                      "rollout.length_bucket": 640, "eval.every": 0,
+                                      "eval.num_episodes": 2, "log.progress": False,
+                                      "optim.schedule": "linear", "optim.learning_rate": lr})
+    trainer.evaluate()
+    history = trainer.train(steps=2)
+    assert [h["train/learning_rate"] for h in history] == pytest.approx([lr, lr / 2])
+    assert trainer.cfg.train.max_steps == 2
     with pytest.raises(TypeError, match="learning_rate"):
         AgentTrainer(model="tiny", learning_rat=1e-3)

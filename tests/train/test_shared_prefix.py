@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from agentic_rl.rl import LossConfig
-from agentic_rl.train.loop import share_prefix, shared_prefix_length
+from agentic_rl.rollout import EpisodeBatch, HostMetadata, share_prefix, shared_prefix_length
 from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score
 from tests.train.test_step import B, T, V, leaves, make_state
 
@@ -37,11 +37,20 @@ def test_shared_prefix_length_rounds_down_and_ignores_empty_rows():
 def test_share_prefix_fills_empty_rows_only():
     tokens = np.array([[5, 6, 7, 8], [5, 6, 9, 0], [0, 0, 0, 0]])
     mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [0, 0, 0, 0]], bool)
-    out = share_prefix({"tokens": tokens, "attention_mask": mask}, 2)
-    np.testing.assert_array_equal(out["tokens"][2], [5, 6, 0, 0])
-    np.testing.assert_array_equal(out["attention_mask"][2], [1, 1, 0, 0])
-    np.testing.assert_array_equal(out["tokens"][:2], tokens[:2])
+    turn_index = np.where(mask, 0, -1)
+    batch = EpisodeBatch(tokens=tokens, attention_mask=mask, loss_mask=mask,
+                         sample_logprobs=np.zeros((3, 4), np.float32), turn_index=turn_index,
+                         turn_end=np.array([[3], [2], [-1]]), turn_rewards=np.zeros((3, 1)),
+                         group_id=np.arange(3), agent_id=np.where(mask, 0, -1),
+                         truncated=np.zeros(3, bool), metadata=HostMetadata([{}] * 3))
+    out = share_prefix(batch, 2)
+    np.testing.assert_array_equal(out.tokens[2], [5, 6, 0, 0])
+    np.testing.assert_array_equal(out.attention_mask[2], [1, 1, 0, 0])
+    np.testing.assert_array_equal(out.tokens[:2], tokens[:2])
     assert tokens[2, 0] == 0  # the caller's arrays are not modified
+    assert not out.loss_mask[2].any()  # the padding row still has no loss
+    out.validate()  # still a valid EpisodeBatch
+    assert share_prefix(batch, 0) is batch
 
 
 def _prefixed_batch(state, P, seed=0):

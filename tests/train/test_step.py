@@ -84,8 +84,9 @@ def reference_grad(state, batch: TrainBatch, cfg: LossConfig):
     def loss(params):
         lp, _, v = state.model(params).logprobs_and_values(batch.tokens, batch.attention_mask)
         pg, den, _ = rl.compute_policy_loss(lp, batch.old_logprobs, batch.advantages, mask, cfg)
-        kl = rl.kl_loss(lp, batch.ref_logprobs, mask, cfg)[0]
-        vf = rl.value_loss(v, batch.old_values, batch.returns, mask, cfg)[0]
+        kl = rl.aggregate(rl.kl_loss(lp, batch.ref_logprobs, mask, cfg)[0], mask, cfg)[0]
+        vf = rl.aggregate(rl.value_loss(v, batch.old_values, batch.returns, mask, cfg)[0],
+                          mask, cfg)[0]
         return (pg + KL_COEF * kl + VF_COEF * vf) / den
 
     return jax.grad(loss)(state.params)

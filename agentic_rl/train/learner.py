@@ -1,0 +1,183 @@
+"""The learner as one pure function: scoring, advantages and the update.
+
+    learner_step(state, batch: LearnerBatch, hp: LearnerConfig) -> (state, metrics)
+
+is what the trainer, the benchmarks, notebooks and tests call. One rollout batch in, the
+updated state and the step's metrics out:
+
+  1. a no-grad scoring pass at the sampling temperature: the proximal (old) log-probs,
+     the critic's values and the reference log-probs, as the config needs them;
+  2. advantages and returns (`rl.compute_advantages`), with the KL as a per-token reward
+     penalty if asked, and truncated rows bootstrapped from the critic's value at the cut;
+  3. `train_on_batch`: epochs x minibatches x micro-batches of guarded updates.
+
+`LearnerBatch` holds the device fields of an `EpisodeBatch` (plus which tokens the sampler
+produced); build it with `LearnerBatch.from_episodes`. Host-side transforms of the
+episodes (padding to a fixed row count, a shared prefix for padding rows) are
+`EpisodeBatch -> EpisodeBatch` functions in `agentic_rl.rollout.batch`.
+
+`metrics` holds scalars (the update's, `advantage_mean` / `advantage_std` over the loss
+tokens) and `advantages` [B, T], for the trajectory viewer.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from agentic_rl.rl import AdvantageConfig, compute_advantages, kl_penalty_rewards, masked_mean
+from agentic_rl.rollout.batch import EpisodeBatch
+from agentic_rl.train.state import TrainState
+from agentic_rl.train.step import StepConfig, TrainBatch, score, train_on_batch, value_at_cut
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class LearnerBatch:
+    """What the learner reads of one rollout batch; every leaf has the row axis first.
+
+    The fields of `EpisodeBatch` (DESIGN.md) without host metadata, plus `sampled_mask`:
+    the tokens the sampler produced, where `sample_logprobs` are the behaviour policy's.
+    It equals `loss_mask` unless observations are trained on too (then the loss mask is
+    wider and the behaviour log-probs of observation tokens are taken as the old ones).
+    """
+
+    tokens: Array  # int32 [B, T]
+    attention_mask: Array  # bool [B, T]
+    loss_mask: Array  # bool [B, T]
+    sampled_mask: Array  # bool [B, T]
+    sample_logprobs: Array  # f32 [B, T]
+    turn_index: Array  # int32 [B, T]
+    turn_end: Array  # int32 [B, K]
+    turn_rewards: Array  # f32 [B, K]
+    group_id: Array  # int32 [B]
+    truncated: Array  # bool [B]
+
+    @classmethod
+    def from_episodes(cls, batch: EpisodeBatch, *, train_on_observations: bool = False
+                      ) -> LearnerBatch:
+        """The learner's view of an EpisodeBatch (host numpy arrays, not yet placed).
+
+        `train_on_observations` widens the loss mask to every real token after the prompt
+        (turn_index >= 0: the policy's turns plus the observations and appended
+        end-of-turn tokens between them), for the `rl.train_on_observations` ablation;
+        the prompt and padding stay out."""
+        a = lambda name: np.asarray(getattr(batch, name))
+        loss = a("loss_mask").astype(bool)
+        sampled = loss
+        if train_on_observations:
+            loss = loss | (a("attention_mask").astype(bool) & (a("turn_index") >= 0))
+        return cls(tokens=a("tokens").astype(np.int32), attention_mask=a("attention_mask"),
+                   loss_mask=loss, sampled_mask=sampled,
+                   sample_logprobs=a("sample_logprobs").astype(np.float32),
+                   turn_index=a("turn_index").astype(np.int32),
+                   turn_end=a("turn_end").astype(np.int32),
+                   turn_rewards=a("turn_rewards").astype(np.float32),
+                   group_id=a("group_id").astype(np.int32), truncated=a("truncated"))
+
+
+@flax.struct.dataclass
+class LearnerConfig:
+    """Hyperparameters of `learner_step`. Floats are traced; structure is static.
+
+    `step`: the update (losses, coefficients, epochs, minibatches, micro-batches, prefix,
+    temperature, mesh). `advantage`: the estimator. `need_ref`: score the reference
+    policy (a KL term, or a loss that reads reference log-probs). `kl_reward`: the KL
+    is a per-token reward penalty (`rl.kl_mode="reward"`) instead of a loss term.
+    `score_chunk`: rows per scoring pass (0 = all). `reuse_sample_logprobs`: take the
+    sampler's log-probs as the old ones instead of a scoring pass (only without a
+    critic or a reference). `with_cut_values`: score one extra column, for the critic's
+    value after a row that fills all T positions (the host sets it per batch:
+    `needs_cut_column`).
+    """
+
+    step: StepConfig
+    advantage: AdvantageConfig
+    need_ref: bool = flax.struct.field(pytree_node=False, default=False)
+    kl_reward: bool = flax.struct.field(pytree_node=False, default=False)
+    score_chunk: int = flax.struct.field(pytree_node=False, default=0)
+    reuse_sample_logprobs: bool = flax.struct.field(pytree_node=False, default=False)
+    with_cut_values: bool = flax.struct.field(pytree_node=False, default=False)
+
+
+def needs_cut_column(batch: LearnerBatch | EpisodeBatch, hp: LearnerConfig) -> bool:
+    """Whether a critic run must score one column past T: some row fills all T positions,
+    so the value after its last token lies past the array."""
+    return bool(hp.step.use_critic and np.asarray(batch.attention_mask).all(axis=1).any())
+
+
+def score_and_advantages(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
+                         ) -> TrainBatch:
+    """Steps 1-2 of `learner_step`: the scoring pass and the advantages, as the update's
+    TrainBatch. Pure; jit it (or call `learner_step`)."""
+    step = hp.step
+    rows = batch.tokens.shape[0]
+    chunk = hp.score_chunk or rows
+    tokens, attn = batch.tokens, batch.attention_mask
+    common = dict(chunk=chunk, with_ref=hp.need_ref, prefix_len=step.prefix_len,
+                  temperature=step.temperature)
+    cut = None
+    if hp.reuse_sample_logprobs and not (step.use_critic or hp.need_ref):
+        old_lp = batch.sample_logprobs
+        values = ref_lp = jnp.zeros_like(old_lp)
+    elif step.use_critic and hp.with_cut_values:
+        old_lp, values, ref_lp, cut = score(state, tokens, attn, with_values=True,
+                                            with_cut_values=True, **common)
+    elif step.use_critic:  # the value at each row's cut, for truncated episodes
+        old_lp, values, ref_lp = score(state, tokens, attn, with_values=True, **common)
+        cut = value_at_cut(values, attn)
+    else:
+        old_lp, values, ref_lp = score(state, tokens, attn, with_values=False, **common)
+    token_rewards = None
+    if hp.kl_reward:  # KL as a per-token reward penalty
+        token_rewards = kl_penalty_rewards(old_lp, ref_lp, batch.loss_mask, step.kl_coef,
+                                           step.loss.kl_estimator)
+    adv, ret = compute_advantages(batch, hp.advantage,
+                                  values=values if step.use_critic else None,
+                                  token_rewards=token_rewards, cut_values=cut)
+    # Behaviour log-probs: the sampler's on the tokens it sampled; elsewhere (observation
+    # tokens of rl.train_on_observations) the old ones, a ratio of 1.
+    behaviour = jnp.where(batch.sampled_mask, batch.sample_logprobs, old_lp)
+    return TrainBatch(tokens=tokens, attention_mask=attn, loss_mask=batch.loss_mask,
+                      turn_index=batch.turn_index, advantages=adv, returns=ret,
+                      old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values,
+                      behaviour_logprobs=behaviour)
+
+
+def learner_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
+                 ) -> tuple[TrainState, dict[str, Array]]:
+    """Scoring, advantages and all epochs x minibatches of updates on one rollout batch.
+
+    Pure: same inputs, same outputs. Advances `state.step` and its PRNG key. See the
+    module docstring for the metrics."""
+    train_batch = score_and_advantages(state, batch, hp)
+    state, metrics = train_on_batch(state, train_batch, hp.step)
+    mask = batch.loss_mask
+    adv = train_batch.advantages
+    mean = masked_mean(adv, mask)
+    metrics = dict(metrics)
+    metrics["advantage_mean"] = mean
+    metrics["advantage_std"] = jnp.sqrt(masked_mean(jnp.square(adv - mean), mask))
+    metrics["advantages"] = adv
+    return state, metrics
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def _learner_step_jit(state, batch, hp):
+    return learner_step(state, batch, hp)
+
+
+def make_learner_step(state_shardings: Any = None, batch_shardings: Any = None):
+    """`learner_step` jitted with the state donated (and placed by the given shardings).
+    Without shardings all calls share one compiled cache."""
+    if state_shardings is None:
+        return _learner_step_jit
+    return jax.jit(learner_step, donate_argnums=(0,),
+                   in_shardings=(state_shardings, batch_shardings, None),
+                   out_shardings=(state_shardings, None))
