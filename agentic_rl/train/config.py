@@ -24,8 +24,8 @@ from typing import Any
 
 import ml_collections
 
-ALGOS = ("grpo", "ppo")
-DEFAULT_ESTIMATOR = {"grpo": "grpo", "ppo": "gae"}
+ALGOS = ("grpo", "ppo", "dpo")
+DEFAULT_ESTIMATOR = {"grpo": "grpo", "ppo": "gae", "dpo": "grpo"}  # dpo: unused
 OPEN_KEYS = ("env.kwargs",)  # free-form mappings, validated elsewhere
 
 
@@ -85,7 +85,9 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.max_tool_call_chars = 4096  # one call's JSON, bounded before parsing
 
     c.rl = ml_collections.ConfigDict()
-    c.rl.algo = "grpo"  # grpo (group baseline, no critic) or ppo (value head + GAE)
+    # grpo (group baseline, no critic), ppo (value head + GAE) or dpo (each group's best
+    # vs worst episode as a preference pair; reference = LoRA off or the initial weights)
+    c.rl.algo = "grpo"
     c.rl.kl_coef = 0.0  # KL to the reference policy (LoRA off, or the initial weights)
     c.rl.kl_mode = "loss"  # "loss" (GRPO style) or "reward" (per-token penalty, PPO-RLHF)
     c.rl.entropy_coef = 0.0
@@ -97,6 +99,13 @@ def default_config() -> ml_collections.ConfigDict:
     # environment's text, which adds variance and can make it imitate tool output.
     # The prompt is never trained on.
     c.rl.train_on_observations = False
+    # rl.algo="dpo": beta (implicit KL strength), label_smoothing (conservative DPO),
+    # min_margin (a group is a pair only if best - worst return > it). pairs_file: offline
+    # DPO from a JSONL of ranked pairs instead of rollouts, one per line:
+    # {"messages": [...prompt...], "chosen": "reply", "rejected": "reply"} (or "prompt":
+    # "text" for one user message); tasks_per_step pairs per step, group_size must be 2.
+    c.rl.dpo = ml_collections.ConfigDict(
+        {"beta": 0.1, "label_smoothing": 0.0, "min_margin": 0.0, "pairs_file": ""})
     c.rl.advantage = ml_collections.ConfigDict(
         {"estimator": "", "level": "outcome", "whiten": False, "whiten_weighting": "token",
          "gamma": 1.0, "lam": 1.0, "turn_gamma": -1.0, "turn_lam": 0.95}
@@ -244,8 +253,8 @@ def uses_critic(cfg: ml_collections.ConfigDict) -> bool:
 
 
 def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
-    """Reference log-probs are computed for a KL term or a loss that reads them."""
-    return cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
+    """Reference log-probs are computed for DPO, a KL term or a loss that reads them."""
+    return cfg.rl.algo == "dpo" or cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -295,7 +304,25 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             f"{', '.join(critic_estimators())} (got {estimator(cfg)!r}); use rl.algo='grpo' for "
             "critic-free estimators"
         )
-    if cfg.rl.algo == "grpo" and uses_critic(cfg):
+    if cfg.rl.algo == "dpo":
+        d, t = cfg.rl.dpo, cfg.train
+        if not d.beta > 0 or not 0 <= d.label_smoothing < 0.5:
+            raise ConfigError(f"rl.dpo: beta must be > 0 and label_smoothing in [0, 0.5), "
+                              f"got beta={d.beta}, label_smoothing={d.label_smoothing}")
+        if t.num_minibatches != 1 or t.micro_batch_size:
+            raise ConfigError("rl.algo='dpo' updates on the whole batch of pairs: set "
+                              "train.num_minibatches=1 and train.micro_batch_size=0")
+        if cfg.rollout.group_size < 2:
+            raise ConfigError("rl.algo='dpo' pairs episodes of one group: rollout.group_size "
+                              f"must be >= 2, got {cfg.rollout.group_size}")
+        if d.pairs_file and cfg.rollout.group_size != 2:
+            raise ConfigError("offline DPO (rl.dpo.pairs_file) reads one pair per task: set "
+                              f"rollout.group_size=2, got {cfg.rollout.group_size}")
+        if d.pairs_file and not Path(d.pairs_file).is_file():
+            raise ConfigError(f"rl.dpo.pairs_file={d.pairs_file!r} is not a file")
+    elif cfg.rl.dpo.pairs_file:
+        raise ConfigError("rl.dpo.pairs_file is for rl.algo='dpo'")
+    if cfg.rl.algo != "ppo" and uses_critic(cfg):
         who = (f"rl.loss.policy_loss={cfg.rl.loss.policy_loss!r} reads values"
                if "values" in loss_reads(cfg) else
                f"rl.advantage.estimator={estimator(cfg)!r}")

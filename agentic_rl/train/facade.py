@@ -63,7 +63,8 @@ class AgentTrainer:
 
     model: embedded model name, HF directory, "tiny", or a loaded `Policy`.
     environment: a name in `agentic_rl.envs.ENVS` or an `EnvSuite`.
-    algo: "grpo" or "ppo". workdir: where checkpoints/metrics go (default runs/<env>-<algo>-<time>).
+    algo: "grpo", "ppo" or "dpo".
+    workdir: where checkpoints/metrics go (default runs/<env>-<algo>-<time>).
     env_kwargs: the environment's keyword arguments. Other keywords: see SHORTCUTS.
     """
 

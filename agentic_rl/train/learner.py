@@ -30,10 +30,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from agentic_rl.rl import AdvantageConfig, compute_advantages, kl_penalty_rewards, masked_mean
+from agentic_rl.rl import (
+    AdvantageConfig,
+    DPOConfig,
+    build_preference_pairs,
+    compute_advantages,
+    dpo_loss_from_pairs,
+    episode_returns,
+    finalize,
+    kl_penalty_rewards,
+    masked_mean,
+    sequence_logprobs,
+)
 from agentic_rl.rollout.batch import EpisodeBatch
 from agentic_rl.train.state import TrainState
-from agentic_rl.train.step import StepConfig, TrainBatch, score, train_on_batch, value_at_cut
+from agentic_rl.train.step import (
+    StepConfig,
+    TrainBatch,
+    forward,
+    guarded_update,
+    score,
+    train_on_batch,
+    value_at_cut,
+)
 
 Array = jax.Array
 
@@ -95,10 +114,19 @@ class LearnerConfig:
     critic or a reference). `with_cut_values`: score one extra column, for the critic's
     value after a row that fills all T positions (the host sets it per batch:
     `needs_cut_column`).
+
+    `algo="dpo"`: instead of a policy-gradient update, DPO on the batch's groups: each
+    group's best and worst episode (by return) form a (chosen, rejected) pair, the
+    reference is the KL reference (LoRA off, or the frozen initial copy), `dpo` holds beta,
+    label smoothing and the minimum return margin of a pair; `step.num_epochs` whole-batch
+    updates (no minibatches or micro-batches).
     """
 
     step: StepConfig
     advantage: AdvantageConfig
+    dpo: DPOConfig = DPOConfig()
+    dpo_min_margin: float = 0.0
+    algo: str = flax.struct.field(pytree_node=False, default="pg")
     need_ref: bool = flax.struct.field(pytree_node=False, default=False)
     kl_reward: bool = flax.struct.field(pytree_node=False, default=False)
     score_chunk: int = flax.struct.field(pytree_node=False, default=0)
@@ -152,10 +180,13 @@ def score_and_advantages(state: TrainState, batch: LearnerBatch, hp: LearnerConf
 
 def learner_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
                  ) -> tuple[TrainState, dict[str, Array]]:
-    """Scoring, advantages and all epochs x minibatches of updates on one rollout batch.
+    """Scoring, advantages and all epochs x minibatches of updates on one rollout batch
+    (or, with `hp.algo="dpo"`, the DPO updates on its best/worst pairs).
 
     Pure: same inputs, same outputs. Advances `state.step` and its PRNG key. See the
     module docstring for the metrics."""
+    if hp.algo == "dpo":
+        return dpo_step(state, batch, hp)
     train_batch = score_and_advantages(state, batch, hp)
     state, metrics = train_on_batch(state, train_batch, hp.step)
     mask = batch.loss_mask
@@ -166,6 +197,53 @@ def learner_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
     metrics["advantage_std"] = jnp.sqrt(masked_mean(jnp.square(adv - mean), mask))
     metrics["advantages"] = adv
     return state, metrics
+
+
+def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
+             ) -> tuple[TrainState, dict[str, Array]]:
+    """DPO (Rafailov et al., 2023) on the best vs worst episode of each group.
+
+    Episode log-probs are sums over the tokens the policy produced (`sampled_mask`;
+    prompts and observations are conditioning, not choices), at the sampling temperature;
+    the reference's are scored once, without gradient. `metrics`: the DPO ones
+    (reward_margin = beta x the mean log-ratio margin of chosen over rejected,
+    reward_accuracy, chosen/rejected rewards, num_pairs) of the first update, the guard's,
+    and `advantages` [B, T]: +1 on chosen and -1 on rejected tokens (for the viewer)."""
+    step = hp.step
+    tokens, attn, mask = batch.tokens, batch.attention_mask, batch.sampled_mask
+    rows = tokens.shape[0]
+    _, _, ref_lp = score(state, tokens, attn, chunk=hp.score_chunk or rows, with_values=False,
+                         with_ref=True, prefix_len=step.prefix_len,
+                         temperature=step.temperature)
+    ref_seq = sequence_logprobs(ref_lp, mask)
+    returns = episode_returns(batch.turn_rewards, batch.turn_end)
+    pairs = build_preference_pairs(returns, batch.group_id, min_margin=hp.dpo_min_margin)
+
+    def loss_fn(params):
+        lp, _, _ = forward(state, params, tokens, attn, prefix_len=step.prefix_len,
+                           temperature=step.temperature)
+        s, d, m = dpo_loss_from_pairs(sequence_logprobs(lp, mask), ref_seq, pairs, hp.dpo)
+        return finalize(s, d), m
+
+    def update(st, _):
+        (loss, m), grads = jax.value_and_grad(loss_fn, has_aux=True)(st.params)
+        st, guard = guarded_update(st, grads, loss)
+        return st, {**m, **guard}
+
+    state, metrics = jax.lax.scan(update, state, None, length=step.num_epochs)
+    first = {k: v[0] for k, v in metrics.items() if k not in ("skipped", "zero_grad")}
+    first["skipped"] = jnp.sum(metrics["skipped"])
+    first["zero_grad"] = jnp.sum(metrics["zero_grad"])
+    idx = jnp.arange(rows)
+    chosen = jnp.zeros(rows, bool).at[pairs.chosen].max(pairs.valid)
+    rejected = jnp.zeros(rows, bool).at[pairs.rejected].max(pairs.valid)
+    sign = jnp.where(chosen, 1.0, jnp.where(rejected, -1.0, 0.0))[idx]
+    adv = jnp.where(mask, sign[:, None], 0.0)
+    first["advantage_mean"] = masked_mean(adv, mask)
+    first["advantage_std"] = jnp.sqrt(masked_mean(jnp.square(adv - first["advantage_mean"]),
+                                                  mask))
+    first["advantages"] = adv
+    return state.replace(step=state.step + 1), first
 
 
 @functools.partial(jax.jit, donate_argnums=(0,))

@@ -29,8 +29,11 @@ import jax
 import numpy as np
 
 from agentic_rl.models import merge_lora, save_hf_model
+from agentic_rl.rl import DPOConfig
 from agentic_rl.rollout import evaluate_policy, pad_rows, run_episodes, share_prefix
 from agentic_rl.rollout.batch import shared_prefix_length
+from agentic_rl.rollout.loop import RolloutResult
+from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
@@ -145,7 +148,13 @@ class Trainer:
             step=step, advantage=builders.advantage_config(cfg, self.suite.gamma),
             need_ref=self.need_ref, kl_reward=c.kl_coef > 0 and c.kl_mode == "reward",
             score_chunk=cfg.train.score_batch_size or self.rows,
-            reuse_sample_logprobs=bool(cfg.train.reuse_sample_logprobs))
+            reuse_sample_logprobs=bool(cfg.train.reuse_sample_logprobs),
+            algo="dpo" if c.algo == "dpo" else "pg",
+            dpo=DPOConfig(beta=c.dpo.beta, label_smoothing=c.dpo.label_smoothing),
+            dpo_min_margin=c.dpo.min_margin)
+        # Offline DPO: ranked pairs from a file take the place of rollouts.
+        self.preference_pairs = (load_preference_pairs(c.dpo.pairs_file)
+                                 if c.algo == "dpo" and c.dpo.pairs_file else None)
         self.rollout_cfg = builders.rollout_config(cfg)
         # Evaluation runs in batches of the training rows: the sampler's batch (and so
         # the cost of every decode step of every rollout) is sized by the training batch,
@@ -251,6 +260,8 @@ class Trainer:
 
     def rollout(self):
         cfg = self.cfg
+        if self.preference_pairs is not None:
+            return self._preference_rollout()
         idx = builders.task_indices(len(self.train_tasks), self.position,
                                     cfg.rollout.tasks_per_step, cfg.seed)
         tasks = [self.train_tasks[i] for i in idx]
@@ -265,6 +276,22 @@ class Trainer:
         new_tokens = self.sampler.stats["generated_tokens"] - generated
         self.position += len(tasks)
         return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
+
+    def _preference_rollout(self):
+        """The next tasks_per_step pairs of the preference file, as the step's batch."""
+        cfg = self.cfg
+        pairs = self.preference_pairs
+        idx = builders.task_indices(len(pairs), self.position, cfg.rollout.tasks_per_step,
+                                    cfg.seed)
+        t0 = time.perf_counter()
+        batch = preference_batch([pairs[i] for i in idx], self.policy.chat_format,
+                                 length_bucket=cfg.rollout.length_bucket,
+                                 max_tokens=cfg.rollout.max_episode_tokens)
+        self.position += len(idx)
+        metrics = {"num_episodes": float(batch.batch_size),
+                   "truncated_rate": float(np.mean(batch.truncated))}
+        return (RolloutResult(batch=batch, records=[], errors=[], metrics=metrics),
+                {"time/rollout_s": time.perf_counter() - t0})
 
     def prefix_len(self, tokens: np.ndarray, attention_mask: np.ndarray) -> int:
         """The rows' shared prefix length for the update (0 = off). Off on a multi-device

@@ -266,6 +266,17 @@ def minibatch_update(state: TrainState, mb: TrainBatch, hp: StepConfig):
     safe = jnp.where(denom > 0, denom, 1.0)
     grads = jax.tree.map(lambda g: g / safe, grads)
     loss = total / safe
+    state, guard = guarded_update(state, grads, loss)
+    out = {k: jnp.mean(v) for k, v in metrics.items()}
+    out.update({k: v / safe for k, v in sums.items()})
+    out.update(guard)
+    return state, out
+
+
+def guarded_update(state: TrainState, grads, loss: Array):
+    """One optimizer update from `grads`, skipped (params and optimizer state kept) when
+    the loss or a gradient is not finite, or the gradient is exactly zero. Returns
+    (state, {loss, grad_norm, skipped, zero_grad})."""
     grad_norm = optax.global_norm(grads)
     finite = jnp.isfinite(loss) & _all_finite(grads)
     # An exactly-zero gradient (e.g. a GRPO minibatch whose groups all had equal rewards,
@@ -278,11 +289,9 @@ def minibatch_update(state: TrainState, mb: TrainBatch, hp: StepConfig):
     keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(ok, a, b), new, old)
     state = state.replace(params=keep(new_params, state.params),
                           opt_state=keep(new_opt, state.opt_state))
-    out = {k: jnp.mean(v) for k, v in metrics.items()}
-    out.update({k: v / safe for k, v in sums.items()})
-    out.update(loss=loss, grad_norm=grad_norm, skipped=(~finite).astype(jnp.float32),
-               zero_grad=(finite & (grad_norm == 0)).astype(jnp.float32))
-    return state, out
+    return state, {"loss": loss, "grad_norm": grad_norm,
+                   "skipped": (~finite).astype(jnp.float32),
+                   "zero_grad": (finite & (grad_norm == 0)).astype(jnp.float32)}
 
 
 def split_minibatches(batch: TrainBatch, hp: StepConfig, key: Array) -> TrainBatch:
