@@ -241,7 +241,9 @@ class Trainer:
         print(f"resumed from {self.ckpt.directory / str(latest)} at step {self.step}",
               file=sys.stderr)
 
-    def _host_state(self) -> dict[str, Any]:
+    def host_state(self) -> dict[str, Any]:
+        """What a checkpoint stores besides the arrays: the step, the data position, the
+        best evaluation so far and the non-finite streak."""
         return {"step": self.step, "position": self.position, "best": self.best,
                 "nonfinite_streak": self.nonfinite_streak}
 
@@ -423,7 +425,7 @@ class Trainer:
                 history.append({"step": self.step, **metrics})
                 if (self.step % cfg.checkpoint.every == 0 or is_best
                         or self.step == cfg.train.max_steps):
-                    self.ckpt.save(self.step, self.state, self._host_state())
+                    self.ckpt.save(self.step, self.state, self.host_state())
         finally:
             writer.close()
         if cfg.checkpoint.export_final and self.step >= cfg.train.max_steps:

@@ -235,7 +235,7 @@ def nan_params() -> str | None:
     try:
         state = trainer.state
         bad = state.replace(params=jax.tree.map(lambda x: x * np.float32("nan"), state.params))
-        host = trainer._host_state()
+        host = trainer.host_state()
     finally:
         trainer.close()
     ckpt = Checkpointer(work / "checkpoints", keep=5)

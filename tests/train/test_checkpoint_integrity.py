@@ -131,7 +131,7 @@ def test_nonfinite_params_in_a_verified_checkpoint_fall_back(runs, killed, capsy
         bad = jax.tree.map(lambda x: x * np.float32("nan"), state.params)
         trainer.ckpt.close()
         ckpt = Checkpointer(killed / "checkpoints", keep=5)
-        host = {**trainer._host_state(), "step": 3}
+        host = {**trainer.host_state(), "step": 3}
         # replace step 3 by a well-formed checkpoint holding NaN params
         ckpt.save(3, state.replace(params=bad), host)
         ckpt.close()
