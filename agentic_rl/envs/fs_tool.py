@@ -343,13 +343,11 @@ class ConfinedFiles:
                 finally:
                     os.close(fd)
                 os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-            except OSError as e:
+            except BaseException as e:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
-                raise self._refusal(e, parts, dir_fd) from None
-            except BaseException:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp, dir_fd=dir_fd)
+                if isinstance(e, OSError):
+                    raise self._refusal(e, parts, dir_fd) from None
                 raise
         finally:
             os.close(dir_fd)

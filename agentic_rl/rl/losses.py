@@ -45,6 +45,7 @@ behaviour_logprobs=...)`` applies the correction and adds its ``behav_*`` metric
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import jax
@@ -424,7 +425,8 @@ def policy_loss_terms(logprobs, old_logprobs, advantages, mask, cfg, *,
     sampler's, are needed by every correction but "none"; given with "none" they only
     add the ``behav_*`` metrics of pi_prox / pi_behaviour (the loss is untouched).
     ``inputs``: the optional inputs (``LOSS_INPUTS``); the loss gets those its registry
-    entry ``reads``, and one it reads but that is missing is an error naming it.
+    entry ``reads``; one it reads that is missing is an error naming it, unless the loss
+    gives that keyword a default.
     """
     fn = POLICY_LOSSES.get(cfg.policy_loss)
     reads = POLICY_LOSSES.meta(cfg.policy_loss)["reads"]
@@ -432,11 +434,15 @@ def policy_loss_terms(logprobs, old_logprobs, advantages, mask, cfg, *,
     unknown = sorted(set(inputs) - set(LOSS_INPUTS))
     if unknown:
         raise ValueError(f"unknown loss inputs {unknown}; valid: {', '.join(LOSS_INPUTS)}")
+    params = inspect.signature(fn).parameters
     kwargs = {}
     for name in reads:
-        if given.get(name) is None and not (name == "turn_index" and cfg.gspo_level != "turn"):
+        if given.get(name) is not None:
+            kwargs[name] = given[name]
+        elif name not in params or params[name].default is inspect.Parameter.empty:
+            # an input the loss declares without a default is required (one with a
+            # default, like gspo's turn_index, is needed only in some settings)
             raise ValueError(f"policy loss {cfg.policy_loss!r} reads {name!r}, which was not given")
-        kwargs[name] = given.get(name)
     per_token, metrics = fn(logprobs, old_logprobs, advantages, mask, cfg, **kwargs)
     if behaviour_logprobs is None:
         if cfg.off_policy != "none":

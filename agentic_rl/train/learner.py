@@ -189,14 +189,15 @@ def learner_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
         return dpo_step(state, batch, hp)
     train_batch = score_and_advantages(state, batch, hp)
     state, metrics = train_on_batch(state, train_batch, hp.step)
-    mask = batch.loss_mask
-    adv = train_batch.advantages
+    return state, {**metrics, **_advantage_metrics(train_batch.advantages, batch.loss_mask)}
+
+
+def _advantage_metrics(adv: Array, mask: Array) -> dict[str, Array]:
+    """advantage_mean / advantage_std over the loss tokens, and the advantages themselves."""
     mean = masked_mean(adv, mask)
-    metrics = dict(metrics)
-    metrics["advantage_mean"] = mean
-    metrics["advantage_std"] = jnp.sqrt(masked_mean(jnp.square(adv - mean), mask))
-    metrics["advantages"] = adv
-    return state, metrics
+    return {"advantage_mean": mean,
+            "advantage_std": jnp.sqrt(masked_mean(jnp.square(adv - mean), mask)),
+            "advantages": adv}
 
 
 def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
@@ -234,15 +235,10 @@ def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
     first = {k: v[0] for k, v in metrics.items() if k not in ("skipped", "zero_grad")}
     first["skipped"] = jnp.sum(metrics["skipped"])
     first["zero_grad"] = jnp.sum(metrics["zero_grad"])
-    idx = jnp.arange(rows)
     chosen = jnp.zeros(rows, bool).at[pairs.chosen].max(pairs.valid)
     rejected = jnp.zeros(rows, bool).at[pairs.rejected].max(pairs.valid)
-    sign = jnp.where(chosen, 1.0, jnp.where(rejected, -1.0, 0.0))[idx]
-    adv = jnp.where(mask, sign[:, None], 0.0)
-    first["advantage_mean"] = masked_mean(adv, mask)
-    first["advantage_std"] = jnp.sqrt(masked_mean(jnp.square(adv - first["advantage_mean"]),
-                                                  mask))
-    first["advantages"] = adv
+    sign = jnp.where(chosen, 1.0, jnp.where(rejected, -1.0, 0.0))
+    first.update(_advantage_metrics(jnp.where(mask, sign[:, None], 0.0), mask))
     return state.replace(step=state.step + 1), first
 
 
