@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 import re
 import secrets
@@ -66,6 +67,27 @@ _SLASH_LOOKALIKES = frozenset("\u2215\u2044\u29f8\u29f5\u29f9\u2216")
 
 class PathRefused(ToolExecutionError):
     """A path the policy may not use; the message says why."""
+
+
+def _refuse_os_errors(op):
+    """Any `OSError` an operation did not turn into a precise refusal becomes a
+    `PathRefused`: the working directory is shared with the policy's own code (and its
+    races), so a name or directory vanishing mid-operation is the policy's doing, and the
+    tool answers it like any refused path instead of crashing the episode."""
+
+    @functools.wraps(op)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return op(self, *args, **kwargs)
+        except PathRefused:
+            raise
+        except OSError as e:
+            raise PathRefused(
+                f"{op.__name__} failed: {e.strerror or e} (the working directory changed "
+                "while it was being used)"
+            ) from None
+
+    return wrapped
 
 
 @dataclass(frozen=True)
@@ -333,9 +355,11 @@ class ConfinedFiles:
         try:
             self._lstat_checked(name, dir_fd, parts)  # clear refusals for links, dirs, FIFOs
             tmp = f".write-{secrets.token_hex(8)}.tmp"
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
-                         dir_fd=dir_fd)
             try:
+                # Inside the try: a directory removed after it was opened (e.g. an empty
+                # directory renamed over) makes even O_CREAT fail with ENOENT.
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _FILE_FLAGS, 0o644,
+                             dir_fd=dir_fd)
                 try:
                     view = memoryview(data)
                     while view:
@@ -346,6 +370,11 @@ class ConfinedFiles:
             except BaseException as e:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp, dir_fd=dir_fd)
+                if isinstance(e, FileNotFoundError) and e.filename == tmp:
+                    raise PathRefused(
+                        f"the directory of {'/'.join(parts)!r} was removed or replaced during "
+                        "the write; nothing was written"
+                    ) from None
                 if isinstance(e, OSError):
                     raise self._refusal(e, parts, dir_fd) from None
                 raise
@@ -354,6 +383,7 @@ class ConfinedFiles:
 
     # -- operations ----------------------------------------------------------------------------
 
+    @_refuse_os_errors
     def list_files(self, path: str = "") -> str:
         parts = split_relative_path(path, self.limits)
         lim = self.limits
@@ -396,6 +426,7 @@ class ConfinedFiles:
             lines.append(f"... and {len(names) - lim.max_list_entries} more")
         return "\n".join(lines) if lines else "(empty directory)"
 
+    @_refuse_os_errors
     def read_file(self, path: str, offset: int = 0) -> str:
         if isinstance(offset, bool) or not isinstance(offset, (int, float)):
             raise PathRefused(f"offset must be between 0 and 2**62, got {str(offset)[:40]!r}")
@@ -418,6 +449,7 @@ class ConfinedFiles:
             text += f"\n[file continues: {size} bytes in total; read more with offset={end}]"
         return text
 
+    @_refuse_os_errors
     def write_file(self, path: str, content: str) -> str:
         if not isinstance(content, str):
             raise PathRefused(f"content must be a string, got {type(content).__name__}")

@@ -215,6 +215,43 @@ def test_writes_never_open_an_existing_inode(layout):
     assert sorted(p.name for p in root.iterdir()) == ["d", "x.txt"]
 
 
+def test_a_directory_removed_during_a_write_is_refused_not_a_crash(layout, monkeypatch):
+    """The attack run's directory-swap race: the write opened `d/` (created empty by the
+    write itself), then a rename of another directory over it removed that inode, so even
+    `O_CREAT` of the temporary file failed with a bare FileNotFoundError. It must be a
+    refusal, and nothing may be written anywhere."""
+    root, outside = layout
+    files = ConfinedFiles(root)
+    real_open_dir = ConfinedFiles._open_dir
+
+    def open_then_replaced(self, parts, *, create=False):
+        fd = real_open_dir(self, parts, create=create)
+        if parts == ["d"]:
+            (root / "other").mkdir()
+            os.rename(root / "other", root / "d")  # replaces the empty d/ that fd holds
+        return fd
+
+    monkeypatch.setattr(ConfinedFiles, "_open_dir", open_then_replaced)
+    with pytest.raises(PathRefused, match="removed or replaced during the write"):
+        files.write_file("d/f.txt", "x")
+    assert list((root / "d").iterdir()) == []
+    assert snapshot(outside) == {"secret.txt": hashlib.sha256(b"TOP-SECRET").hexdigest()}
+
+
+def test_stray_os_errors_become_refusals(layout, monkeypatch):
+    """Any OSError that a tool operation did not turn into a precise refusal (here a
+    listing whose directory read fails) still reaches the policy as a refusal."""
+    root, _ = layout
+    files = ConfinedFiles(root)
+
+    def failing_scandir(fd):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "scandir", failing_scandir)
+    with pytest.raises(PathRefused, match="list_files failed: Input/output error"):
+        files.list_files()
+
+
 def test_a_name_swapped_during_a_read_is_refused(layout, monkeypatch):
     """The read re-checks the name and the inode after reading: here the name is replaced
     by a hard link to the outside file while the (open) file is being read."""
