@@ -280,7 +280,16 @@ def tool_system_prompt(tools: Sequence[Tool], max_calls_per_turn: int = 1) -> st
     """
     if not tools:
         raise ValueError("tool_system_prompt needs at least one tool")
-    signatures = "\n".join(json.dumps(t.schema(), ensure_ascii=False) for t in tools)
+    return schema_system_prompt([t.schema() for t in tools], max_calls_per_turn)
+
+
+def schema_system_prompt(schemas: Sequence[Mapping[str, Any]], max_calls_per_turn: int = 1) -> str:
+    """`tool_system_prompt` for OpenAI function descriptions
+    (`{"type": "function", "function": {...}}`), e.g. a chat request's `tools`: the
+    environments and the gateway render tools with the same text."""
+    if not schemas:
+        raise ValueError("a tool prompt needs at least one tool")
+    signatures = "\n".join(json.dumps(s, ensure_ascii=False) for s in schemas)
     limit = (
         "Call at most one function per turn."
         if max_calls_per_turn == 1

@@ -84,6 +84,22 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.max_tool_calls = 1  # tool calls allowed per turn (more: an error, none run)
     c.rollout.max_tool_call_chars = 4096  # one call's JSON, bounded before parsing
 
+    # Agent programs (agentic_rl.agents): program "" runs the environment loop; otherwise
+    # a registered name ("env": the environment as an agent program) or "module:function"
+    # (`agent(task, llm) -> float | AgentResult | str | None`), run group_size times per
+    # task, its LLM calls captured token-exactly by the chat service. transport "http"
+    # starts the OpenAI-compatible gateway on gateway_host:gateway_port (0 = a free port)
+    # and gives each episode its base URL; "inprocess" skips HTTP. reward: an optional
+    # "module:function" `reward(task, answer) -> float` for agents that return an answer.
+    # timeout_s bounds one episode; batch_window_s is how long the sampler waits for more
+    # concurrent calls (it fires as soon as every live episode is waiting on the LLM).
+    # render_tools False: requests' `tools` are parsed but not put in the prompt (for an
+    # agent whose own prompt shows the tool-call format).
+    c.agent = ml_collections.ConfigDict(
+        {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
+         "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
+         "render_tools": True})
+
     c.rl = ml_collections.ConfigDict()
     # grpo (group baseline, no critic), ppo (value head + GAE) or dpo (each group's best
     # vs worst episode as a preference pair; reference = LoRA off or the initial weights)
@@ -327,6 +343,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                if "values" in loss_reads(cfg) else
                f"rl.advantage.estimator={estimator(cfg)!r}")
         raise ConfigError(f"{who} needs a critic; set rl.algo='ppo'")
+    _choice("agent.transport", cfg.agent.transport, ("inprocess", "http"))
+    if cfg.agent.program and cfg.rl.algo == "dpo" and cfg.rl.dpo.pairs_file:
+        raise ConfigError("agent.program and rl.dpo.pairs_file both replace the rollout; "
+                          "set one")
+    if not cfg.agent.timeout_s > 0 or cfg.agent.batch_window_s < 0:
+        raise ConfigError("agent.timeout_s must be > 0 and agent.batch_window_s >= 0")
     rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size
     positive = {"rollout.tasks_per_step": cfg.rollout.tasks_per_step,
                 "rollout.group_size": cfg.rollout.group_size,

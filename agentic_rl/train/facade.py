@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from flax import nnx
 
+from agentic_rl.envs.base import Task
 from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.envs.tasks import TaskSet
 from agentic_rl.models import Policy, ValueHead, add_lora
 from agentic_rl.models.transformer import LoRAParam
 from agentic_rl.rollout import make_chat_format
@@ -66,12 +69,22 @@ class AgentTrainer:
     algo: "grpo", "ppo" or "dpo".
     workdir: where checkpoints/metrics go (default runs/<env>-<algo>-<time>).
     env_kwargs: the environment's keyword arguments. Other keywords: see SHORTCUTS.
+
+    Agent programs: `agent=` a function `agent(task, llm)` (or "module:function", or
+    "env"), `tasks=` its tasks (a list, used for training and evaluation, or
+    `{"train": [...], "eval": [...]}`; default: the environment's), `reward=` an optional
+    `reward(task, answer) -> float`; `transport="http"` gives it the gateway's URL:
+
+        trainer = AgentTrainer(model="tiny", agent=my_agent, tasks=tasks, transport="http")
     """
 
     def __init__(self, model: str | Policy = "smollm2-135m-instruct",
                  environment: str | EnvSuite = "calculator", algo: str = "grpo", *,
                  workdir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
-                 overrides: dict[str, Any] | None = None, config=None, **shortcuts: Any):
+                 overrides: dict[str, Any] | None = None, config=None,
+                 agent: Callable | str | None = None, tasks=None,
+                 reward: Callable | None = None, transport: str | None = None,
+                 **shortcuts: Any):
         unknown = sorted(set(shortcuts) - set(SHORTCUTS))
         if unknown:
             raise TypeError(f"AgentTrainer got unknown keyword(s) {unknown}; valid: "
@@ -87,10 +100,19 @@ class AgentTrainer:
                 cfg.env.name
         flat.update({SHORTCUTS[k]: v for k, v in shortcuts.items()})
         flat.update({f"env.kwargs.{k}": v for k, v in (env_kwargs or {}).items()})
+        self._agent, self._reward = None, reward
+        if agent is not None:
+            self._agent = agent if callable(agent) else None
+            flat["agent.program"] = agent if isinstance(agent, str) else \
+                f"{agent.__module__}:{getattr(agent, '__qualname__', type(agent).__name__)}"
+        if transport is not None:
+            flat["agent.transport"] = transport
         flat.update(overrides or {})
         self.cfg = apply_overrides(cfg, flat)
         self._model = model
         self._suite = environment if isinstance(environment, EnvSuite) else None
+        if tasks is not None:
+            self._suite = _task_suite(tasks, self._suite)
         name = environment if isinstance(environment, str) else environment.name
         self.workdir = Path(workdir) if workdir else Path(
             "runs", f"{name}-{algo}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -101,7 +123,8 @@ class AgentTrainer:
             validate(self.cfg)
             policy = (_adopt_policy(self._model, self.cfg) if isinstance(self._model, Policy)
                       else None)
-            self.trainer = Trainer(self.cfg, self.workdir, policy=policy, suite=self._suite)
+            self.trainer = Trainer(self.cfg, self.workdir, policy=policy, suite=self._suite,
+                                   agent=self._agent, reward=self._reward)
         return self.trainer
 
     def train(self, episodes: int | None = None, *, steps: int | None = None):
@@ -128,6 +151,22 @@ class AgentTrainer:
     def export(self, out_dir: str | Path) -> Path:
         """Writes the current policy as a HF directory (LoRA merged)."""
         return self._build().export(out_dir)
+
+
+def _no_env() -> Any:
+    raise RuntimeError("these tasks were given without an environment: train them with an "
+                       "agent program (agent=...)")
+
+
+def _task_suite(tasks, suite: EnvSuite | None) -> EnvSuite:
+    """An `EnvSuite` over the given tasks (a list for both splits, or a split mapping)."""
+    splits = dict(tasks) if isinstance(tasks, Mapping) else {"train": list(tasks),
+                                                              "eval": list(tasks)}
+    if not all(isinstance(t, Task) for split in splits.values() for t in split):
+        raise TypeError("tasks must be agentic_rl.envs.Task objects (a list, or a mapping "
+                        "of split name to list)")
+    return EnvSuite(suite.name if suite else "tasks", suite.make_env if suite else _no_env,
+                    TaskSet(splits), suite.gamma if suite else 1.0)
 
 
 def _env_names() -> tuple[str, ...]:

@@ -30,7 +30,14 @@ import numpy as np
 
 from agentic_rl.models import merge_lora, save_hf_model
 from agentic_rl.rl import DPOConfig
-from agentic_rl.rollout import evaluate_policy, pad_rows, run_episodes, share_prefix
+from agentic_rl.rollout import (
+    EvalReport,
+    episode_metrics,
+    evaluate_policy,
+    pad_rows,
+    run_episodes,
+    share_prefix,
+)
 from agentic_rl.rollout.batch import shared_prefix_length
 from agentic_rl.rollout.loop import RolloutResult
 from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
@@ -108,11 +115,12 @@ class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
     `policy` / `suite` may be passed pre-built (the AgentTrainer facade does so); by
-    default they are built from `cfg.model` and `cfg.env`.
+    default they are built from `cfg.model` and `cfg.env`. `agent` / `reward` are an agent
+    program and its reward function given as Python callables (else `cfg.agent.*`).
     """
 
     def __init__(self, cfg, workdir: str | Path, *, policy: builders.BuiltPolicy | None = None,
-                 suite=None):
+                 suite=None, agent=None, reward=None):
         self.cfg = validate(cfg)
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -166,6 +174,15 @@ class Trainer:
             params=builders.sampling_params(cfg), seed=cfg.seed,
             capacity=cfg.rollout.max_episode_tokens)
         self.eval_rows = eval_rows
+        # Agent programs (agent.program): their LLM calls reach the sampler through the
+        # batching engine and the chat service (and the gateway for transport "http").
+        self.programs = None
+        if cfg.agent.program or agent is not None:
+            from agentic_rl.train.programs import ProgramRollouts
+
+            self.programs = ProgramRollouts(cfg, self.sampler, self.policy.chat_format,
+                                            self.suite, builders.sampling_params(cfg),
+                                            agent=agent, reward_fn=reward)
 
         self.ckpt = Checkpointer(self.workdir / "checkpoints", keep=cfg.checkpoint.keep,
                                  best_mode=cfg.checkpoint.best_mode)
@@ -256,9 +273,17 @@ class Trainer:
         turn), and episode ids repeat every step, so a fixed seed would replay the same
         random numbers at every step.
         """
-        self.sampler.update_model(self.state.model().lm)
-        self.sampler.params = builders.sampling_params(self.cfg, greedy=greedy)
-        self.sampler.sampler.seed = seed
+        model, params = self.state.model().lm, builders.sampling_params(self.cfg, greedy=greedy)
+
+        def sync(sampler: SamplerPolicy) -> None:
+            sampler.update_model(model)
+            sampler.params = params
+            sampler.sampler.seed = seed
+
+        if self.programs is None:
+            sync(self.sampler)
+        else:  # the engine's thread is the sampler's only user
+            self.programs.sync(sync)
 
     def rollout(self):
         cfg = self.cfg
@@ -271,9 +296,13 @@ class Trainer:
         self._sync_sampler(greedy=False, seed=seed)
         generated = self.sampler.stats["generated_tokens"]
         t0 = time.perf_counter()
-        result = run_episodes(self.sampler, self.policy.chat_format, self.suite.make_env, tasks,
-                              group_size=cfg.rollout.group_size, config=self.rollout_cfg,
-                              seed=seed)
+        if self.programs is not None:
+            result = self.programs.run(tasks, group_size=cfg.rollout.group_size, seed=seed,
+                                       sampling=builders.sampling_params(cfg))
+        else:
+            result = run_episodes(self.sampler, self.policy.chat_format, self.suite.make_env,
+                                  tasks, group_size=cfg.rollout.group_size,
+                                  config=self.rollout_cfg, seed=seed)
         dt = time.perf_counter() - t0
         new_tokens = self.sampler.stats["generated_tokens"] - generated
         self.position += len(tasks)
@@ -367,15 +396,33 @@ class Trainer:
         cfg = self.cfg
         self._sync_sampler(greedy=cfg.eval.greedy, seed=_seed(cfg.seed, 2))
         t0 = time.perf_counter()
-        report = evaluate_policy(self.sampler, self.policy.chat_format, self.suite,
-                                 num_episodes=min(cfg.eval.num_episodes,
-                                                  len(self.suite.tasks.split(cfg.env.eval_split))),
-                                 split=cfg.env.eval_split, batch_size=self.eval_rows,
-                                 config=self.rollout_cfg, seed=cfg.seed)
+        num = min(cfg.eval.num_episodes, len(self.suite.tasks.split(cfg.env.eval_split)))
+        if self.programs is not None:
+            report = self._evaluate_programs(num)
+        else:
+            report = evaluate_policy(self.sampler, self.policy.chat_format, self.suite,
+                                     num_episodes=num, split=cfg.env.eval_split,
+                                     batch_size=self.eval_rows, config=self.rollout_cfg,
+                                     seed=cfg.seed)
         metrics = {f"eval/{k}": v for k, v in report.metrics.items()}
         metrics["time/eval_s"] = time.perf_counter() - t0
         self._save_trajectories(report.episodes)
         return metrics
+
+    def _evaluate_programs(self, num: int) -> EvalReport:
+        """`evaluate_policy` for agent programs: one episode per eval task, in batches of
+        the eval rows, with the eval sampling settings."""
+        cfg = self.cfg
+        tasks = list(self.suite.tasks.split(cfg.env.eval_split))[:num]
+        sampling = builders.sampling_params(cfg, greedy=cfg.eval.greedy)
+        episodes, errors = [], []
+        for i, start in enumerate(range(0, len(tasks), self.eval_rows)):
+            result = self.programs.run(tasks[start:start + self.eval_rows], group_size=1,
+                                       seed=cfg.seed + i, sampling=sampling,
+                                       collate_batch=False)
+            episodes.extend(r.metadata for r in result.records)
+            errors.extend(result.errors)
+        return EvalReport(episode_metrics(episodes, len(errors)), episodes, errors)
 
     def _save_trajectories(self, eval_episodes) -> None:
         n = self.cfg.eval.num_trajectories
@@ -443,4 +490,6 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        if self.programs is not None:
+            self.programs.close()
         self.ckpt.close()

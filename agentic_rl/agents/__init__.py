@@ -1,0 +1,31 @@
+"""Agent programs and the OpenAI-compatible gateway.
+
+- `runtime`: agent programs (`agent(task, llm)`), `AgentLLM`, `run_agents` -> EpisodeBatch;
+- `env_agent`: our environments as agent programs (one rollout runtime for both);
+- `service`: the chat service (token-exact chains of calls, rewards, rows);
+- `engine`: dynamic batching of concurrent requests into one sampler call;
+- `gateway`: the HTTP server (Starlette + uvicorn) in front of the service;
+- `openai_format`: the wire format (request checks, responses, streaming chunks).
+"""
+
+from agentic_rl.agents.engine import BatchingEngine
+from agentic_rl.agents.env_agent import EnvAgent
+from agentic_rl.agents.gateway import Gateway, build_app
+from agentic_rl.agents.openai_format import APIError
+from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult, load_agent, run_agents
+from agentic_rl.agents.service import ChatService, ServiceConfig
+
+__all__ = [
+    "AGENTS",
+    "APIError",
+    "AgentLLM",
+    "AgentResult",
+    "BatchingEngine",
+    "ChatService",
+    "EnvAgent",
+    "Gateway",
+    "ServiceConfig",
+    "build_app",
+    "load_agent",
+    "run_agents",
+]

@@ -1,0 +1,188 @@
+"""Dynamic batching in front of a `Policy`: requests from many threads (agent programs,
+HTTP handlers) become one `policy.generate` call.
+
+One worker thread owns the policy (the KV-cache sampler is not thread-safe). It takes the
+first waiting request, then keeps collecting until the batch is full (`max_batch`), or
+`window_s` has passed, or every request the caller expects is in (`expected()`: e.g. the
+number of live rollouts whose agents are all waiting on the LLM, so a training rollout
+batches as fully as the environment loop without waiting out the window). Requests with
+different sampling settings go to separate calls. A row is released on request or,
+when more sessions are alive than the sampler has rows, the least recently used idle one
+is evicted (its next request re-prefills its whole history: exact, only slower).
+"""
+
+from __future__ import annotations
+
+import collections
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from agentic_rl.rollout.policy import Generation, GenerationRequest, Policy
+
+
+@dataclass
+class _Item:
+    request: GenerationRequest
+    params: object  # SamplingParams or None (the policy's own)
+    future: Future = field(default_factory=Future)
+
+
+class BatchingEngine:
+    """Batches `submit`ted requests into `policy.generate` calls on one worker thread.
+
+    max_batch: most requests per call (default: the policy's `max_rows`, else 64).
+    window_s: how long to wait for more requests after the first one.
+    expected: optional callable, the number of requests worth waiting for.
+    """
+
+    def __init__(self, policy: Policy, *, max_batch: int | None = None, window_s: float = 0.005,
+                 expected: Callable[[], int] | None = None):
+        self.policy = policy
+        self.max_rows = getattr(policy, "max_rows", None)
+        self.max_batch = max_batch or self.max_rows or 64
+        if self.max_rows is not None and self.max_batch > self.max_rows:
+            raise ValueError(f"max_batch={self.max_batch} > the policy's max_rows={self.max_rows}")
+        self.window_s = window_s
+        self.expected = expected
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._closed = threading.Event()
+        self.stats = {"calls": 0, "requests": 0, "evictions": 0, "max_batch_seen": 0}
+        self._thread = threading.Thread(target=self._work, name="batching-engine", daemon=True)
+        self._thread.start()
+
+    # -- public ---------------------------------------------------------------------------
+
+    def submit(self, request: GenerationRequest, params=None) -> Future:
+        """A future of the request's `Generation` (its exception if the policy raised)."""
+        if self._closed.is_set():
+            raise RuntimeError("the batching engine is closed")
+        item = _Item(request, params)
+        self._queue.put(item)
+        return item.future
+
+    def generate(self, requests: Sequence[GenerationRequest], params=None) -> list[Generation]:
+        """Blocking convenience: submit all and wait."""
+        futures = [self.submit(r, params) for r in requests]
+        return [f.result() for f in futures]
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Frees the policy state (cache rows) of these sessions, on the worker thread."""
+        if ids and not self._closed.is_set():
+            self._queue.put(("release", list(ids)))
+
+    def call(self, fn: Callable[[Policy], object]) -> object:
+        """Runs `fn(policy)` on the worker thread between batches (e.g. a weight update)
+        and returns its result."""
+        future: Future = Future()
+        self._queue.put(("call", fn, future))
+        return future.result()
+
+    def close(self) -> None:
+        if not self._closed.is_set():
+            self._closed.set()
+            self._queue.put(None)
+            self._thread.join(timeout=10)
+
+    # -- worker ---------------------------------------------------------------------------
+
+    def _control(self, msg) -> None:
+        if msg[0] == "release":
+            ids = [i for i in msg[1] if i in self._recent]
+            for i in ids:
+                del self._recent[i]
+            if ids:
+                self.policy.release(ids)
+        else:
+            _, fn, future = msg
+            try:
+                future.set_result(fn(self.policy))
+            except BaseException as e:  # noqa: BLE001 - delivered to the caller
+                future.set_exception(e)
+
+    def _collect(self, first: _Item) -> list[_Item]:
+        batch = [first]
+        deadline = time.monotonic() + self.window_s
+        while len(batch) < self.max_batch:
+            want = self.expected() if self.expected is not None else None
+            if want is not None and len(batch) >= want:
+                break
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                msg = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                break
+            if msg is None:
+                self._queue.put(None)
+                break
+            if isinstance(msg, tuple):
+                self._control(msg)
+                continue
+            batch.append(msg)
+        return batch
+
+    def _make_room(self, batch: list[_Item]) -> None:
+        """Evicts least recently used idle sessions so the batch's sessions fit the rows."""
+        if self.max_rows is None:
+            return
+        ids = {it.request.episode_id for it in batch}
+        live = getattr(self.policy, "rows", None)
+        live_ids = set(live) if live is not None else set(self._recent)
+        need = len(ids - live_ids) - (self.max_rows - len(live_ids))
+        if need <= 0:
+            return
+        evict = [i for i in self._recent if i in live_ids and i not in ids][:need]
+        for i in evict:
+            del self._recent[i]
+        self.stats["evictions"] += len(evict)
+        self.policy.release(evict)
+
+    def _run(self, batch: list[_Item]) -> None:
+        groups: dict[object, list[_Item]] = {}
+        for it in batch:
+            groups.setdefault(it.params, []).append(it)
+        for params, items in groups.items():
+            for it in items:
+                self._recent.pop(it.request.episode_id, None)
+                self._recent[it.request.episode_id] = None
+            try:
+                self._make_room(items)
+                if params is not None and hasattr(self.policy, "params"):
+                    self.policy.params = params
+                gens = self.policy.generate([it.request for it in items])
+                if len(gens) != len(items):
+                    raise RuntimeError(f"policy returned {len(gens)} generations for "
+                                       f"{len(items)} requests")
+            except BaseException as e:  # noqa: BLE001 - each waiting caller gets the error
+                for it in items:
+                    it.future.set_exception(e)
+                continue
+            self.stats["calls"] += 1
+            self.stats["requests"] += len(items)
+            self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(items))
+            for it, gen in zip(items, gens):
+                it.future.set_result(gen)
+
+    def _work(self) -> None:
+        while True:
+            msg = self._queue.get()
+            if msg is None:
+                break
+            if isinstance(msg, tuple):
+                self._control(msg)
+                continue
+            self._run(self._collect(msg))
+        # closed: fail whatever is still queued
+        while True:
+            try:
+                msg = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(msg, _Item):
+                msg.future.set_exception(RuntimeError("the batching engine is closed"))

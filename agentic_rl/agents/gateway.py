@@ -1,0 +1,223 @@
+"""The OpenAI-compatible HTTP gateway: a Starlette app over a `ChatService`, served by
+uvicorn on a background thread of the trainer (or of `python -m agentic_rl.serve`).
+
+Routes (each `/v1/...` route also exists under `/rollouts/{rollout_id}` and
+`/rollouts/{rollout_id}/agents/{agent}`, which attribute the call to that rollout and
+agent; without them a call goes to the serving scope):
+
+    POST /v1/chat/completions      messages, tools, sampling, n, logprobs, stream (SSE)
+    POST /v1/completions           raw-text prompts
+    GET  /v1/models
+    POST /rollouts/{id}/reward     {"reward": r, "call_id": optional response id}
+    GET  /health
+
+Every error is an OpenAI-style JSON body with a 4xx status (bad JSON, bad fields,
+unknown rollout, context overflow, unsupported parameter); an unexpected failure is a
+500 JSON body, and the server keeps serving. A request body over `max_body_bytes` is a
+413. Handlers wait for the batching engine on a dedicated thread pool sized for many
+concurrent clients (the default pool of 6 threads on 2 cores would cap a batch at 6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from agentic_rl.agents.openai_format import APIError, chat_stream_chunks
+from agentic_rl.agents.service import ChatService
+
+
+def _error(e: APIError):
+    from starlette.responses import JSONResponse
+
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
+              max_concurrency: int = 512):
+    """The Starlette application (routes in the module docstring)."""
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+
+    pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="gateway")
+
+    async def read_json(request: Request) -> Any:
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > max_body_bytes:
+            raise APIError(413, f"request body over {max_body_bytes} bytes",
+                           code="request_too_large")
+        raw = bytearray()
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > max_body_bytes:
+                raise APIError(413, f"request body over {max_body_bytes} bytes",
+                               code="request_too_large")
+        try:
+            return json.loads(bytes(raw))
+        except (ValueError, RecursionError):
+            raise APIError(400, "the request body is not valid JSON") from None
+
+    async def run(fn, *args, **kwargs):
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(pool, lambda: fn(*args, **kwargs))
+
+    def guarded(handler):
+        async def endpoint(request: Request):
+            try:
+                return await handler(request)
+            except APIError as e:
+                return _error(e)
+            except Exception as e:  # noqa: BLE001 - a bug must not take the server down
+                traceback.print_exc()
+                return JSONResponse({"error": {"message": f"internal error: {type(e).__name__}:"
+                                               f" {e}", "type": "server_error", "param": None,
+                                               "code": None}}, status_code=500)
+        return endpoint
+
+    def where(request: Request) -> tuple[str | None, str | None]:
+        p = request.path_params
+        return p.get("rollout_id"), p.get("agent")
+
+    async def chat(request: Request):
+        body = await read_json(request)
+        rollout_id, agent = where(request)
+        response, choices, rows = await run(service.chat, body, rollout_id=rollout_id,
+                                            agent=agent)
+        if not (isinstance(body, dict) and body.get("stream")):
+            return JSONResponse(response)
+        usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        chunks = chat_stream_chunks(response, choices, include_usage=usage)
+
+        async def events():
+            sent = False
+            try:
+                for chunk in chunks:
+                    yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+                yield "data: [DONE]\n\n"
+                sent = True
+            finally:
+                if not sent:  # the client went away mid-stream: free its rows
+                    service.abandon(rollout_id, rows)
+
+        return StreamingResponse(events(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-cache"})
+
+    async def completions(request: Request):
+        body = await read_json(request)
+        rollout_id, agent = where(request)
+        response = await run(service.completions, body, rollout_id=rollout_id, agent=agent)
+        if not (isinstance(body, dict) and body.get("stream")):
+            return JSONResponse(response)
+
+        async def events():
+            for i, choice in enumerate(response["choices"]):
+                chunk = {"id": response["id"], "object": "text_completion",
+                         "created": response["created"], "model": response["model"],
+                         "choices": [{**choice, "index": i}]}
+                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    async def models(request: Request):
+        return JSONResponse(service.models())
+
+    async def reward(request: Request):
+        body = await read_json(request)
+        if not isinstance(body, dict) or "reward" not in body:
+            raise APIError(400, "the body must be {'reward': number, 'call_id': optional id}",
+                           param="reward")
+        await run(service.post_reward, request.path_params["rollout_id"], body["reward"],
+                  body.get("call_id"))
+        return JSONResponse({"ok": True})
+
+    async def health(request: Request):
+        return JSONResponse({"ok": True, **service.metrics})
+
+    routes = [Route("/health", guarded(health), methods=["GET"]),
+              Route("/rollouts/{rollout_id}/reward", guarded(reward), methods=["POST"])]
+    for prefix in ("", "/rollouts/{rollout_id}", "/rollouts/{rollout_id}/agents/{agent}",
+                   "/agents/{agent}"):
+        routes += [
+            Route(f"{prefix}/v1/chat/completions", guarded(chat), methods=["POST"]),
+            Route(f"{prefix}/v1/completions", guarded(completions), methods=["POST"]),
+            Route(f"{prefix}/v1/models", guarded(models), methods=["GET"]),
+        ]
+
+    async def not_found(request: Request, exc):
+        status = getattr(exc, "status_code", 404)
+        kind = "not_found_error" if status == 404 else "invalid_request_error"
+        return JSONResponse({"error": {"message": f"{request.method} {request.url.path}: "
+                                       f"{getattr(exc, 'detail', 'not found')}", "type": kind,
+                                       "param": None, "code": None}}, status_code=status)
+
+    app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    app.state.pool = pool
+    return app
+
+
+class Gateway:
+    """The gateway served on `host:port` (port 0: a free port) from a daemon thread.
+
+        with Gateway(service) as gw:
+            client = openai.OpenAI(base_url=gw.url + "/v1", api_key="x")
+    """
+
+    def __init__(self, service: ChatService, *, host: str = "127.0.0.1", port: int = 0,
+                 log_level: str = "warning"):
+        import uvicorn
+
+        self.service = service
+        self.app = build_app(service)
+        self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            self._sock.bind((host, port))
+        except OSError as e:
+            self._sock.close()
+            raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror}") from None
+        self._sock.listen(2048)
+        self.host, self.port = host, self._sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level=log_level, lifespan="off",
+                                access_log=False, timeout_keep_alive=30)
+        self._server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self, timeout_s: float = 30.0) -> Gateway:
+        self._thread = threading.Thread(target=self._server.run,
+                                        kwargs={"sockets": [self._sock]}, daemon=True,
+                                        name="gateway-http")
+        self._thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the gateway did not start on {self.url}")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._server.should_exit = True
+            self._thread.join(timeout=10)
+            self._thread = None
+        self.app.state.pool.shutdown(wait=False, cancel_futures=True)
+        self._sock.close()
+
+    def __enter__(self) -> Gateway:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,294 @@
+"""Agent programs: plain Python functions trained from what they did.
+
+An agent is `agent(task, llm) -> float | AgentResult | str | None`, sync or async. It
+may call the LLM any number of times, run its own tools, spawn sub-agents (threads or
+tasks that use the same `llm`), and report its reward by returning it, by returning an
+answer that a reward function scores, or by posting rewards (`llm.reward(value,
+call_id=...)`, or `POST {llm.rollout_url}/reward` from anywhere).
+
+`llm` is an `AgentLLM`: an in-process client (`llm.chat(messages, tools=...)`, no HTTP)
+and, when the gateway runs, the coordinates for any OpenAI client (`llm.base_url`,
+`llm.api_key`, `llm.model`; `llm.openai()` builds one). Every call, in-process or over
+HTTP, goes through the same `ChatService`, which keeps the tokens exactly; a finished
+rollout's chains of calls become `EpisodeRecord`s, collated into an `EpisodeBatch`.
+
+`run_agents` runs `group_size` copies of the agent per task concurrently (one thread
+each; an async agent runs in its own event loop on that thread), with a time limit per
+episode and the rollout's error budget.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import math
+import threading
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentic_rl.agents.openai_format import APIError
+from agentic_rl.agents.service import ChatService
+from agentic_rl.envs.base import Task
+from agentic_rl.registry import Registry
+from agentic_rl.rollout.batch import collate
+from agentic_rl.rollout.loop import (
+    EpisodeError,
+    ErrorBudgetExceeded,
+    RolloutResult,
+    episode_seed,
+)
+from agentic_rl.rollout.metrics import episode_metrics
+
+AGENTS = Registry("agent program")
+
+
+@dataclass
+class AgentResult:
+    """What an agent program returns.
+
+    reward: the episode's reward (added to the last turn of each of its rows); None =
+        score `answer` with the reward function, or rely on posted rewards.
+    answer: the agent's final answer (for a reward function, and the metadata).
+    success: for evaluation metrics (default: reward > 0).
+    truncated: the agent stopped because of a limit, not because it finished.
+    info: anything else, kept in the rows' metadata.
+    """
+
+    reward: float | None = None
+    answer: str | None = None
+    success: bool | None = None
+    truncated: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class AgentLLM:
+    """The LLM handle an agent program gets (see the module docstring).
+
+    rollout_id: this episode's id; seed: a per-episode seed for the agent's own
+    randomness (distinct across tasks and group samples, reproducible from the run seed).
+    """
+
+    api_key = "agentic-rl"
+
+    def __init__(self, service: ChatService, rollout_id: str, seed: int, *,
+                 gateway_url: str | None = None, model: str = "policy"):
+        self.service, self.rollout_id, self.seed, self.model = service, rollout_id, seed, model
+        self._gateway = gateway_url.rstrip("/") if gateway_url else None
+
+    @property
+    def rollout_url(self) -> str:
+        if self._gateway is None:
+            raise RuntimeError("no gateway is running: use llm.chat(...) (in-process) or "
+                               "train with agent.transport='http'")
+        return f"{self._gateway}/rollouts/{self.rollout_id}"
+
+    @property
+    def base_url(self) -> str:
+        """The OpenAI base URL of this episode (`.../rollouts/{id}/v1`)."""
+        return f"{self.rollout_url}/v1"
+
+    def agent_url(self, agent: str) -> str:
+        """The base URL for the named agent of a multi-agent program."""
+        return f"{self.rollout_url}/agents/{agent}/v1"
+
+    def openai(self, agent: str | None = None, **kwargs):
+        """An `openai.OpenAI` client for this episode (or one named agent of it)."""
+        import openai
+
+        url = self.agent_url(agent) if agent else self.base_url
+        return openai.OpenAI(base_url=url, api_key=self.api_key, **kwargs)
+
+    def chat(self, messages: Sequence[Mapping[str, Any]], *, agent: str | None = None,
+             **params: Any) -> dict[str, Any]:
+        """An in-process chat completion: the same request fields and response body as
+        `/v1/chat/completions` (as dicts). Raises `APIError` for a refused call."""
+        body = {"model": self.model, "messages": list(messages), **params}
+        response, _, _ = self.service.chat(body, rollout_id=self.rollout_id, agent=agent)
+        return response
+
+    async def achat(self, messages: Sequence[Mapping[str, Any]], **params: Any):
+        return await asyncio.to_thread(self.chat, messages, **params)
+
+    def reward(self, value: float, call_id: str | None = None) -> None:
+        """Posts a reward: for one call (its response `id`) or for the whole episode."""
+        self.service.post_reward(self.rollout_id, value, call_id)
+
+
+def load_agent(spec: str | Callable, **context: Any) -> Callable:
+    """An agent program from a callable, a registered name, or `module:function`.
+
+    A registered name maps to a factory called with `context` (the trainer passes
+    `suite=` and `transport=`): e.g. "env" builds the environment's own agent program."""
+    if callable(spec):
+        return spec
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"agent program must be a callable, a registered name or "
+                         f"'module:function', got {spec!r}")
+    if spec in AGENTS:
+        return AGENTS.get(spec)(**context)
+    if ":" not in spec:
+        raise ValueError(f"unknown agent program {spec!r}: not registered (known: "
+                         f"{', '.join(AGENTS.names()) or 'none'}) and not 'module:function'")
+    module, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as e:
+        raise ValueError(f"cannot load agent program {spec!r}: {e}") from None
+    if not callable(fn):
+        raise ValueError(f"agent program {spec!r} is a {type(fn).__name__}, not a function")
+    return fn
+
+
+def _call_agent(agent: Callable, task: Task, llm: AgentLLM) -> Any:
+    out = agent(task, llm)
+    if inspect.isawaitable(out):
+        async def _await():
+            return await out
+
+        return asyncio.run(_await())
+    return out
+
+
+def _as_result(out: Any) -> AgentResult:
+    if isinstance(out, AgentResult):
+        return out
+    if out is None:
+        return AgentResult()
+    if isinstance(out, bool) or not isinstance(out, (int, float, str)):
+        raise TypeError(f"an agent program returns a float, an AgentResult, a str (its "
+                        f"answer) or None; got {type(out).__name__}")
+    if isinstance(out, str):
+        return AgentResult(answer=out)
+    return AgentResult(reward=float(out))
+
+
+@dataclass
+class _Episode:
+    rollout_id: str
+    task: Task
+    group: int
+    sample: int
+    seed: int
+    thread: threading.Thread | None = None
+    started: float = 0.0
+    result: AgentResult | None = None
+    error: tuple[str, str] | None = None  # (message, traceback)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+def run_agents(
+    agent: Callable,
+    tasks: Sequence[Task],
+    service: ChatService,
+    *,
+    group_size: int = 1,
+    seed: int = 0,
+    reward_fn: Callable[[Task, str | None], float] | None = None,
+    timeout_s: float = 600.0,
+    max_error_fraction: float = 0.25,
+    gateway_url: str | None = None,
+    num_turns: int | None = None,
+    length_bucket: int | str = 64,
+    collate_batch: bool = True,
+    on_live: Callable[[int], None] | None = None,
+) -> RolloutResult:
+    """Runs `group_size` copies of `agent` on every task concurrently; their calls become
+    the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
+
+    Episode ids are `g{task}s{sample}` as in `run_episodes`. An agent that raises, returns
+    a bad value or runs past `timeout_s` is dropped (listed in `errors`; a late agent's
+    further calls get 404); more failures than `max_error_fraction` of the episodes
+    raise `ErrorBudgetExceeded`. `on_live(n)` is told how many episodes still run.
+    """
+    if not tasks:
+        raise ValueError("run_agents needs at least one task")
+    if group_size < 1:
+        raise ValueError(f"group_size must be >= 1, got {group_size}")
+    episodes = [_Episode(f"g{g}s{s}", task, g, s, episode_seed(seed, g, s))
+                for g, task in enumerate(tasks) for s in range(group_size)]
+    budget = math.floor(max_error_fraction * len(episodes))
+    live = {"n": len(episodes)}
+    lock = threading.Lock()
+
+    def body(ep: _Episode) -> None:
+        llm = AgentLLM(service, ep.rollout_id, ep.seed, gateway_url=gateway_url,
+                       model=service.cfg.model_name)
+        try:
+            ep.result = _as_result(_call_agent(agent, ep.task, llm))
+        except BaseException as e:  # noqa: BLE001 - one agent failing drops one episode
+            ep.error = (f"{type(e).__name__}: {e}",
+                        "".join(traceback.format_exception(type(e), e, e.__traceback__)))
+        finally:
+            with lock:
+                live["n"] -= 1
+                if on_live is not None:
+                    on_live(live["n"])
+            ep.done.set()
+
+    for ep in episodes:
+        service.start_rollout(ep.rollout_id, ep.group)
+    if on_live is not None:
+        on_live(live["n"])
+    for ep in episodes:
+        ep.thread = threading.Thread(target=body, args=(ep,), daemon=True,
+                                     name=f"agent-{ep.rollout_id}")
+        ep.started = time.monotonic()
+        ep.thread.start()
+    deadline = time.monotonic() + timeout_s
+    for ep in episodes:
+        ep.done.wait(max(0.0, deadline - time.monotonic()))
+    records, errors, finished = [], [], []
+    for ep in episodes:
+        if not ep.done.is_set():
+            ep.error = (f"the agent ran longer than {timeout_s} s", "")
+            stage = "timeout"
+        else:
+            stage = "agent"
+        rows, scope = service.finish_rollout(ep.rollout_id)
+        if ep.error is None and not rows:
+            ep.error = ("the agent made no LLM call", "")
+        if ep.error is not None:
+            errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, stage, *ep.error))
+            continue
+        res = ep.result
+        reward = res.reward
+        if reward is None and reward_fn is not None:
+            reward = float(reward_fn(ep.task, res.answer))
+        if reward is not None and not math.isfinite(reward):
+            errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, "agent",
+                                       f"non-finite reward {reward!r}"))
+            continue
+        for rec in rows:
+            rec.turn_rewards[-1] += reward or 0.0
+            rec.truncated = rec.truncated or res.truncated
+            total = float(sum(rec.turn_rewards))
+            rec.metadata.update({
+                "episode_id": rec.metadata["episode_id"], "task_id": ep.task.id,
+                "sample_index": ep.sample, "seed": ep.seed, "return": total,
+                "success": bool(res.success if res.success is not None else total > 0),
+                "answer": res.answer, "info": dict(res.info), "infos": [dict(res.info)],
+                "truncated": rec.truncated,
+                "termination": "truncated" if rec.truncated else "done",
+                "rows_in_episode": len(rows),
+                "timings": {"total_s": time.monotonic() - ep.started},
+            })
+            records.append(rec)
+        finished.append(ep)
+    if len(errors) > budget:
+        shown = "\n".join(f"  - episode {e.episode_id} (task {e.task_id}) at {e.stage}: "
+                          f"{e.message}" for e in errors[:5])
+        raise ErrorBudgetExceeded(
+            f"{len(errors)} of {len(episodes)} agent episodes failed, over the budget of "
+            f"{budget} (max_error_fraction={max_error_fraction}). First errors:\n{shown}")
+    batch = None
+    if collate_batch and records:
+        batch = collate(records, length_bucket=length_bucket, num_turns=num_turns)
+    metrics = episode_metrics([r.metadata for r in records], len(errors))
+    return RolloutResult(batch, records, errors, metrics)
+
+
+__all__ = ["AGENTS", "AgentLLM", "AgentResult", "APIError", "load_agent", "run_agents"]

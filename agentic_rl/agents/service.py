@@ -1,0 +1,528 @@
+"""The chat service behind the gateway and the in-process client: OpenAI requests in,
+completions from the batching engine out, and every call kept token-exactly.
+
+Sessions and rows. Calls are grouped by scope: a rollout (training: its id is in the URL,
+`/rollouts/{id}/v1`) or the shared serving scope (`/v1`). Within a scope, each agent
+(its name from a path segment or the request's `model`) has *chains*: one chain is one
+unbroken sequence of calls, and becomes one training row. A request continues a chain
+when its messages are the chain's messages (prompt, every returned assistant message,
+every observation) followed by new non-assistant messages; only those new messages are
+rendered and tokenized, as one observation segment, and appended to the chain's tokens,
+so history is never re-rendered or re-tokenized. Anything else starts a new chain from
+the request's whole message list; when the request shares its first message with an
+existing chain but not the rest (a client truncated, summarized or edited its history),
+that is counted as a prefix break.
+
+Token layout of a chain (the same as the environment loop's, see `rollout.loop`): the
+prompt, then per call the sampled tokens (loss mask 1, with the sampler's log-probs),
+the end-of-turn token when the sampler did not produce it (loss mask 0), and the next
+call's new messages as an observation segment (loss mask 0).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import secrets
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from agentic_rl.agents.engine import BatchingEngine
+from agentic_rl.agents.openai_format import (
+    APIError,
+    ChatRequest,
+    Choice,
+    Message,
+    chat_messages,
+    chat_response,
+    completion_response,
+    parse_assistant,
+    parse_chat_request,
+    parse_completion_request,
+    same_message,
+)
+from agentic_rl.envs.tools import schema_system_prompt
+from agentic_rl.rollout.batch import EpisodeRecord
+from agentic_rl.rollout.chat_format import ChatMLFormat
+from agentic_rl.rollout.policy import Generation, GenerationRequest
+from agentic_rl.sampling.sampler import SamplingParams
+
+SERVE_SCOPE = "serve"
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Limits and sampling of the chat service.
+
+    sampling: the settings every call samples with when `fixed_sampling` (training: the
+        behaviour policy must be the one the learner assumes, so clients' temperature and
+        top_p are ignored and counted); otherwise the defaults that requests override.
+    max_new_tokens: cap on a call's completion (requests may ask for fewer).
+    max_context_tokens: cap on a chain's tokens (the KV-cache capacity).
+    max_turns: calls per chain (training: the batch's turn axis K); None = unbounded.
+    stop_strings: always stop strings (the tool-call close tag), besides a request's.
+    max_open_chains: chains kept per scope (the oldest idle ones are dropped beyond it).
+    render_tools: put a request's `tools` into the system prompt (the Hermes schema text);
+        False when the agent's own prompt shows the tool-call format (a small model copies
+        a shown format but ignores a long schema); its tool calls are parsed either way.
+    """
+
+    model_name: str = "policy"
+    sampling: SamplingParams = SamplingParams()
+    fixed_sampling: bool = False
+    max_new_tokens: int = 256
+    max_context_tokens: int = 4096
+    max_turns: int | None = None
+    stop_strings: tuple[str, ...] = ("</tool_call>",)
+    stop_token_ids: tuple[int, ...] = ()  # besides the chat format's end-of-turn id
+    max_open_chains: int = 256
+    agents: tuple[str, ...] = ()
+    render_tools: bool = True
+
+
+@dataclass
+class Chain:
+    """One unbroken sequence of calls of one agent: one training row."""
+
+    id: str
+    agent: str
+    agent_id: int
+    tools: str  # canonical JSON of the request tools
+    messages: list[Message] = field(default_factory=list)
+    record: EpisodeRecord = field(default_factory=EpisodeRecord)
+    sent: int = 0  # tokens the sampler has seen or produced
+    turn: int = 0
+    pending: bool = False
+    closed: bool = False  # a client dropped its last completion: nothing may extend it
+    truncated: bool = False
+    call_ids: list[str] = field(default_factory=list)
+    finish_reasons: list[str] = field(default_factory=list)
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    malformed_tool_calls: int = 0
+    kind: str = "chat"  # chat | completion
+    last_used: float = field(default_factory=time.monotonic)
+
+    def awaiting(self) -> bool:
+        return not self.pending and not self.closed and bool(self.messages) and \
+            self.messages[-1]["role"] == "assistant"
+
+
+@dataclass
+class Scope:
+    """A rollout's (or the serving scope's) chains, rewards and counters."""
+
+    id: str
+    group_id: int = 0
+    chains: list[Chain] = field(default_factory=list)
+    call_rewards: dict[str, float] = field(default_factory=dict)  # call id -> reward
+    reward: float = 0.0  # posted without a call id: added to every row's last turn
+    rewards_posted: int = 0
+    prefix_breaks: int = 0
+    next_chain: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ChatService:
+    """OpenAI-style chat and text completions over a `BatchingEngine`, with traces.
+
+    Thread-safe: HTTP handlers and agent threads call it concurrently; each call blocks
+    until its completion is sampled (in a batch with whatever else is waiting).
+    """
+
+    def __init__(self, engine: BatchingEngine, chat_format: ChatMLFormat,
+                 config: ServiceConfig | None = None):
+        self.engine, self.fmt = engine, chat_format
+        self.cfg = config or ServiceConfig()
+        self.sampling = self.cfg.sampling  # the trainer switches it (sampling vs greedy eval)
+        self._lock = threading.Lock()
+        self.scopes: dict[str, Scope] = {SERVE_SCOPE: Scope(SERVE_SCOPE)}
+        self.agent_ids: dict[str, int] = {name: i for i, name in enumerate(self.cfg.agents)}
+        self._serial = itertools.count()
+        self.metrics: dict[str, float] = {
+            "requests": 0, "prefix_breaks": 0, "new_conversations": 0,
+            "malformed_tool_calls": 0, "context_overflows": 0, "max_turns_refusals": 0,
+            "ignored_sampling_params": 0, "bad_requests": 0, "completion_tokens": 0,
+            "prompt_tokens": 0,
+        }
+
+    # -- scopes ---------------------------------------------------------------------------
+
+    def start_rollout(self, rollout_id: str, group_id: int = 0) -> None:
+        with self._lock:
+            if rollout_id in self.scopes:
+                raise ValueError(f"rollout {rollout_id!r} is already running")
+            self.scopes[rollout_id] = Scope(rollout_id, group_id)
+
+    def _scope(self, rollout_id: str | None) -> Scope:
+        with self._lock:
+            scope = self.scopes.get(rollout_id or SERVE_SCOPE)
+        if scope is None:
+            raise APIError(404, f"unknown rollout {rollout_id!r} (finished, timed out, or never "
+                           "started)", type="not_found_error", code="unknown_rollout")
+        return scope
+
+    def _agent_id(self, agent: str) -> int:
+        with self._lock:
+            return self.agent_ids.setdefault(agent, len(self.agent_ids))
+
+    def _count(self, key: str, n: float = 1) -> None:
+        with self._lock:
+            self.metrics[key] = self.metrics.get(key, 0) + n
+
+    # -- rewards and finishing --------------------------------------------------------------
+
+    def post_reward(self, rollout_id: str, reward: Any, call_id: str | None = None) -> None:
+        """Adds `reward` to the turn of call `call_id` (a response id), or to the rollout's
+        final reward (every row's last turn) when no call id is given."""
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)) or \
+                not math.isfinite(reward):
+            raise APIError(400, f"'reward' must be a finite number, got {reward!r}",
+                           param="reward")
+        if call_id is not None and not isinstance(call_id, str):
+            raise APIError(400, "'call_id' must be a string", param="call_id")
+        scope = self._scope(rollout_id)
+        if scope.id == SERVE_SCOPE:
+            raise APIError(400, "rewards are posted to a rollout: /rollouts/{id}/reward")
+        with scope.lock:
+            if call_id is not None:
+                if not any(call_id in c.call_ids for c in scope.chains):
+                    raise APIError(404, f"rollout {rollout_id!r} has no call {call_id!r}",
+                                   type="not_found_error", param="call_id")
+                scope.call_rewards[call_id] = scope.call_rewards.get(call_id, 0.0) + reward
+            else:
+                scope.reward += float(reward)
+            scope.rewards_posted += 1
+
+    def finish_rollout(self, rollout_id: str, reward: float | None = None) -> tuple[
+            list[EpisodeRecord], Scope]:
+        """Ends a rollout: its chains as records (rewards placed, metadata filled in; chains
+        without a completed call are dropped) and the scope; frees their sampler rows."""
+        with self._lock:
+            scope = self.scopes.pop(rollout_id)
+        with scope.lock:
+            if reward is not None:
+                scope.reward += float(reward)
+            chains = [c for c in scope.chains if c.turn > 0]
+            self.engine.release([c.id for c in scope.chains])
+            records = []
+            for c in chains:
+                rec = c.record
+                rec.turn_rewards = [scope.call_rewards.get(cid, 0.0) for cid in c.call_ids]
+                rec.turn_rewards[-1] += scope.reward
+                rec.group_id = scope.group_id
+                rec.truncated = c.truncated
+                rec.metadata = self._row_metadata(c, scope)
+                records.append(rec)
+        return records, scope
+
+    def _row_metadata(self, c: Chain, scope: Scope) -> dict[str, Any]:
+        rec = c.record
+        return {
+            "episode_id": c.id, "rollout_id": scope.id, "agent": c.agent, "kind": c.kind,
+            "group_id": scope.group_id, "messages": chat_messages(c.messages),
+            "num_turns": c.turn, "num_tokens": len(rec),
+            "num_sampled_tokens": sum(rec.loss_mask), "return": float(sum(rec.turn_rewards)),
+            "termination": "truncated" if c.truncated else "done", "truncated": c.truncated,
+            "finish_reasons": list(c.finish_reasons), "tool_calls": list(c.tool_calls),
+            "tool_errors": [{"turn": -1, "kind": "malformed"}] * c.malformed_tool_calls,
+            "tool_call_attempts": len(c.tool_calls) + c.malformed_tool_calls,
+            "tool_call_valid": len(c.tool_calls), "call_ids": list(c.call_ids),
+            "prefix_breaks": scope.prefix_breaks,
+        }
+
+    def abandon(self, rollout_id: str | None, chain_ids: Sequence[str]) -> None:
+        """A client went away before reading these chains' last completion (a dropped
+        stream): free their rows. In a rollout the chain is kept (the tokens were sampled)
+        but nothing can extend it; in the serving scope it is dropped."""
+        scope = self.scopes.get(rollout_id or SERVE_SCOPE)
+        self.engine.release(list(chain_ids))
+        if scope is None:
+            return
+        with scope.lock:
+            for c in scope.chains:
+                if c.id in chain_ids:
+                    c.closed = c.truncated = True
+            if scope.id == SERVE_SCOPE:
+                scope.chains = [c for c in scope.chains if c.id not in chain_ids]
+
+    # -- chat -----------------------------------------------------------------------------
+
+    def _render_prompt(self, messages: Sequence[Message], tools: Sequence[dict]) -> list[int]:
+        msgs = chat_messages(messages)
+        if tools and self.cfg.render_tools:
+            prompt = schema_system_prompt(tools)
+            if msgs[0]["role"] == "system":
+                msgs[0] = {"role": "system", "content": f"{msgs[0]['content']}\n\n{prompt}"}
+            else:
+                head = self.fmt.default_system
+                msgs.insert(0, {"role": "system",
+                                "content": f"{head}\n\n{prompt}" if head else prompt})
+        return self.fmt.encode_prompt(msgs)
+
+    def _extends(self, chain: Chain, req: ChatRequest, tools: str) -> list[Message] | None:
+        """The new messages if `req` continues `chain`, else None."""
+        have = chain.messages
+        if chain.tools != tools or len(req.messages) <= len(have) or not chain.awaiting():
+            return None
+        if not all(same_message(s, o) for s, o in zip(req.messages, have)):
+            return None
+        new = list(req.messages[len(have):])
+        if any(m["role"] == "assistant" for m in new):
+            return None
+        return new
+
+    def _new_chain(self, scope: Scope, agent: str, tools: str, kind: str = "chat") -> Chain:
+        k = scope.next_chain
+        scope.next_chain += 1
+        if scope.id == SERVE_SCOPE:
+            cid = f"serve-{next(self._serial)}"
+        else:
+            cid = scope.id if k == 0 else f"{scope.id}.{k}"
+        chain = Chain(cid, agent, self._agent_id(agent), tools, kind=kind)
+        scope.chains.append(chain)
+        if scope.id == SERVE_SCOPE and len(scope.chains) > self.cfg.max_open_chains:
+            idle = [c for c in scope.chains if not c.pending]
+            drop = sorted(idle, key=lambda c: c.last_used)[: len(scope.chains) -
+                                                         self.cfg.max_open_chains]
+            scope.chains = [c for c in scope.chains if c not in drop]
+            self.engine.release([c.id for c in drop])
+        return chain
+
+    def _params(self, req_temperature: float | None, req_top_p: float | None) -> SamplingParams:
+        base = self.sampling
+        if self.cfg.fixed_sampling:
+            if req_temperature is not None and req_temperature != base.temperature or \
+                    req_top_p is not None and req_top_p != base.top_p:
+                self._count("ignored_sampling_params")
+            return base
+        t = base.temperature if req_temperature is None else req_temperature
+        p = base.top_p if req_top_p is None or req_top_p == 0 else req_top_p
+        return replace(base, temperature=t, top_p=p, greedy=base.greedy and req_temperature
+                       is None)
+
+    def _budget(self, n_tokens: int, max_tokens: int | None) -> int:
+        room = self.cfg.max_context_tokens - n_tokens - 1
+        want = self.cfg.max_new_tokens if max_tokens is None else min(max_tokens,
+                                                                      self.cfg.max_new_tokens)
+        return min(want, room)
+
+    def _plan(self, scope: Scope, req: ChatRequest, agent: str) -> list[tuple[Chain, list[int],
+                                                                              list[Message]]]:
+        """Under the scope lock: (chain, its full token list for this call, the messages
+        the call adds) for each of the request's `n` choices; marks the chains pending."""
+        tools = json.dumps(req.tools, sort_keys=True)
+        mine = [c for c in scope.chains if c.agent == agent and c.kind == "chat"]
+        match, new = None, None
+        for c in reversed(mine):  # the newest chain first
+            new = self._extends(c, req, tools)
+            if new is not None:
+                match = c
+                break
+        plans = []
+        if match is not None:
+            new_ids = self.fmt.encode_observation(chat_messages(new))
+            base_tokens = [*match.record.tokens, *new_ids]
+            if len(base_tokens) + 2 > self.cfg.max_context_tokens:
+                match.truncated = True
+                self._count("context_overflows")
+                raise APIError(400, f"this call would make the conversation {len(base_tokens)} "
+                               f"tokens, over the context limit of {self.cfg.max_context_tokens}",
+                               param="messages", code="context_length_exceeded")
+            if self.cfg.max_turns is not None and match.turn >= self.cfg.max_turns:
+                match.truncated = True
+                self._count("max_turns_refusals")
+                raise APIError(400, f"this conversation already had {match.turn} calls, the "
+                               f"limit per row (max_turns={self.cfg.max_turns})",
+                               param="messages", code="max_turns_exceeded")
+            forks = [match] + [self._fork(scope, match) for _ in range(req.sampling.n - 1)]
+            plans = [(c, base_tokens, new) for c in forks]
+        else:
+            firsts = [c for c in mine if c.messages]
+            if any(same_message(req.messages[0], c.messages[0]) for c in firsts):
+                scope.prefix_breaks += 1
+                self._count("prefix_breaks")
+            elif firsts:
+                self._count("new_conversations")
+            prompt = self._render_prompt(req.messages, req.tools)
+            if len(prompt) + 2 > self.cfg.max_context_tokens:
+                self._count("context_overflows")
+                raise APIError(400, f"the prompt has {len(prompt)} tokens; the context limit is "
+                               f"{self.cfg.max_context_tokens}", param="messages",
+                               code="context_length_exceeded")
+            for _ in range(req.sampling.n):
+                plans.append((self._new_chain(scope, agent, tools), prompt, list(req.messages)))
+        for c, _, _ in plans:
+            c.pending = True
+            c.last_used = time.monotonic()
+        return plans
+
+    def _fork(self, scope: Scope, chain: Chain) -> Chain:
+        fork = self._new_chain(scope, chain.agent, chain.tools)
+        fork.messages = list(chain.messages)
+        r = chain.record
+        fork.record = EpisodeRecord(list(r.tokens), list(r.loss_mask), list(r.logprobs),
+                                    list(r.turn_index), list(r.agent_id), list(r.turn_ends))
+        fork.turn, fork.call_ids = chain.turn, list(chain.call_ids)
+        fork.finish_reasons, fork.tool_calls = list(chain.finish_reasons), list(chain.tool_calls)
+        return fork
+
+    def _request(self, chain: Chain, tokens: list[int], req_sampling, stops) -> GenerationRequest:
+        return GenerationRequest(
+            episode_id=chain.id, tokens=tuple(tokens),
+            num_new_tokens=len(tokens) - chain.sent,
+            max_new_tokens=self._budget(len(tokens), req_sampling.max_tokens),
+            stop_token_ids=(self.fmt.end_of_turn_id, *self.cfg.stop_token_ids),
+            stop_strings=stops, turn=chain.turn)
+
+    def _commit(self, chain: Chain, tokens: list[int], new: list[Message], gen: Generation,
+                text: str, message: Message, call_id: str, finish: str) -> None:
+        """Appends the call's new segment and its sampled turn to the chain's record."""
+        rec, k = chain.record, chain.turn
+        added = tokens[len(rec):]
+        if added:
+            first = not rec.tokens
+            rec.append(added, sampled=False, turn=-1 if first else k - 1, agent=-1)
+        ids = [int(i) for i in gen.token_ids]
+        rec.append(ids, sampled=True, turn=k, agent=chain.agent_id, logprobs=list(gen.logprobs))
+        rec.turn_ends.append(len(rec) - 1)
+        chain.sent = len(rec)
+        if ids[-1] != self.fmt.end_of_turn_id:
+            rec.append([self.fmt.end_of_turn_id], sampled=False, turn=k, agent=chain.agent_id)
+        chain.messages.extend(new)
+        chain.messages.append(message)
+        chain.turn += 1
+        chain.call_ids.append(call_id)
+        chain.finish_reasons.append(finish)
+        for cid, name, args in message.get("tool_calls", ()):
+            chain.tool_calls.append({"turn": k, "id": cid, "name": name, "arguments": args})
+
+    def _text(self, gen: Generation, client_stops: Sequence[str]) -> tuple[str, bool]:
+        """The completion's text (end-of-turn id dropped; cut before a client stop string,
+        which OpenAI does not return) and whether a client stop string ended it."""
+        ids = list(gen.token_ids)
+        if ids and ids[-1] == self.fmt.end_of_turn_id:
+            ids = ids[:-1]
+        text = self.fmt.decode(ids)
+        cuts = [i for i in (text.find(s) for s in client_stops) if i >= 0]
+        if cuts:
+            return text[: min(cuts)], True
+        return text, False
+
+    def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None
+             ) -> tuple[dict[str, Any], list[Choice], list[str]]:
+        """One chat completion: (response body, choices, the chain id of each choice).
+        Raises `APIError` for a bad request."""
+        self._count("requests")
+        try:
+            req = parse_chat_request(body)
+        except APIError:
+            self._count("bad_requests")
+            raise
+        scope = self._scope(rollout_id)
+        agent = agent or req.model or self.cfg.model_name
+        with scope.lock:
+            plans = self._plan(scope, req, agent)
+        try:
+            stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
+            params = self._params(req.sampling.temperature, req.sampling.top_p)
+            futures = [self.engine.submit(self._request(c, toks, req.sampling, stops), params)
+                       for c, toks, _ in plans]
+            gens = [f.result() for f in futures]
+        except BaseException:
+            with scope.lock:
+                for c, _, _ in plans:
+                    c.pending = False
+            raise
+        request_id = f"chatcmpl-{secrets.token_hex(12)}"
+        new_tokens = [len(t) - c.sent for c, t, _ in plans]
+        choices = []
+        with scope.lock:
+            for (c, toks, new), gen in zip(plans, gens):
+                text, _ = self._text(gen, req.sampling.stop)
+                message, malformed = parse_assistant(text, req.tools,
+                                                     f"call_{c.id}_{c.turn}".replace(".", "_"))
+                if malformed:
+                    c.malformed_tool_calls += 1
+                    self._count("malformed_tool_calls")
+                finish = "tool_calls" if message.get("tool_calls") else gen.finish_reason
+                self._commit(c, toks, new, gen, text, message, request_id, finish)
+                c.pending = False
+                tok = self.fmt.tok
+                choices.append(Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
+                                      tuple(tok.decode([t]) for t in gen.token_ids), finish))
+        prompt_tokens = len(plans[0][1])
+        self._count("prompt_tokens", prompt_tokens)
+        self._count("completion_tokens", sum(len(g.token_ids) for g in gens))
+        extra = {"rollout_id": scope.id, "agent": agent, "rows": [c.id for c, _, _ in plans],
+                 "new_prompt_tokens": new_tokens}
+        response = chat_response(request_id, req.model or self.cfg.model_name, choices,
+                                 prompt_tokens, logprobs=req.sampling.logprobs, extra=extra)
+        return response, choices, [c.id for c, _, _ in plans]
+
+    # -- text completions -------------------------------------------------------------------
+
+    def completions(self, body: Any, *, rollout_id: str | None = None,
+                    agent: str | None = None) -> dict[str, Any]:
+        """A text completion per prompt (x n): raw text in, no chat template; each prompt
+        is a row of its own."""
+        self._count("requests")
+        try:
+            req = parse_completion_request(body)
+        except APIError:
+            self._count("bad_requests")
+            raise
+        scope = self._scope(rollout_id)
+        agent = agent or req.model or self.cfg.model_name
+        plans = []
+        with scope.lock:
+            for prompt in req.prompts:
+                ids = self.fmt.tok.encode(prompt)
+                if len(ids) + 2 > self.cfg.max_context_tokens:
+                    self._count("context_overflows")
+                    raise APIError(400, f"the prompt has {len(ids)} tokens; the context limit "
+                                   f"is {self.cfg.max_context_tokens}", param="prompt",
+                                   code="context_length_exceeded")
+                for _ in range(req.sampling.n):
+                    c = self._new_chain(scope, agent, "[]", kind="completion")
+                    c.pending = True
+                    plans.append((c, ids, prompt))
+        try:
+            stops = tuple(dict.fromkeys(req.sampling.stop))
+            params = self._params(req.sampling.temperature, req.sampling.top_p)
+            futures = [self.engine.submit(self._request(c, ids, req.sampling, stops), params)
+                       for c, ids, _ in plans]
+            gens = [f.result() for f in futures]
+        except BaseException:
+            with scope.lock:
+                for c, _, _ in plans:
+                    c.pending = False
+            raise
+        request_id = f"cmpl-{secrets.token_hex(12)}"
+        choices, texts = [], []
+        with scope.lock:
+            for (c, ids, prompt), gen in zip(plans, gens):
+                text, _ = self._text(gen, req.sampling.stop)
+                message = {"role": "assistant", "content": text}
+                self._commit(c, ids, [{"role": "user", "content": prompt}], gen, text,
+                             message, request_id, gen.finish_reason)
+                c.pending = False
+                tok = self.fmt.tok
+                choices.append(Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
+                                      tuple(tok.decode([t]) for t in gen.token_ids),
+                                      gen.finish_reason))
+                texts.append(prompt + text if req.echo else text)
+        self._count("completion_tokens", sum(len(g.token_ids) for g in gens))
+        return completion_response(request_id, req.model or self.cfg.model_name, texts, choices,
+                                   sum(len(ids) for _, ids, _ in plans[:: req.sampling.n]),
+                                   logprobs=req.sampling.logprobs,
+                                   extra={"rollout_id": scope.id, "agent": agent,
+                                          "rows": [c.id for c, _, _ in plans]})
+
+    def models(self) -> dict[str, Any]:
+        names = dict.fromkeys([self.cfg.model_name, *self.agent_ids])
+        return {"object": "list", "data": [{"id": n, "object": "model", "created": 0,
+                                            "owned_by": "agentic_rl"} for n in names]}
