@@ -3,8 +3,8 @@ HTTP handlers) become one `policy.generate` call.
 
 One worker thread owns the policy (the KV-cache sampler is not thread-safe). It takes the
 first waiting request, then keeps collecting until the batch is full (`max_batch`), or
-`window_s` has passed, or every request the caller expects is in (`expected()`: e.g. the
-number of live rollouts whose agents are all waiting on the LLM, so a training rollout
+no request came for `window_s`, or every request the caller expects is in (`expected()`:
+e.g. the number of live rollouts, so a training rollout whose agents all wait on the LLM
 batches as fully as the environment loop without waiting out the window). Requests with
 different sampling settings go to separate calls. A row is released on request or,
 when more sessions are alive than the sampler has rows, the least recently used idle one
@@ -35,18 +35,20 @@ class BatchingEngine:
     """Batches `submit`ted requests into `policy.generate` calls on one worker thread.
 
     max_batch: most requests per call (default: the policy's `max_rows`, else 64).
-    window_s: how long to wait for more requests after the first one.
+    window_s: how long to wait for the next request (idle window; see `_collect`).
     expected: optional callable, the number of requests worth waiting for.
+    max_wait_windows: a batch waits at most this many windows after its first request.
     """
 
     def __init__(self, policy: Policy, *, max_batch: int | None = None, window_s: float = 0.005,
-                 expected: Callable[[], int] | None = None):
+                 expected: Callable[[], int] | None = None, max_wait_windows: float = 20.0):
         self.policy = policy
         self.max_rows = getattr(policy, "max_rows", None)
         self.max_batch = max_batch or self.max_rows or 64
         if self.max_rows is not None and self.max_batch > self.max_rows:
             raise ValueError(f"max_batch={self.max_batch} > the policy's max_rows={self.max_rows}")
         self.window_s = window_s
+        self.max_wait_windows = max_wait_windows
         self.expected = expected
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -105,13 +107,18 @@ class BatchingEngine:
                 future.set_exception(e)
 
     def _collect(self, first: _Item) -> list[_Item]:
+        """The batch: `first` and what arrives until it is full, the expected requests are
+        in, or no request came for `window_s` (an idle window: a steady trickle of requests,
+        e.g. over HTTP, still fills one batch), at most `max_wait_windows` windows in all."""
         batch = [first]
-        deadline = time.monotonic() + self.window_s
+        start = last = time.monotonic()
         while len(batch) < self.max_batch:
             want = self.expected() if self.expected is not None else None
             if want is not None and len(batch) >= want:
                 break
-            timeout = deadline - time.monotonic()
+            now = time.monotonic()
+            timeout = min(last + self.window_s, start + self.max_wait_windows * self.window_s
+                          ) - now
             if timeout <= 0:
                 break
             try:
@@ -125,6 +132,7 @@ class BatchingEngine:
                 self._control(msg)
                 continue
             batch.append(msg)
+            last = time.monotonic()
         return batch
 
     def _make_room(self, batch: list[_Item]) -> None:

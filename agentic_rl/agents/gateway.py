@@ -99,7 +99,10 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
         async def events():
             sent = False
             try:
-                for chunk in chunks:
+                for i, chunk in enumerate(chunks):
+                    # uvicorn drops writes to a closed connection silently: ask
+                    if i % 8 == 7 and await request.is_disconnected():
+                        return
                     yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
                 yield "data: [DONE]\n\n"
                 sent = True

@@ -195,6 +195,7 @@ def run_agents(
     length_bucket: int | str = 64,
     collate_batch: bool = True,
     on_live: Callable[[int], None] | None = None,
+    max_rows_per_episode: int | None = None,
 ) -> RolloutResult:
     """Runs `group_size` copies of `agent` on every task concurrently; their calls become
     the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
@@ -203,6 +204,9 @@ def run_agents(
     a bad value or runs past `timeout_s` is dropped (listed in `errors`; a late agent's
     further calls get 404); more failures than `max_error_fraction` of the episodes
     raise `ErrorBudgetExceeded`. `on_live(n)` is told how many episodes still run.
+    `max_rows_per_episode` keeps an episode's last rows (the chains with its latest
+    context and final reward) when its history broke into more; the metric
+    `dropped_rows` counts the others.
     """
     if not tasks:
         raise ValueError("run_agents needs at least one task")
@@ -242,6 +246,7 @@ def run_agents(
     for ep in episodes:
         ep.done.wait(max(0.0, deadline - time.monotonic()))
     records, errors, finished = [], [], []
+    dropped = 0
     for ep in episodes:
         if not ep.done.is_set():
             ep.error = (f"the agent ran longer than {timeout_s} s", "")
@@ -249,6 +254,9 @@ def run_agents(
         else:
             stage = "agent"
         rows, scope = service.finish_rollout(ep.rollout_id)
+        if max_rows_per_episode is not None and len(rows) > max_rows_per_episode:
+            dropped += len(rows) - max_rows_per_episode
+            rows = rows[len(rows) - max_rows_per_episode:]
         if ep.error is None and not rows:
             ep.error = ("the agent made no LLM call", "")
         if ep.error is not None:
@@ -288,6 +296,8 @@ def run_agents(
     if collate_batch and records:
         batch = collate(records, length_bucket=length_bucket, num_turns=num_turns)
     metrics = episode_metrics([r.metadata for r in records], len(errors))
+    metrics["dropped_rows"] = float(dropped)
+    metrics["rows_per_episode"] = len(records) / max(len(finished), 1)
     return RolloutResult(batch, records, errors, metrics)
 
 

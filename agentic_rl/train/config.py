@@ -94,11 +94,14 @@ def default_config() -> ml_collections.ConfigDict:
     # timeout_s bounds one episode; batch_window_s is how long the sampler waits for more
     # concurrent calls (it fires as soon as every live episode is waiting on the LLM).
     # render_tools False: requests' `tools` are parsed but not put in the prompt (for an
-    # agent whose own prompt shows the tool-call format).
+    # agent whose own prompt shows the tool-call format). rows_per_episode: training rows
+    # an episode may fill (its chains of calls: a rewritten history starts a new one);
+    # the batch has tasks_per_step x group_size x rows_per_episode rows, an episode's
+    # extra chains beyond it are dropped (its last ones kept, rollout/dropped_rows).
     c.agent = ml_collections.ConfigDict(
         {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
          "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
-         "render_tools": True})
+         "render_tools": True, "rows_per_episode": 1})
 
     c.rl = ml_collections.ConfigDict()
     # grpo (group baseline, no critic), ppo (value head + GAE) or dpo (each group's best
@@ -349,6 +352,9 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                           "set one")
     if not cfg.agent.timeout_s > 0 or cfg.agent.batch_window_s < 0:
         raise ConfigError("agent.timeout_s must be > 0 and agent.batch_window_s >= 0")
+    if cfg.agent.rows_per_episode < 1:
+        raise ConfigError(f"agent.rows_per_episode must be >= 1, got "
+                          f"{cfg.agent.rows_per_episode}")
     rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size
     positive = {"rollout.tasks_per_step": cfg.rollout.tasks_per_step,
                 "rollout.group_size": cfg.rollout.group_size,

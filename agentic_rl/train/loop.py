@@ -127,7 +127,10 @@ class Trainer:
         self.suite = suite or builders.build_suite(cfg)
         self.policy = policy or builders.build_policy(cfg)
         self.train_tasks = list(self.suite.tasks.split(cfg.env.train_split))
-        self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size
+        # Rows per step: one per episode; an agent program may make several (a rewritten
+        # history starts a new row), up to agent.rows_per_episode.
+        per_episode = int(cfg.agent.rows_per_episode) if (cfg.agent.program or agent) else 1
+        self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size * per_episode
         self.mesh = make_mesh()
         self._check_divisibility()
 

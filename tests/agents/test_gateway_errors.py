@@ -5,6 +5,7 @@ keeps serving afterwards."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -108,3 +109,28 @@ def test_fuzzed_requests_never_crash_the_server(gateway, body):
     else:
         assert r.headers["content-type"].startswith(("application/json", "text/event-stream"))
     assert post(gateway, "/v1/chat/completions", GOOD).status_code == 200  # still serving
+
+
+def test_a_client_that_leaves_mid_stream_frees_its_row(fmt):
+    from agentic_rl.agents import Gateway
+    from agentic_rl.rollout import ScriptedPolicy
+    from tests.agents.conftest import make_service
+
+    policy = ScriptedPolicy(fmt.tok, ["x" * 5000])
+    service = make_service(policy, fmt, max_new_tokens=6000, max_context_tokens=8000)
+    service.start_rollout("r")
+    try:
+        with Gateway(service) as gw:
+            body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+            with httpx.stream("POST", f"{gw.url}/rollouts/r/v1/chat/completions",
+                              json=body) as r:
+                next(r.iter_lines())  # read one event, then hang up
+            for _ in range(100):
+                if policy.released:
+                    break
+                time.sleep(0.05)
+        assert policy.released == ["r"]  # the row's cache freed
+        (chain,) = service.scopes["r"].chains
+        assert chain.closed and chain.truncated  # kept for training, never extended
+    finally:
+        service.engine.close()

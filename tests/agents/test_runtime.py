@@ -246,3 +246,16 @@ def test_n_choices_fork_rows_and_limits_truncate(fmt):
     meta = result.batch.metadata
     assert [m["episode_id"] for m in meta] == ["g0s0", "g0s0.1"]
     assert result.batch.truncated.tolist() == [False, True]  # the second row hit the limit
+
+
+def test_rows_beyond_the_per_episode_cap_are_dropped_oldest_first(fmt):
+    tasks = make_env_suite("calculator", num_eval=2).tasks.split("eval")
+    service = make_service(ScriptedPolicy(fmt.tok, ["a", "b", "c", "d"]), fmt)
+    try:
+        result = run_agents(chat_agent(turns=3, prefix_break_at=0), tasks, service,
+                            max_rows_per_episode=1)
+    finally:
+        service.engine.close()
+    assert [m["episode_id"] for m in result.batch.metadata] == ["g0s0.1", "g1s0.1"]
+    assert result.metrics["dropped_rows"] == 2
+    assert result.batch.turn_rewards[:, :2].tolist() == [[0, 1], [0, 1]]  # final reward kept
