@@ -23,6 +23,7 @@ import asyncio
 import importlib
 import inspect
 import math
+import re
 import threading
 import time
 import traceback
@@ -196,6 +197,7 @@ def run_agents(
     collate_batch: bool = True,
     on_live: Callable[[int], None] | None = None,
     max_rows_per_episode: int | None = None,
+    train_agents: str | None = None,
 ) -> RolloutResult:
     """Runs `group_size` copies of `agent` on every task concurrently; their calls become
     the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
@@ -207,7 +209,15 @@ def run_agents(
     `max_rows_per_episode` keeps an episode's last rows (the chains with its latest
     context and final reward) when its history broke into more; the metric
     `dropped_rows` counts the others.
+
+    Multi-agent programs (calls attributed to several agents): a row's group is its
+    (task, agent) pair, `agent_id * len(tasks) + task index`, so group baselines compare an
+    agent's rows with that agent's rows (for a single agent, id 0, it is the task index);
+    `train_agents` (a regex over agent names) keeps only those agents' rows in the batch:
+    the others still act, but nothing trains on their tokens (`frozen_rows` counts
+    them). Per-agent metrics: `agent/{name}/{return,success,rows,sampled_tokens}`.
     """
+    trainable = re.compile(train_agents) if train_agents else None
     if not tasks:
         raise ValueError("run_agents needs at least one task")
     if group_size < 1:
@@ -246,7 +256,8 @@ def run_agents(
     for ep in episodes:
         ep.done.wait(max(0.0, deadline - time.monotonic()))
     records, errors, finished = [], [], []
-    dropped = 0
+    dropped = frozen = 0
+    per_agent: dict[str, list[dict]] = {}
     for ep in episodes:
         if not ep.done.is_set():
             ep.error = (f"the agent ran longer than {timeout_s} s", "")
@@ -272,6 +283,7 @@ def run_agents(
             continue
         for rec in rows:
             rec.turn_rewards[-1] += reward or 0.0
+            rec.group_id = service.agent_ids[rec.metadata["agent"]] * len(tasks) + ep.group
             rec.truncated = rec.truncated or res.truncated
             total = float(sum(rec.turn_rewards))
             rec.metadata.update({
@@ -284,6 +296,10 @@ def run_agents(
                 "rows_in_episode": len(rows),
                 "timings": {"total_s": time.monotonic() - ep.started},
             })
+            per_agent.setdefault(rec.metadata["agent"], []).append(rec.metadata)
+            if trainable is not None and not trainable.fullmatch(rec.metadata["agent"]):
+                frozen += 1
+                continue
             records.append(rec)
         finished.append(ep)
     if len(errors) > budget:
@@ -297,7 +313,16 @@ def run_agents(
         batch = collate(records, length_bucket=length_bucket, num_turns=num_turns)
     metrics = episode_metrics([r.metadata for r in records], len(errors))
     metrics["dropped_rows"] = float(dropped)
+    metrics["frozen_rows"] = float(frozen)
     metrics["rows_per_episode"] = len(records) / max(len(finished), 1)
+    if len(per_agent) > 1:
+        for name, metas in sorted(per_agent.items()):
+            n = len(metas)
+            metrics[f"agent/{name}/rows"] = float(n)
+            metrics[f"agent/{name}/return"] = sum(m["return"] for m in metas) / n
+            metrics[f"agent/{name}/success"] = sum(bool(m["success"]) for m in metas) / n
+            metrics[f"agent/{name}/sampled_tokens"] = sum(
+                m["num_sampled_tokens"] for m in metas) / n
     return RolloutResult(batch, records, errors, metrics)
 
 

@@ -98,10 +98,12 @@ def default_config() -> ml_collections.ConfigDict:
     # an episode may fill (its chains of calls: a rewritten history starts a new one);
     # the batch has tasks_per_step x group_size x rows_per_episode rows, an episode's
     # extra chains beyond it are dropped (its last ones kept, rollout/dropped_rows).
+    # train_agents: a regex over a multi-agent program's agent names; only their rows
+    # train ("" = every agent), the others act with the same weights.
     c.agent = ml_collections.ConfigDict(
         {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
          "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
-         "render_tools": True, "rows_per_episode": 1})
+         "render_tools": True, "rows_per_episode": 1, "train_agents": ""})
 
     c.rl = ml_collections.ConfigDict()
     # grpo (group baseline, no critic), ppo (value head + GAE) or dpo (each group's best
@@ -352,6 +354,12 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                           "set one")
     if not cfg.agent.timeout_s > 0 or cfg.agent.batch_window_s < 0:
         raise ConfigError("agent.timeout_s must be > 0 and agent.batch_window_s >= 0")
+    if cfg.agent.train_agents:
+        try:
+            re.compile(cfg.agent.train_agents)
+        except re.error as e:
+            raise ConfigError(f"agent.train_agents={cfg.agent.train_agents!r} is not a "
+                              f"regular expression: {e}") from None
     if cfg.agent.rows_per_episode < 1:
         raise ConfigError(f"agent.rows_per_episode must be >= 1, got "
                           f"{cfg.agent.rows_per_episode}")
