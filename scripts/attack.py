@@ -3,6 +3,7 @@
     python scripts/attack.py                  # every area in scripts/attacks/
     python scripts/attack.py --area sql --area sandbox --json runs/attack.json
     python scripts/attack.py --list           # names only
+    python scripts/attack.py --jobs 2         # two attacks at a time
 
 Each attack (see `scripts/attacks/__init__.py` for the contract) runs in a fresh child
 process, in its own session, under its own wall-clock limit. The child reports one JSON
@@ -31,6 +32,7 @@ import sys
 import time
 import traceback
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -159,7 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout-scale", type=float, default=1.0,
                     help="multiply every attack's wall-clock limit (slow machines)")
     ap.add_argument("--json", metavar="PATH", help="also write every result as JSON")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="attacks run at once (each in its own child process; most of a "
+                         "child's time is its start-up, so 2 on 2 cores halves the wall time)")
     args = ap.parse_args(argv)
+    if args.jobs < 1:
+        ap.error(f"--jobs must be >= 1, got {args.jobs}")
     if args.one:
         area, _, name = args.one.rpartition(":")
         return run_one(area, name)
@@ -171,15 +178,21 @@ def main(argv: list[str] | None = None) -> int:
         for area, a in plan:
             print(f"{area}:{a.name:<40} item {a.item:<6} {a.description}")
         return 0
-    results = []
     t0 = time.monotonic()
-    for i, (area, attack) in enumerate(plan, 1):
+
+    def run(item):
+        area, attack = item
         r = classify(area, attack, args.timeout_scale)
         r.update(area=area, name=attack.name, item=attack.item)
-        results.append(r)
-        print(f"[{i:>3}/{len(plan)}] {r['status']:<8} {area}:{attack.name} "
-              f"({r['seconds']:.1f} s){'  ' + r['detail'] if r['status'] != 'blocked' else ''}",
-              flush=True)
+        return r
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = []
+        for i, r in enumerate(pool.map(run, plan), 1):  # in plan order
+            results.append(r)
+            print(f"[{i:>3}/{len(plan)}] {r['status']:<8} {r['area']}:{r['name']} "
+                  f"({r['seconds']:.1f} s)"
+                  f"{'  ' + r['detail'] if r['status'] != 'blocked' else ''}", flush=True)
     print()
     print(format_table(results))
     print(f"\n{len(results)} attacks in {time.monotonic() - t0:.0f} s")

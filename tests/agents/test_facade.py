@@ -22,12 +22,13 @@ def says_yes(task, llm):
 @pytest.mark.slow
 def test_agent_trainer_trains_a_function_on_tasks(compile_cache, tmp_path):
     tasks = [Task(f"t{i}", f"Say yes ({i})") for i in range(8)]
+    # the shapes of tests/train/test_loop.py's facade test: one compilation for both
     trainer = AgentTrainer(
         model="tiny", agent=says_yes, tasks=tasks, transport="http", workdir=tmp_path,
-        tasks_per_step=2, group_size=4, max_new_tokens=4, chat_format="chatml",
-        overrides={"model.lora_rank": 0, "rollout.max_turns": 1,
-                   "rollout.max_episode_tokens": 64, "rollout.length_bucket": 64,
-                   "eval.every": 0, "eval.at_start": False, "optim.learning_rate": 1e-3})
+        tasks_per_step=2, group_size=4, max_new_tokens=8, max_turns=3, chat_format="chatml",
+        lora_rank=4, overrides={"rollout.max_episode_tokens": 640,
+                                "rollout.length_bucket": 640, "eval.every": 0,
+                                "log.progress": False})
     try:
         history = trainer.train(steps=2)
         report = trainer.evaluate(num_episodes=4)

@@ -95,7 +95,7 @@ BODY = st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=6).flatmap(
         lambda msgs: {**d, "messages": msgs} if "messages" not in d else d))
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(body=BODY)
 def test_fuzzed_requests_never_crash_the_server(gateway, body):
     try:

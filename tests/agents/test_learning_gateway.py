@@ -18,7 +18,7 @@ CONFIG = REPO / "experiments" / "tiny_learning.py"
 @pytest.mark.slow
 def test_an_openai_sdk_agent_learns_through_the_gateway(compile_cache, tmp_path):
     cfg = apply_overrides(load_config_file(f"{CONFIG}:grpo"), {
-        "agent.program": "env", "agent.transport": "http", "eval.every": 10})
+        "agent.program": "env", "agent.transport": "http", "eval.every": 30})
     trainer = Trainer(cfg, tmp_path)
     try:
         assert trainer.programs.gateway is not None  # a real HTTP server

@@ -59,8 +59,8 @@ def test_exit_status_and_table(harness, tmp_path, capsys):
 def test_whole_attack_list_is_blocked(tmp_path):
     """Acceptance: every attack in scripts/attacks/ is blocked (0 escapes, crashes, hangs)."""
     out = tmp_path / "attacks.json"
-    proc = subprocess.run([sys.executable, "scripts/attack.py", "--json", str(out)], cwd=REPO,
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([sys.executable, "scripts/attack.py", "--jobs", "2", "--json",
+                           str(out)], cwd=REPO, capture_output=True, text=True, timeout=1800)
     results = json.loads(out.read_text())
     bad = [r for r in results if r["status"] != "blocked"]
     assert not bad, proc.stdout[-6000:]
