@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-new-tokens", type=int, default=512, help="cap per completion")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="default when a request gives none")
-    ap.add_argument("--batch-window-ms", type=float, default=5.0,
+    ap.add_argument("--batch-window-ms", type=float, default=50.0,
                     help="how long a batch waits for more concurrent requests")
     ap.add_argument("--name", default=None, help="the model name /v1/models reports")
     ap.add_argument("--seed", type=int, default=0)

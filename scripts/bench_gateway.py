@@ -92,7 +92,7 @@ def run_clients(make_chat, clients: int, *, seconds: float | None = None,
 def start_server(args) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "agentic_rl.serve", "--model", args.model, "--port", "0",
            "--max-rows", str(args.clients), "--max-context", "1024",
-           "--max-new-tokens", str(args.max_tokens)]
+           "--max-new-tokens", str(args.max_tokens), "--batch-window-ms", str(args.window_ms)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("serving "):
@@ -110,7 +110,7 @@ def in_process_service(args):
     ns = argparse.Namespace(model=args.model, workdir=None, checkpoint="latest", seed=0)
     model, tok, fmt_name, _ = load(ns)
     sampler = SamplerPolicy(model, tok, max_rows=args.clients, capacity=1024)
-    engine = BatchingEngine(sampler, window_s=0.005)
+    engine = BatchingEngine(sampler, window_s=args.window_ms / 1000)
     return ChatService(engine, make_chat_format(fmt_name, tok), ServiceConfig(
         max_new_tokens=args.max_tokens, max_context_tokens=1024,
         max_open_chains=4 * args.clients))
@@ -122,6 +122,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=64)
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--window-ms", type=float, default=50.0,
+                    help="the batching window, for the server and the in-process service")
     ap.add_argument("--conversations", type=int, default=0,
                     help="conversations of the ratio phase (default: 2 x clients)")
     args = ap.parse_args()
@@ -160,7 +162,8 @@ def main() -> int:
     service.engine.close()
     lat_ms = np.asarray(lat) * 1000
     out = {
-        "model": args.model, "clients": args.clients, "seconds": round(wall, 1),
+        "model": args.model, "clients": args.clients, "window_ms": args.window_ms,
+        "seconds": round(wall, 1),
         "requests": len(lat), "errors": len(errors), "first_errors": errors[:3],
         "latency_p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if len(lat) else None,
         "latency_p99_ms": round(float(np.percentile(lat_ms, 99)), 1) if len(lat) else None,

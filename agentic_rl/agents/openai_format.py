@@ -8,7 +8,9 @@ elsewhere: fields a client sends that change nothing here (`user`, `metadata`, `
 `parallel_tool_calls`, `service_tier`, ...) are ignored, so a newer client still works.
 A parameter that would change the output but is not implemented (`top_logprobs > 0`,
 non-zero penalties, `logit_bias`, JSON response formats, a forced `tool_choice`) is a 400
-that names it, never silently ignored.
+that names it, never silently ignored. `seed` is accepted and not used: every row's
+draws come from its own PRNG stream (the run seed, the row's id and its turn), so
+samples are reproducible without it.
 """
 
 from __future__ import annotations

@@ -279,6 +279,8 @@ class Trainer:
         model, params = self.state.model().lm, builders.sampling_params(self.cfg, greedy=greedy)
 
         def sync(sampler: SamplerPolicy) -> None:
+            # an agent that outlived its episode's timeout may still hold a row
+            sampler.release(list(sampler.rows))
             sampler.update_model(model)
             sampler.params = params
             sampler.sampler.seed = seed
