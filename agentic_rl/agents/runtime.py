@@ -287,7 +287,7 @@ def run_agents(
             rec.truncated = rec.truncated or res.truncated
             total = float(sum(rec.turn_rewards))
             rec.metadata.update({
-                "episode_id": rec.metadata["episode_id"], "task_id": ep.task.id,
+                "task_id": ep.task.id,
                 "sample_index": ep.sample, "seed": ep.seed, "return": total,
                 "success": bool(res.success if res.success is not None else total > 0),
                 "answer": res.answer, "info": dict(res.info), "infos": [dict(res.info)],

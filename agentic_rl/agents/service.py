@@ -379,7 +379,7 @@ class ChatService:
             stop_strings=stops, turn=chain.turn)
 
     def _commit(self, chain: Chain, tokens: list[int], new: list[Message], gen: Generation,
-                text: str, message: Message, call_id: str, finish: str) -> None:
+                message: Message, call_id: str, finish: str) -> None:
         """Appends the call's new segment and its sampled turn to the chain's record."""
         rec, k = chain.record, chain.turn
         added = tokens[len(rec):]
@@ -400,17 +400,34 @@ class ChatService:
         for cid, name, args in message.get("tool_calls", ()):
             chain.tool_calls.append({"turn": k, "id": cid, "name": name, "arguments": args})
 
-    def _text(self, gen: Generation, client_stops: Sequence[str]) -> tuple[str, bool]:
-        """The completion's text (end-of-turn id dropped; cut before a client stop string,
-        which OpenAI does not return) and whether a client stop string ended it."""
+    def _text(self, gen: Generation, client_stops: Sequence[str]) -> str:
+        """The completion's text: end-of-turn id dropped, cut before a client stop string
+        (which OpenAI does not return)."""
         ids = list(gen.token_ids)
         if ids and ids[-1] == self.fmt.end_of_turn_id:
             ids = ids[:-1]
         text = self.fmt.decode(ids)
         cuts = [i for i in (text.find(s) for s in client_stops) if i >= 0]
-        if cuts:
-            return text[: min(cuts)], True
-        return text, False
+        return text[: min(cuts)] if cuts else text
+
+    def _sample(self, scope: Scope, plans, sampling, stops: tuple[str, ...]) -> list[Generation]:
+        """Submits every planned chain's request and waits; on any failure the chains are
+        no longer pending (so a retry can extend them) and the error propagates."""
+        try:
+            params = self._params(sampling.temperature, sampling.top_p)
+            futures = [self.engine.submit(self._request(c, toks, sampling, stops), params)
+                       for c, toks, _ in plans]
+            return [f.result() for f in futures]
+        except BaseException:
+            with scope.lock:
+                for c, _, _ in plans:
+                    c.pending = False
+            raise
+
+    def _choice(self, message: Message, gen: Generation, finish: str) -> Choice:
+        tok = self.fmt.tok
+        return Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
+                      tuple(tok.decode([t]) for t in gen.token_ids), finish)
 
     def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None
              ) -> tuple[dict[str, Any], list[Choice], list[str]]:
@@ -426,34 +443,23 @@ class ChatService:
         agent = agent or req.model or self.cfg.model_name
         with scope.lock:
             plans = self._plan(scope, req, agent)
-        try:
-            stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
-            params = self._params(req.sampling.temperature, req.sampling.top_p)
-            futures = [self.engine.submit(self._request(c, toks, req.sampling, stops), params)
-                       for c, toks, _ in plans]
-            gens = [f.result() for f in futures]
-        except BaseException:
-            with scope.lock:
-                for c, _, _ in plans:
-                    c.pending = False
-            raise
+        stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
+        gens = self._sample(scope, plans, req.sampling, stops)
         request_id = f"chatcmpl-{secrets.token_hex(12)}"
         new_tokens = [len(t) - c.sent for c, t, _ in plans]
         choices = []
         with scope.lock:
             for (c, toks, new), gen in zip(plans, gens):
-                text, _ = self._text(gen, req.sampling.stop)
+                text = self._text(gen, req.sampling.stop)
                 message, malformed = parse_assistant(text, req.tools,
                                                      f"call_{c.id}_{c.turn}".replace(".", "_"))
                 if malformed:
                     c.malformed_tool_calls += 1
                     self._count("malformed_tool_calls")
                 finish = "tool_calls" if message.get("tool_calls") else gen.finish_reason
-                self._commit(c, toks, new, gen, text, message, request_id, finish)
+                self._commit(c, toks, new, gen, message, request_id, finish)
                 c.pending = False
-                tok = self.fmt.tok
-                choices.append(Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
-                                      tuple(tok.decode([t]) for t in gen.token_ids), finish))
+                choices.append(self._choice(message, gen, finish))
         prompt_tokens = len(plans[0][1])
         self._count("prompt_tokens", prompt_tokens)
         self._count("completion_tokens", sum(len(g.token_ids) for g in gens))
@@ -490,30 +496,17 @@ class ChatService:
                     c = self._new_chain(scope, agent, "[]", kind="completion")
                     c.pending = True
                     plans.append((c, ids, prompt))
-        try:
-            stops = tuple(dict.fromkeys(req.sampling.stop))
-            params = self._params(req.sampling.temperature, req.sampling.top_p)
-            futures = [self.engine.submit(self._request(c, ids, req.sampling, stops), params)
-                       for c, ids, _ in plans]
-            gens = [f.result() for f in futures]
-        except BaseException:
-            with scope.lock:
-                for c, _, _ in plans:
-                    c.pending = False
-            raise
+        gens = self._sample(scope, plans, req.sampling, tuple(dict.fromkeys(req.sampling.stop)))
         request_id = f"cmpl-{secrets.token_hex(12)}"
         choices, texts = [], []
         with scope.lock:
             for (c, ids, prompt), gen in zip(plans, gens):
-                text, _ = self._text(gen, req.sampling.stop)
+                text = self._text(gen, req.sampling.stop)
                 message = {"role": "assistant", "content": text}
-                self._commit(c, ids, [{"role": "user", "content": prompt}], gen, text,
-                             message, request_id, gen.finish_reason)
+                self._commit(c, ids, [{"role": "user", "content": prompt}], gen, message,
+                             request_id, gen.finish_reason)
                 c.pending = False
-                tok = self.fmt.tok
-                choices.append(Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
-                                      tuple(tok.decode([t]) for t in gen.token_ids),
-                                      gen.finish_reason))
+                choices.append(self._choice(message, gen, gen.finish_reason))
                 texts.append(prompt + text if req.echo else text)
         self._count("completion_tokens", sum(len(g.token_ids) for g in gens))
         return completion_response(request_id, req.model or self.cfg.model_name, texts, choices,
