@@ -151,12 +151,11 @@ def final_arrays(workdir: Path) -> tuple[int, dict[str, Any]]:
     from agentic_rl.train import builders
     from agentic_rl.train.checkpoint import Checkpointer, _flatten, _saved_tree
     from agentic_rl.train.config import from_dict
-    from agentic_rl.train.state import init_train_state, make_optimizer
+    from agentic_rl.train.state import init_train_state
 
     cfg = from_dict(json.loads((workdir / "config.json").read_text()))
     built = builders.build_policy(cfg)
-    updates = cfg.train.max_steps * cfg.train.num_epochs * cfg.train.num_minibatches
-    state = init_train_state(built.model, make_optimizer(cfg.optim, updates), seed=cfg.seed,
+    state = init_train_state(built.model, builders.optimizer(cfg), seed=cfg.seed,
                              need_ref_copy=False)
     ckpt = Checkpointer(workdir / "checkpoints", read_only=True)
     try:

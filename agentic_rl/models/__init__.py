@@ -20,6 +20,7 @@ from agentic_rl.models.transformer import (
     ValueHead,
     add_lora,
     chunked_logprobs,
+    critic_from,
     init_cache,
     logical_axes,
     lora_state,
@@ -31,7 +32,8 @@ from agentic_rl.models.transformer import (
 __all__ = [
     "EMBEDDED_MODELS", "CheckpointError", "CriticModel", "KVCache", "LoRAParam",
     "ModelConfig", "ModelNotFoundError", "Policy", "PolicyModel", "Transformer",
-    "UnsupportedModelError", "ValueHead", "add_lora", "chunked_logprobs", "export_policy",
+    "UnsupportedModelError", "ValueHead", "add_lora", "chunked_logprobs", "critic_from",
+    "export_policy",
     "init_cache", "load_critic", "load_hf_model", "load_policy", "logical_axes", "lora_state",
     "merge_lora", "resolve_model_dir", "save_hf_model", "token_logprobs", "unmerge_lora",
 ]

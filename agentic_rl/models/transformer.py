@@ -529,7 +529,8 @@ class ValueHead(nnx.Module):
 
 
 class PolicyModel(nnx.Module):
-    """The policy LM, optionally with a value head on the shared trunk."""
+    """The policy LM, optionally with a critic: a value head on the shared trunk
+    (`value_head=True`) or a separate `CriticModel` (`critic=`), never both."""
 
     def __init__(
         self,
@@ -538,9 +539,17 @@ class PolicyModel(nnx.Module):
         rngs: nnx.Rngs,
         value_head: bool = False,
         lm: Transformer | None = None,
+        critic: CriticModel | None = None,
     ):
+        if value_head and critic is not None:
+            raise ValueError("a policy has either a value head on its trunk (shared critic) "
+                             "or a separate critic, not both")
         self.lm = lm if lm is not None else Transformer(cfg, rngs=rngs)
-        self.value_head = ValueHead(cfg.hidden_size, rngs=rngs) if value_head else None
+        # nnx.data: a head or critic may be attached later (None now is not a static field)
+        self.value_head = nnx.data(ValueHead(cfg.hidden_size, rngs=rngs) if value_head
+                                   else None)
+        # A separate critic (its own trunk + head); its values replace the shared head's.
+        self.critic = nnx.data(critic)
 
     @property
     def cfg(self) -> ModelConfig:
@@ -553,7 +562,8 @@ class PolicyModel(nnx.Module):
         self, tokens, attention_mask=None, *, chunk_size: int = 128, with_entropy=False,
         prefix_len: int = 0,
     ):
-        """One trunk pass giving token log-probs, entropies and (if shared) values [B, T].
+        """One trunk pass giving token log-probs, entropies and values [B, T] (values from
+        the shared head, or from the separate critic's own pass; None without a critic).
 
         All three are aligned the same way: position t holds what the policy had *before*
         emitting token t (from the hidden state at t - 1), so values[t] is V(state in
@@ -565,27 +575,24 @@ class PolicyModel(nnx.Module):
         its log-probs are computed once, not once per row. Same results.
         """
         if prefix_len:
-            return self._prefixed_logprobs_and_values(
+            lp, ent, values = self._prefixed_logprobs_and_values(
                 tokens, attention_mask, prefix_len, chunk_size, with_entropy)
-        h = self.lm.hidden_states(tokens, attention_mask)
-        lp, ent = chunked_logprobs(
-            h[:, :-1], self.lm.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
-            with_entropy=with_entropy,
-        )
-        lp = jnp.pad(lp, ((0, 0), (1, 0)))
-        ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
-        values = None
-        if self.value_head is not None:
-            values = jnp.pad(self.value_head(h[:, :-1]), ((0, 0), (1, 0)))
+        else:
+            h = self.lm.hidden_states(tokens, attention_mask)
+            lp, ent = chunked_logprobs(
+                h[:, :-1], self.lm.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
+                with_entropy=with_entropy,
+            )
+            lp = jnp.pad(lp, ((0, 0), (1, 0)))
+            ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
+            values = _shifted_values(self.value_head, h) if self.value_head is not None else None
+        if self.critic is not None:
+            values = self.critic.aligned_values(tokens, attention_mask, prefix_len=prefix_len)
         return lp, ent, values
-
 
     def _prefixed_logprobs_and_values(self, tokens, attention_mask, P, chunk_size, with_entropy):
         B, T = tokens.shape
-        if P < 2:
-            raise ValueError(f"prefix_len must be 0 (off) or >= 2, got {P}")
-        if attention_mask is None:
-            attention_mask = jnp.ones((B, T), bool)
+        attention_mask = _check_prefix(tokens, attention_mask, P)
         hp, hs = self.lm.prefixed_hidden_states(tokens, attention_mask, P)
         w = self.lm.unembed_matrix()
         logprobs = functools.partial(chunked_logprobs, chunk_size=chunk_size,
@@ -602,16 +609,37 @@ class PolicyModel(nnx.Module):
 
         lp = join(lp_p, lp_s)
         ent = join(ent_p, ent_s) if with_entropy else None
-        values = None
-        if self.value_head is not None:  # shifted by one, like the log-probs
-            vp = jnp.broadcast_to(self.value_head(hp[None, :-1]), (B, P - 1))
-            vs = self.value_head(jnp.concatenate([first, hs[:, :-1]], axis=1))
-            values = jnp.concatenate([jnp.zeros((B, 1), vs.dtype), vp, vs], axis=1)
+        values = (_prefixed_values(self.value_head, hp, hs) if self.value_head is not None
+                  else None)
         return lp, ent, values
 
 
+def _check_prefix(tokens, attention_mask, P):
+    if P < 2:
+        raise ValueError(f"prefix_len must be 0 (off) or >= 2, got {P}")
+    return jnp.ones(tokens.shape, bool) if attention_mask is None else attention_mask
+
+
+def _shifted_values(head: ValueHead, h: Array) -> Array:
+    """values[t] = head(h[t - 1]): the value of the state in which token t was chosen."""
+    return jnp.pad(head(h[:, :-1]), ((0, 0), (1, 0)))
+
+
+def _prefixed_values(head: ValueHead, hp: Array, hs: Array) -> Array:
+    """`_shifted_values` of rows sharing a prefix: hp [P, D] (computed once), hs [B, T-P, D]."""
+    B, P = hs.shape[0], hp.shape[0]
+    first = jnp.broadcast_to(hp[-1], (B, 1, hp.shape[-1]))
+    vp = jnp.broadcast_to(head(hp[None, :-1]), (B, P - 1))
+    vs = head(jnp.concatenate([first, hs[:, :-1]], axis=1))
+    return jnp.concatenate([jnp.zeros((B, 1), vs.dtype), vp, vs], axis=1)
+
+
 class CriticModel(nnx.Module):
-    """A separate critic: its own trunk (usually initialised from the policy) + value head."""
+    """A separate critic: its own trunk (usually initialised from the policy) + value head.
+
+    Trained with its own optimizer chain (`rl.critic="separate"`): value learning then
+    neither shares nor disturbs the policy's representation, at the price of a second
+    trunk pass and the critic's parameters and moments."""
 
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, lm: Transformer | None = None):
         self.lm = lm if lm is not None else Transformer(cfg, rngs=rngs)
@@ -619,6 +647,23 @@ class CriticModel(nnx.Module):
 
     def __call__(self, tokens, attention_mask=None) -> Array:
         return self.value_head(self.lm.hidden_states(tokens, attention_mask))
+
+    def aligned_values(self, tokens, attention_mask=None, *, prefix_len: int = 0) -> Array:
+        """Values [B, T] aligned like `PolicyModel.logprobs_and_values`' (values[t] is V of
+        the state before token t; position 0 is 0); `prefix_len` as there."""
+        if prefix_len:
+            mask = _check_prefix(tokens, attention_mask, prefix_len)
+            hp, hs = self.lm.prefixed_hidden_states(tokens, mask, prefix_len)
+            return _prefixed_values(self.value_head, hp, hs)
+        return _shifted_values(self.value_head, self.lm.hidden_states(tokens, attention_mask))
+
+
+def critic_from(lm: Transformer, *, seed: int = 0) -> CriticModel:
+    """A separate critic whose trunk starts as a copy of `lm` (fresh buffers, adapters
+    included) and whose value head starts at zero."""
+    graphdef, state = nnx.split(lm)
+    trunk = nnx.merge(graphdef, jax.tree.map(jnp.copy, state))
+    return CriticModel(lm.cfg, rngs=nnx.Rngs(seed), lm=trunk)
 
 
 # ------------------------------------------------------------------ LoRA

@@ -12,11 +12,12 @@ from flax import nnx
 
 from agentic_rl.envs import ParserLimits, make_env_suite
 from agentic_rl.envs.registry import EnvSuite
-from agentic_rl.models import ModelConfig, PolicyModel, add_lora
+from agentic_rl.models import ModelConfig, PolicyModel, add_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
 from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
 from agentic_rl.sampling import SamplingParams
-from agentic_rl.train.config import estimator, uses_critic
+from agentic_rl.train.config import critic_chain, estimator, separate_critic, uses_critic
+from agentic_rl.train.state import make_optimizer
 
 TINY = "tiny"
 
@@ -40,25 +41,43 @@ def tiny_model_config(cfg) -> ModelConfig:
 
 
 def build_policy(cfg) -> BuiltPolicy:
-    """Loads (or, for model.name='tiny', initialises) the policy, adding a value head for
-    critic-based algorithms and LoRA adapters when model.lora_rank > 0."""
+    """Loads (or, for model.name='tiny', initialises) the policy, with LoRA adapters when
+    model.lora_rank > 0 and, for critic-based algorithms, a critic: a value head on the
+    trunk (rl.critic='shared') or a separate critic starting as a copy of the policy,
+    adapters included (rl.critic='separate')."""
     m = cfg.model
-    critic = uses_critic(cfg)
+    shared = uses_critic(cfg) and not separate_critic(cfg)
+    lora = {"targets": m.lora_targets} if m.lora_targets else {}
     if m.name == TINY:
         rngs = nnx.Rngs(cfg.seed)
-        model = PolicyModel(tiny_model_config(cfg), rngs=rngs, value_head=critic)
+        model = PolicyModel(tiny_model_config(cfg), rngs=rngs, value_head=shared)
         if m.lora_rank:
-            kw = {"targets": m.lora_targets} if m.lora_targets else {}
-            add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, rngs=rngs, **kw)
+            add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, rngs=rngs, **lora)
         tok = CharTokenizer()
-        return BuiltPolicy(model, tok, make_chat_format(m.chat_format, tok))
-    from agentic_rl.models import load_policy
+        built = BuiltPolicy(model, tok, make_chat_format(m.chat_format, tok))
+    else:
+        from agentic_rl.models import load_policy
 
-    policy = load_policy(m.name, dtype=m.dtype, param_dtype=m.param_dtype, value_head=critic,
-                         lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                         lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed)
-    fmt = make_chat_format(m.chat_format, policy.tokenizer)
-    return BuiltPolicy(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+        policy = load_policy(m.name, dtype=m.dtype, param_dtype=m.param_dtype,
+                             value_head=shared, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
+                             lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed)
+        fmt = make_chat_format(m.chat_format, policy.tokenizer)
+        built = BuiltPolicy(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+    if separate_critic(cfg):
+        built.model.critic = critic_from(built.model.lm, seed=cfg.seed)
+    return built
+
+
+def total_updates(cfg) -> int:
+    """Optimizer updates over the whole run (the horizon of the learning-rate schedule)."""
+    t = cfg.train
+    return t.max_steps * t.num_epochs * t.num_minibatches
+
+
+def optimizer(cfg):
+    """The run's optimizer: `make_optimizer` over its horizon, with a chain of its own for
+    the critic when rl.critic='separate' or optim.critic_learning_rate > 0."""
+    return make_optimizer(cfg.optim, total_updates(cfg), critic_chain=critic_chain(cfg))
 
 
 def build_suite(cfg) -> EnvSuite:

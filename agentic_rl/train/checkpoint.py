@@ -482,7 +482,7 @@ def load_trained_policy(workdir: str | Path, which: str | int = "latest"):
     """
     from agentic_rl.train import builders
     from agentic_rl.train.config import ConfigError, from_dict
-    from agentic_rl.train.state import init_train_state, make_optimizer
+    from agentic_rl.train.state import init_train_state
 
     workdir = Path(workdir)
     config_path = workdir / "config.json"
@@ -504,8 +504,7 @@ def load_trained_policy(workdir: str | Path, which: str | int = "latest"):
             built = builders.build_policy(cfg)
         except (ConfigError, TypeError, ValueError) as e:
             raise CheckpointNotFoundError(f"{config_path}: {_first_line(e)}") from None
-        updates = cfg.train.max_steps * cfg.train.num_epochs * cfg.train.num_minibatches
-        state = init_train_state(built.model, make_optimizer(cfg.optim, updates), seed=cfg.seed,
+        state = init_train_state(built.model, builders.optimizer(cfg), seed=cfg.seed,
                                  need_ref_copy=False)
         if which == "latest":
             found = ckpt.restore_latest(state, repair=False)

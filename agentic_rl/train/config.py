@@ -113,6 +113,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.rl.kl_mode = "loss"  # "loss" (GRPO style) or "reward" (per-token penalty, PPO-RLHF)
     c.rl.entropy_coef = 0.0
     c.rl.vf_coef = 0.5  # ppo only
+    # ppo only: "shared" (a value head on the policy's trunk) or "separate" (its own trunk,
+    # a copy of the policy's initial weights, LoRA adapters included when the policy has
+    # them, plus a value head; its own optimizer chain, see optim.critic_learning_rate).
+    # Separate costs a second trunk pass and its parameters, and keeps value learning
+    # from reshaping the policy's features.
+    c.rl.critic = "shared"
     # Also put the loss on the environment's tokens between turns (observations, tool
     # results), for the ablation. Off by default: the policy did not choose those tokens,
     # so a policy gradient on them is no gradient of the return; it only teaches the
@@ -156,6 +162,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.optim.b2 = 0.999
     c.optim.eps = 1e-8
     c.optim.max_grad_norm = 1.0
+    # The critic's own peak learning rate (same schedule and warm-up): the critic's
+    # parameters (the shared value head, or the whole separate critic) then get their own
+    # chain (clipping, AdamW). 0: the policy's rate; with a shared critic one chain for all.
+    c.optim.critic_learning_rate = 0.0
 
     c.train = ml_collections.ConfigDict()
     c.train.max_steps = 100
@@ -273,6 +283,17 @@ def uses_critic(cfg: ml_collections.ConfigDict) -> bool:
     return bool(ADVANTAGES.meta(estimator(cfg))["needs_values"]) or "values" in loss_reads(cfg)
 
 
+def separate_critic(cfg: ml_collections.ConfigDict) -> bool:
+    """The run trains a critic with its own trunk (rl.critic='separate')."""
+    return uses_critic(cfg) and cfg.rl.critic == "separate"
+
+
+def critic_chain(cfg: ml_collections.ConfigDict) -> bool:
+    """The critic's parameters get their own optimizer chain."""
+    return uses_critic(cfg) and (cfg.rl.critic == "separate"
+                                 or cfg.optim.critic_learning_rate > 0)
+
+
 def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
     """Reference log-probs are computed for DPO, a KL term or a loss that reads them."""
     return cfg.rl.algo == "dpo" or cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
@@ -343,6 +364,14 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             raise ConfigError(f"rl.dpo.pairs_file={d.pairs_file!r} is not a file")
     elif cfg.rl.dpo.pairs_file:
         raise ConfigError("rl.dpo.pairs_file is for rl.algo='dpo'")
+    _choice("rl.critic", cfg.rl.critic, ("shared", "separate"))
+    if not cfg.optim.critic_learning_rate >= 0:
+        raise ConfigError(f"optim.critic_learning_rate must be >= 0 (0: the policy's rate), "
+                          f"got {cfg.optim.critic_learning_rate}")
+    if not uses_critic(cfg) and (cfg.rl.critic != "shared" or cfg.optim.critic_learning_rate):
+        raise ConfigError("rl.critic and optim.critic_learning_rate configure the critic, "
+                          "which this run does not train (rl.algo='ppo' with a critic-based "
+                          "estimator trains one)")
     if cfg.rl.algo != "ppo" and uses_critic(cfg):
         who = (f"rl.loss.policy_loss={cfg.rl.loss.policy_loss!r} reads values"
                if "values" in loss_reads(cfg) else

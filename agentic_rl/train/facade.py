@@ -24,11 +24,17 @@ from flax import nnx
 from agentic_rl.envs.base import Task
 from agentic_rl.envs.registry import EnvSuite
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.models import Policy, ValueHead, add_lora
+from agentic_rl.models import Policy, ValueHead, add_lora, critic_from
 from agentic_rl.models.transformer import LoRAParam
 from agentic_rl.rollout import make_chat_format
 from agentic_rl.train import builders
-from agentic_rl.train.config import apply_overrides, default_config, uses_critic, validate
+from agentic_rl.train.config import (
+    apply_overrides,
+    default_config,
+    separate_critic,
+    uses_critic,
+    validate,
+)
 from agentic_rl.train.loop import Trainer
 
 # keyword shortcut -> config key
@@ -48,15 +54,19 @@ SHORTCUTS = {
 
 
 def _adopt_policy(policy: Policy, cfg) -> builders.BuiltPolicy:
-    """Adds what the config asks for and a loaded policy lacks (value head, LoRA)."""
+    """Adds what the config asks for and a loaded policy lacks (critic, LoRA), in the
+    order `builders.build_policy` does (a separate critic copies the adapters)."""
     model = policy.model
-    if uses_critic(cfg) and model.value_head is None:
+    separate = separate_critic(cfg)
+    if uses_critic(cfg) and not separate and model.value_head is None:
         model.value_head = ValueHead(model.cfg.hidden_size, rngs=nnx.Rngs(cfg.seed))
-    has_lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
+    has_lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model.lm))
     if cfg.model.lora_rank and not has_lora:
         kw = {"targets": cfg.model.lora_targets} if cfg.model.lora_targets else {}
-        add_lora(model, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha,
+        add_lora(model.lm, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha,
                  rngs=nnx.Rngs(cfg.seed), **kw)
+    if separate and model.critic is None:
+        model.critic = critic_from(model.lm, seed=cfg.seed)
     fmt = make_chat_format(cfg.model.chat_format, policy.tokenizer)
     return builders.BuiltPolicy(model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
 

@@ -44,7 +44,14 @@ from agentic_rl.rollout.preferences import load_preference_pairs, preference_bat
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
-from agentic_rl.train.config import ConfigError, to_json, uses_critic, uses_reference, validate
+from agentic_rl.train.config import (
+    ConfigError,
+    critic_chain,
+    to_json,
+    uses_critic,
+    uses_reference,
+    validate,
+)
 from agentic_rl.train.learner import (
     LearnerBatch,
     LearnerConfig,
@@ -57,7 +64,6 @@ from agentic_rl.train.state import (
     has_lora,
     init_train_state,
     make_mesh,
-    make_optimizer,
     make_schedule,
     place_state,
     tree_shardings,
@@ -137,10 +143,13 @@ class Trainer:
         c = cfg.rl
         self.critic = uses_critic(cfg)
         self.need_ref = uses_reference(cfg)
-        self.schedule = make_schedule(cfg.optim, self._total_updates())
-        state = init_train_state(self.policy.model,
-                                 make_optimizer(cfg.optim, self._total_updates()),
-                                 seed=cfg.seed, need_ref_copy=self.need_ref)
+        self.schedule = make_schedule(cfg.optim, builders.total_updates(cfg))
+        self.critic_schedule = (
+            make_schedule(cfg.optim, builders.total_updates(cfg),
+                          cfg.optim.critic_learning_rate or cfg.optim.learning_rate)
+            if critic_chain(cfg) else None)
+        state = init_train_state(self.policy.model, builders.optimizer(cfg), seed=cfg.seed,
+                                 need_ref_copy=self.need_ref)
         self.lora = has_lora(state.params)
         self.shardings = tree_shardings(state, self.mesh, cfg.train.fsdp)
         self.state = place_state(state, self.mesh, cfg.train.fsdp)
@@ -205,10 +214,6 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
 
-    def _total_updates(self) -> int:
-        t = self.cfg.train
-        return t.max_steps * t.num_epochs * t.num_minibatches
-
     def set_max_steps(self, max_steps: int) -> None:
         """Changes the run's horizon, and the learning-rate schedule with it (a linear or
         cosine decay ends at the new last step; warm-up is unchanged). The optimizer's
@@ -219,8 +224,12 @@ class Trainer:
             return
         with self.cfg.unlocked():
             self.cfg.train.max_steps = int(max_steps)
-        self.schedule = make_schedule(self.cfg.optim, self._total_updates())
-        self.state = self.state.replace(tx=make_optimizer(self.cfg.optim, self._total_updates()))
+        self.schedule = make_schedule(self.cfg.optim, builders.total_updates(self.cfg))
+        if self.critic_schedule is not None:
+            self.critic_schedule = make_schedule(
+                self.cfg.optim, builders.total_updates(self.cfg),
+                self.cfg.optim.critic_learning_rate or self.cfg.optim.learning_rate)
+        self.state = self.state.replace(tx=builders.optimizer(self.cfg))
         # the optimizer is static in the state's tree: new shardings, a new compiled step
         self.shardings = tree_shardings(self.state, self.mesh, self.cfg.train.fsdp)
         self.learner_fn = make_learner_step(self.shardings, self.batch_sharding)
@@ -358,8 +367,10 @@ class Trainer:
         batch, hp = self.learner_batch(result.batch)
         t = self.cfg.train
         # the learning rate of this step's first optimizer update
-        metrics["train/learning_rate"] = float(
-            self.schedule(self.step * t.num_epochs * t.num_minibatches))
+        update = self.step * t.num_epochs * t.num_minibatches
+        metrics["train/learning_rate"] = float(self.schedule(update))
+        if self.critic_schedule is not None:
+            metrics["train/critic_learning_rate"] = float(self.critic_schedule(update))
         t1 = time.perf_counter()
         self.state, train_metrics = self.learner_fn(
             self.state, jax.device_put(batch, self.batch_sharding), hp)

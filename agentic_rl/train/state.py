@@ -7,8 +7,9 @@ step is a pure jitted function of (state, batch) that donates the state. The pol
            every `nnx.Param`;
   frozen   the rest (the base weights under LoRA; empty for full fine-tuning);
   ref      the reference policy for the KL term when it is not free: a frozen copy of
-           the initial params for full fine-tuning with kl_coef > 0. With LoRA the
-           reference is the same params with the adapters zeroed (no copy at all).
+           the initial params for full fine-tuning with kl_coef > 0 (a separate critic's
+           are not copied). With LoRA the reference is the same params with the adapters
+           zeroed (no copy at all).
 """
 
 from __future__ import annotations
@@ -70,9 +71,12 @@ def has_lora(params: nnx.State) -> bool:
     return any(isinstance(v, LoRAParam) for v in jax.tree.leaves(params, is_leaf=_is_var))
 
 
-def make_schedule(ocfg, total_updates: int) -> optax.Schedule:
-    """Linear warmup, then constant / linear decay to 0 / cosine decay to 0."""
-    lr, warm = float(ocfg.learning_rate), int(ocfg.warmup_steps)
+def make_schedule(ocfg, total_updates: int, learning_rate: float | None = None
+                  ) -> optax.Schedule:
+    """Linear warmup, then constant / linear decay to 0 / cosine decay to 0, peaking at
+    `learning_rate` (default: ocfg.learning_rate)."""
+    lr = float(ocfg.learning_rate if learning_rate is None else learning_rate)
+    warm = int(ocfg.warmup_steps)
     rest = max(total_updates - warm, 1)
     if ocfg.schedule == "constant":
         after = optax.constant_schedule(lr)
@@ -85,13 +89,43 @@ def make_schedule(ocfg, total_updates: int) -> optax.Schedule:
     return optax.join_schedules([optax.linear_schedule(0.0, lr, warm), after], [warm])
 
 
-def make_optimizer(ocfg, total_updates: int) -> optax.GradientTransformation:
-    """Global-norm clipping, then AdamW with the configured schedule."""
+def _chain(ocfg, total_updates: int, learning_rate: float | None = None):
     return optax.chain(
         optax.clip_by_global_norm(float(ocfg.max_grad_norm)),
-        optax.adamw(make_schedule(ocfg, total_updates), b1=float(ocfg.b1), b2=float(ocfg.b2),
-                    eps=float(ocfg.eps), weight_decay=float(ocfg.weight_decay)),
+        optax.adamw(make_schedule(ocfg, total_updates, learning_rate), b1=float(ocfg.b1),
+                    b2=float(ocfg.b2), eps=float(ocfg.eps),
+                    weight_decay=float(ocfg.weight_decay)),
     )
+
+
+def is_critic_path(path) -> bool:
+    """A parameter of the critic: the shared value head or anything of a separate critic."""
+    names = {getattr(k, "key", getattr(k, "name", None)) for k in path}
+    return bool(names & {"critic", "value_head"})
+
+
+def critic_labels(params: nnx.State):
+    """'critic' / 'policy' per leaf of `params`, for `optax.multi_transform`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "critic" if is_critic_path(path) else "policy", params)
+
+
+def make_optimizer(ocfg, total_updates: int, *, critic_chain: bool = False
+                   ) -> optax.GradientTransformation:
+    """Global-norm clipping, then AdamW with the configured schedule.
+
+    `critic_chain`: the critic's parameters get a chain of their own (their own clipping
+    norm, and `ocfg.critic_learning_rate` when > 0). Clipped jointly, value gradients,
+    often far larger than the policy's, set the policy's clipping factor; it changes from
+    step to step with the critic's gradient norm and so re-weights the policy's steps in
+    Adam's moments. In its own chain the policy update is what its own gradients give.
+    """
+    if not critic_chain:
+        return _chain(ocfg, total_updates)
+    critic_lr = float(ocfg.critic_learning_rate) or float(ocfg.learning_rate)
+    return optax.multi_transform(
+        {"policy": _chain(ocfg, total_updates), "critic": _chain(ocfg, total_updates, critic_lr)},
+        critic_labels)
 
 
 def init_train_state(
@@ -105,7 +139,10 @@ def init_train_state(
     the initial params as the KL reference (only meaningful without LoRA)."""
     lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
     graphdef, params, frozen = nnx.split(model, trainable_filter(lora), ...)
-    ref = jax.tree.map(jnp.copy, params) if need_ref_copy and not lora else None
+    # The reference is a policy: a separate critic's parameters are not copied (the
+    # reference pass reads only log-probs; `reference_params` fills in the current ones).
+    ref = (jax.tree.map(jnp.copy, params.filter(nnx.Not(nnx.PathContains("critic"))))
+           if need_ref_copy and not lora else None)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,

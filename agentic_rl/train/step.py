@@ -123,8 +123,11 @@ def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=
 
 
 def reference_params(state: TrainState) -> nnx.State:
-    """The KL reference: the frozen initial copy, or the params with LoRA switched off."""
-    return state.ref if state.ref is not None else zero_lora(state.params)
+    """The KL reference: the frozen initial copy (over the current params, for a separate
+    critic's, which it does not hold), or the params with LoRA switched off."""
+    if state.ref is not None:
+        return nnx.merge_state(state.params, state.ref)
+    return zero_lora(state.params)
 
 
 def _chunks(x: Array, size: int) -> Array:
