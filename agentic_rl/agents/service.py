@@ -69,6 +69,8 @@ class ServiceConfig:
     render_tools: put a request's `tools` into the system prompt (the Hermes schema text);
         False when the agent's own prompt shows the tool-call format (a small model copies
         a shown format but ignores a long schema); its tool calls are parsed either way.
+    agents: agent names in a fixed order (their `agent_id`s); others get the next ids.
+    adapter_per_agent: agent i samples with LoRA adapter i (see `add_lora(num_adapters)`).
     """
 
     model_name: str = "policy"
@@ -82,6 +84,9 @@ class ServiceConfig:
     max_open_chains: int = 256
     agents: tuple[str, ...] = ()
     render_tools: bool = True
+    # One LoRA adapter per agent (a policy built with len(agents) adapters): agent i of
+    # `agents` samples with adapter i; calls from an agent not listed are refused.
+    adapter_per_agent: bool = False
 
 
 @dataclass
@@ -166,6 +171,11 @@ class ChatService:
         return scope
 
     def _agent_id(self, agent: str) -> int:
+        if self.cfg.adapter_per_agent and agent not in self.cfg.agents:
+            raise APIError(400, f"unknown agent {agent!r}: this policy has one adapter per "
+                           f"agent of {list(self.cfg.agents)}; name the calling agent (the "
+                           "route /rollouts/{id}/agents/{name}/v1 or the model field)",
+                           param="model", code="unknown_agent")
         with self._lock:
             return self.agent_ids.setdefault(agent, len(self.agent_ids))
 
@@ -276,13 +286,14 @@ class ChatService:
         return new
 
     def _new_chain(self, scope: Scope, agent: str, tools: str, kind: str = "chat") -> Chain:
+        agent_id = self._agent_id(agent)
         k = scope.next_chain
         scope.next_chain += 1
         if scope.id == SERVE_SCOPE:
             cid = f"serve-{next(self._serial)}"
         else:
             cid = scope.id if k == 0 else f"{scope.id}.{k}"
-        chain = Chain(cid, agent, self._agent_id(agent), tools, kind=kind)
+        chain = Chain(cid, agent, agent_id, tools, kind=kind)
         scope.chains.append(chain)
         if scope.id == SERVE_SCOPE and len(scope.chains) > self.cfg.max_open_chains:
             idle = [c for c in scope.chains if not c.pending]
@@ -376,7 +387,8 @@ class ChatService:
             num_new_tokens=len(tokens) - chain.sent,
             max_new_tokens=self._budget(len(tokens), req_sampling.max_tokens),
             stop_token_ids=(self.fmt.end_of_turn_id, *self.cfg.stop_token_ids),
-            stop_strings=stops, turn=chain.turn)
+            stop_strings=stops, turn=chain.turn,
+            adapter=chain.agent_id if self.cfg.adapter_per_agent else 0)
 
     def _commit(self, chain: Chain, tokens: list[int], new: list[Message], gen: Generation,
                 message: Message, call_id: str, finish: str) -> None:

@@ -142,12 +142,14 @@ def load_policy(
     lora_targets: str | None = None,
     remat: bool | None = None,
     seed: int = 0,
+    lora_adapters: int = 1,
 ) -> Policy:
     """Load a policy from an embedded model name, a HF directory or a .gguf file.
 
     dtype / param_dtype: compute and storage dtypes ('float32', 'bfloat16').
     value_head: add a zero-initialised value head on the shared trunk (PPO).
-    lora_rank > 0: add LoRA adapters (B = 0, so the policy starts equal to the base).
+    lora_rank > 0: add LoRA adapters (B = 0, so the policy starts equal to the base);
+    `lora_adapters` of them per projection (one per agent; see `add_lora`).
     """
     model_dir = resolve_model_dir(name_or_path)
     lm = load_hf_model(model_dir, dtype=dtype, param_dtype=param_dtype, remat=remat)
@@ -155,7 +157,8 @@ def load_policy(
     policy = PolicyModel(lm.cfg, rngs=rngs, value_head=value_head, lm=lm)
     if lora_rank:
         kw = {"targets": lora_targets} if lora_targets else {}
-        add_lora(policy, rank=lora_rank, alpha=lora_alpha, rngs=rngs, **kw)
+        add_lora(policy, rank=lora_rank, alpha=lora_alpha, rngs=rngs,
+                 num_adapters=lora_adapters, **kw)
     return Policy(model=policy, tokenizer=load_tokenizer(model_dir), path=model_dir,
                   name=str(name_or_path))
 

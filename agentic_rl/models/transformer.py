@@ -93,6 +93,10 @@ class DecoderLayers(nnx.Module):
         # (name, alpha / rank) pairs: a hashable static attribute, so the graphdef
         # can be a static argument of jax.jit.
         self.lora_scale: tuple[tuple[str, float], ...] = ()
+        # Adapters per projection (`add_lora(num_adapters=n)`): each LoRA factor holds n
+        # rank-r adapters side by side along its rank axis; a forward pass is told which
+        # adapter each token uses (`adapter_ids`).
+        self.lora_adapters: int = 1
 
     def layer_params(self) -> dict[str, Array]:
         """The stacked arrays, by name, ready to be scanned over."""
@@ -158,6 +162,15 @@ def init_cache(cfg: ModelConfig, batch: int, capacity: int, dtype=None) -> KVCac
 
 
 # ------------------------------------------------------------------ pure pieces
+def _per_token(adapter_ids: Array | None, T: int) -> Array | None:
+    """Per-row ids [B] broadcast to [B, T]; per-token ids [B, T] unchanged."""
+    if adapter_ids is None:
+        return None
+    adapter_ids = jnp.asarray(adapter_ids, jnp.int32)
+    return jnp.broadcast_to(adapter_ids[:, None], (adapter_ids.shape[0], T)) \
+        if adapter_ids.ndim == 1 else adapter_ids
+
+
 def rms_norm(x: Array, weight: Array, eps: float) -> Array:
     """RMSNorm with float32 statistics, cast back to the input dtype before scaling (as HF)."""
     xf = x.astype(jnp.float32)
@@ -176,15 +189,37 @@ def apply_rope(x: Array, positions: Array, inv_freq: Array) -> Array:
     return (xf * cos + rotated * sin).astype(x.dtype)
 
 
-def _linear(p: dict[str, Array], name: str, x: Array, scales: dict[str, float]) -> Array:
+def _linear(p: dict[str, Array], name: str, x: Array, scales: dict[str, float],
+            select: Array | None = None) -> Array:
+    """x @ W (+ bias) (+ LoRA). `select` [B, T, n] (one-hot, or 0 for no adapter) picks
+    each token's adapter among the n stacked along the rank axis: its rank-r slice of
+    x @ A is kept, the others are zeroed before @ B. So a token's output, and the
+    gradient into each adapter, come from its own adapter only; the cost is n adapters'
+    worth of (cheap) low-rank matmuls, in one call."""
     y = x @ p[name].astype(x.dtype)
     if f"{name}_bias" in p:
         y = y + p[f"{name}_bias"].astype(x.dtype)
     if f"{name}_lora_a" in p:
         a = p[f"{name}_lora_a"].astype(x.dtype)
         b = p[f"{name}_lora_b"].astype(x.dtype)
-        y = y + (x @ a) @ b * scales[name]
+        h = x @ a
+        if select is not None:
+            n = select.shape[-1]
+            h = (h.reshape(*h.shape[:-1], n, h.shape[-1] // n)
+                 * select[..., None].astype(h.dtype)).reshape(h.shape)
+        y = y + h @ b * scales[name]
     return y
+
+
+def adapter_select(adapter_ids: Array | None, num_adapters: int) -> Array | None:
+    """One-hot [..., n] of each token's adapter (-1: none, the base model). None when the
+    model has a single adapter (or none): every token then uses it, as before."""
+    if num_adapters <= 1:
+        return None
+    if adapter_ids is None:
+        raise ValueError(f"this model has {num_adapters} LoRA adapters: pass adapter_ids "
+                         "(which adapter each row or token uses; -1 for the base model)")
+    return jax.nn.one_hot(adapter_ids, num_adapters, dtype=jnp.float32)
 
 
 def _grouped(q: Array, num_kv: int) -> Array:
@@ -268,26 +303,29 @@ def decoder_layer(
     layer_in,
     cfg: ModelConfig,
     scales: dict[str, float],
+    select: Array | None = None,
 ):
     """One pre-norm decoder layer. `attend(q, k, v, layer_in) -> (out, layer_out)`
     decides which keys each query sees (plain causal, or cache + chunk) and what the
-    layer hands back to the caller (nothing, or its new keys/values)."""
+    layer hands back to the caller (nothing, or its new keys/values). `select`: each
+    token's LoRA adapter (`adapter_select`), None for a single adapter."""
     B, T, _ = x.shape
     H, KV, Dh = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+    lin = functools.partial(_linear, scales=scales, select=select)
     h = rms_norm(x, p["input_layernorm"], cfg.rms_norm_eps)
-    q = _linear(p, "q_proj", h, scales).reshape(B, T, H, Dh)
-    k = _linear(p, "k_proj", h, scales).reshape(B, T, KV, Dh)
-    v = _linear(p, "v_proj", h, scales).reshape(B, T, KV, Dh)
+    q = lin(p, "q_proj", h).reshape(B, T, H, Dh)
+    k = lin(p, "k_proj", h).reshape(B, T, KV, Dh)
+    v = lin(p, "v_proj", h).reshape(B, T, KV, Dh)
     if cfg.qk_norm:
         q = rms_norm(q, p["q_norm"], cfg.rms_norm_eps)
         k = rms_norm(k, p["k_norm"], cfg.rms_norm_eps)
     q = apply_rope(q, positions, inv_freq)
     k = apply_rope(k, positions, inv_freq)
     attn, layer_out = attend(q, k, v, layer_in)
-    x = x + _linear(p, "o_proj", attn, scales)
+    x = x + lin(p, "o_proj", attn)
     h = rms_norm(x, p["post_attention_layernorm"], cfg.rms_norm_eps)
-    gate = jax.nn.silu(_linear(p, "gate_proj", h, scales))
-    x = x + _linear(p, "down_proj", gate * _linear(p, "up_proj", h, scales), scales)
+    gate = jax.nn.silu(lin(p, "gate_proj", h))
+    x = x + lin(p, "down_proj", gate * lin(p, "up_proj", h))
     return x, layer_out
 
 
@@ -320,7 +358,12 @@ class Transformer(nnx.Module):
     def embed(self, tokens: Array) -> Array:
         return jnp.take(self.embed_tokens.value, tokens, axis=0).astype(self.cfg.compute_dtype)
 
-    def _run_layers(self, x, positions, attend, layer_inputs):
+    @property
+    def num_adapters(self) -> int:
+        """LoRA adapters per projection (1 with one adapter or none)."""
+        return int(getattr(self.layers, "lora_adapters", 1))
+
+    def _run_layers(self, x, positions, attend, layer_inputs, select=None):
         """Scan the layer body over the stacked weights (and per-layer inputs)."""
         cfg = self.cfg
         inv_freq = jnp.asarray(rope_inv_freq(cfg))
@@ -328,18 +371,22 @@ class Transformer(nnx.Module):
 
         def body(x, inputs):
             p, layer_in = inputs
-            return decoder_layer(p, x, positions, inv_freq, attend, layer_in, cfg, scales)
+            return decoder_layer(p, x, positions, inv_freq, attend, layer_in, cfg, scales,
+                                 select)
 
         if cfg.remat:
             body = jax.checkpoint(body, prevent_cse=False)
         x, layer_outs = jax.lax.scan(body, x, (self.layers.layer_params(), layer_inputs))
         return rms_norm(x, self.norm.value, cfg.rms_norm_eps), layer_outs
 
-    def hidden_states(self, tokens: Array, attention_mask: Array | None = None) -> Array:
+    def hidden_states(self, tokens: Array, attention_mask: Array | None = None,
+                      adapter_ids: Array | None = None) -> Array:
         """Full-sequence forward (training / scoring). tokens, attention_mask: [B, T].
 
         Positions count real tokens only (cumsum of the mask), so left and right
         padding both give the positions an unpadded sequence would have.
+        `adapter_ids` int [B, T] (or [B]): each token's LoRA adapter when the model has
+        several (-1: none); ignored with one.
         """
         B, T = tokens.shape
         if attention_mask is None:
@@ -351,7 +398,8 @@ class Transformer(nnx.Module):
         def attend(q, k, v, _):
             return attention(q, k, v, allowed), None
 
-        h, _ = self._run_layers(self.embed(tokens), positions, attend, None)
+        select = adapter_select(_per_token(adapter_ids, T), self.num_adapters)
+        h, _ = self._run_layers(self.embed(tokens), positions, attend, None, select)
         return h
 
     def prefixed_hidden_states(
@@ -370,6 +418,9 @@ class Transformer(nnx.Module):
         P, S = prefix_len, T - prefix_len
         if not 1 <= P < T:
             raise ValueError(f"prefix_len must be in [1, {T}), got {P}")
+        if self.num_adapters > 1:
+            raise ValueError("prefix sharing computes the prefix once for every row; with "
+                             "several LoRA adapters rows may differ there: use prefix_len=0")
         mask_s = attention_mask[:, P:].astype(bool)
         pos_s = P + jnp.maximum(jnp.cumsum(mask_s, axis=1) - 1, 0)
         positions = jnp.concatenate([jnp.arange(P), pos_s.reshape(-1)]).astype(jnp.int32)
@@ -398,6 +449,7 @@ class Transformer(nnx.Module):
         cache: KVCache,
         input_mask: Array | None = None,
         layers: tuple[dict[str, Array], ...] | None = None,
+        adapter_ids: Array | None = None,
     ) -> tuple[Array, KVCache]:
         """Append `tokens` [B, t] to each row's cached sequence and return
         (hidden [B, t, D], updated cache). `input_mask` [B, t] marks real new tokens;
@@ -407,6 +459,7 @@ class Transformer(nnx.Module):
         The caller guarantees `cache.cursor + t <= cache.capacity`.
         `layers`: per-layer weights from `unstack_layers` (faster on CPU); by default
         they are sliced from the stacked weights. The layer loop is unrolled.
+        `adapter_ids` int [B]: each row's LoRA adapter when the model has several.
         """
         B, t = tokens.shape
         if input_mask is None:
@@ -431,10 +484,12 @@ class Transformer(nnx.Module):
             layers = unstack_layers(self.layers.layer_params())
         inv_freq = jnp.asarray(rope_inv_freq(cfg))
         scales = dict(self.layers.lora_scale)
+        select = adapter_select(_per_token(adapter_ids, t), self.num_adapters)
         x = self.embed(tokens)
         k_all, v_all = [], []
         for p, ck, cv in zip(layers, cache.k, cache.v):
-            x, (ck, cv) = decoder_layer(p, x, positions, inv_freq, attend, (ck, cv), cfg, scales)
+            x, (ck, cv) = decoder_layer(p, x, positions, inv_freq, attend, (ck, cv), cfg, scales,
+                                        select)
             k_all.append(ck)
             v_all.append(cv)
         h = rms_norm(x, self.norm.value, cfg.rms_norm_eps)
@@ -560,7 +615,7 @@ class PolicyModel(nnx.Module):
 
     def logprobs_and_values(
         self, tokens, attention_mask=None, *, chunk_size: int = 128, with_entropy=False,
-        prefix_len: int = 0,
+        prefix_len: int = 0, adapter_ids=None,
     ):
         """One trunk pass giving token log-probs, entropies and values [B, T] (values from
         the shared head, or from the separate critic's own pass; None without a critic).
@@ -573,12 +628,14 @@ class PolicyModel(nnx.Module):
         `prefix_len` > 0 declares that every row starts with the same `prefix_len` real
         tokens (see `Transformer.prefixed_hidden_states`): the prefix's trunk pass and
         its log-probs are computed once, not once per row. Same results.
+        `adapter_ids` [B, T]: each token's LoRA adapter (models with several; see
+        `Transformer.hidden_states`), for the policy and a separate critic alike.
         """
         if prefix_len:
             lp, ent, values = self._prefixed_logprobs_and_values(
                 tokens, attention_mask, prefix_len, chunk_size, with_entropy)
         else:
-            h = self.lm.hidden_states(tokens, attention_mask)
+            h = self.lm.hidden_states(tokens, attention_mask, adapter_ids)
             lp, ent = chunked_logprobs(
                 h[:, :-1], self.lm.unembed_matrix(), tokens[:, 1:], chunk_size=chunk_size,
                 with_entropy=with_entropy,
@@ -587,7 +644,8 @@ class PolicyModel(nnx.Module):
             ent = jnp.pad(ent, ((0, 0), (1, 0))) if ent is not None else None
             values = _shifted_values(self.value_head, h) if self.value_head is not None else None
         if self.critic is not None:
-            values = self.critic.aligned_values(tokens, attention_mask, prefix_len=prefix_len)
+            values = self.critic.aligned_values(tokens, attention_mask, prefix_len=prefix_len,
+                                                adapter_ids=adapter_ids)
         return lp, ent, values
 
     def _prefixed_logprobs_and_values(self, tokens, attention_mask, P, chunk_size, with_entropy):
@@ -648,14 +706,16 @@ class CriticModel(nnx.Module):
     def __call__(self, tokens, attention_mask=None) -> Array:
         return self.value_head(self.lm.hidden_states(tokens, attention_mask))
 
-    def aligned_values(self, tokens, attention_mask=None, *, prefix_len: int = 0) -> Array:
+    def aligned_values(self, tokens, attention_mask=None, *, prefix_len: int = 0,
+                       adapter_ids=None) -> Array:
         """Values [B, T] aligned like `PolicyModel.logprobs_and_values`' (values[t] is V of
         the state before token t; position 0 is 0); `prefix_len` as there."""
         if prefix_len:
             mask = _check_prefix(tokens, attention_mask, prefix_len)
             hp, hs = self.lm.prefixed_hidden_states(tokens, mask, prefix_len)
             return _prefixed_values(self.value_head, hp, hs)
-        return _shifted_values(self.value_head, self.lm.hidden_states(tokens, attention_mask))
+        return _shifted_values(self.value_head,
+                               self.lm.hidden_states(tokens, attention_mask, adapter_ids))
 
 
 def critic_from(lm: Transformer, *, seed: int = 0) -> CriticModel:
@@ -677,16 +737,22 @@ def add_lora(
     alpha: float,
     targets: str = DEFAULT_LORA_TARGETS,
     rngs: nnx.Rngs,
+    num_adapters: int = 1,
 ) -> list[str]:
     """Add LoRA adapters to every projection whose name fully matches `targets`.
 
     A is initialised like a Kaiming-uniform kernel, B to zero, so the adapted model
     starts exactly equal to the base model. Returns the adapted projection names.
+    `num_adapters` > 1: that many independent rank-`rank` adapters per projection, side
+    by side along the rank axis (A [L, in, n*r], B [L, n*r, out]); a forward pass picks
+    each token's (`adapter_ids`), e.g. one adapter per agent of a multi-agent system.
     Train only `LoRAParam`s (e.g. `nnx.Optimizer(model, tx, wrt=LoRAParam)`): the
     optimizer then holds state only for the adapters.
     """
     if rank <= 0:
         raise ValueError(f"LoRA rank must be positive, got {rank}")
+    if num_adapters < 1:
+        raise ValueError(f"num_adapters must be >= 1, got {num_adapters}")
     pat = re.compile(targets)
     adapted = []
     for layers in _decoder_layer_modules(model):
@@ -697,13 +763,15 @@ def add_lora(
             L, fan_in, fan_out = cfg_shapes[name]
             dtype = getattr(layers, name).value.dtype
             bound = 1.0 / np.sqrt(fan_in)
-            a = jax.random.uniform(rngs.params(), (L, fan_in, rank), jnp.float32, -bound, bound)
+            width = rank * num_adapters
+            a = jax.random.uniform(rngs.params(), (L, fan_in, width), jnp.float32, -bound, bound)
             ax_in, ax_out = PROJ_AXES[name]
             setattr(layers, f"{name}_lora_a",
                     _param(a.astype(dtype), ("layers", ax_in, "lora_rank"), LoRAParam))
             setattr(layers, f"{name}_lora_b",
-                    _param(jnp.zeros((L, rank, fan_out), dtype), ("layers", "lora_rank", ax_out),
+                    _param(jnp.zeros((L, width, fan_out), dtype), ("layers", "lora_rank", ax_out),
                            LoRAParam))
+            layers.lora_adapters = num_adapters
             layers.lora_scale = tuple(
                 sorted({**dict(layers.lora_scale), name: float(alpha) / rank}.items())
             )
@@ -720,19 +788,30 @@ def _decoder_layer_modules(model: nnx.Module) -> list[DecoderLayers]:
     return [m for _, m in nnx.iter_graph(model) if isinstance(m, DecoderLayers)]
 
 
-def merge_lora(model: nnx.Module) -> None:
+def merge_lora(model: nnx.Module, adapter: int | None = None) -> None:
     """Fold adapters into the base kernels (W += A @ B * scale) and remove them,
-    leaving a plain model (for export or adapter-free sampling)."""
+    leaving a plain model (for export or adapter-free sampling). A model with several
+    adapters per projection folds in the one numbered `adapter` (say, one agent's)."""
     for layers in _decoder_layer_modules(model):
+        n = int(getattr(layers, "lora_adapters", 1))
+        if n > 1 and adapter is None:
+            raise ValueError(f"the model has {n} LoRA adapters per projection: name the one "
+                             "to merge (merge_lora(model, adapter=k))")
+        if adapter is not None and not 0 <= adapter < n:
+            raise ValueError(f"adapter {adapter} out of range [0, {n})")
         for name, scale in dict(layers.lora_scale).items():
             a = getattr(layers, f"{name}_lora_a").value.astype(jnp.float32)
             b = getattr(layers, f"{name}_lora_b").value.astype(jnp.float32)
+            if n > 1:
+                r = a.shape[-1] // n
+                a, b = a[..., adapter * r:(adapter + 1) * r], b[:, adapter * r:(adapter + 1) * r]
             w = getattr(layers, name)
             w.value = (w.value.astype(jnp.float32) + jnp.einsum("lir,lro->lio", a, b) * scale
                        ).astype(w.value.dtype)
             delattr(layers, f"{name}_lora_a")
             delattr(layers, f"{name}_lora_b")
         layers.lora_scale = ()
+        layers.lora_adapters = 1
 
 
 def unmerge_lora(model: nnx.Module, adapters: dict[str, Any]) -> None:
@@ -759,6 +838,11 @@ def lora_state(model: nnx.Module) -> dict[str, Any]:
     """Adapter arrays and scales per DecoderLayers, for `unmerge_lora`."""
     out = []
     for layers in _decoder_layer_modules(model):
+        if int(getattr(layers, "lora_adapters", 1)) > 1:
+            raise ValueError(
+                f"the model has {layers.lora_adapters} LoRA adapters per projection; "
+                "lora_state, unmerge_lora and HF export need one: fold one agent's into "
+                "the weights first (merge_lora(model, adapter=k))")
         arrays = {
             k: v.value for k, v in vars(layers).items() if isinstance(v, LoRAParam)
         }

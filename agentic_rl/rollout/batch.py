@@ -343,3 +343,21 @@ def share_prefix(batch: EpisodeBatch, prefix_len: int) -> EpisodeBatch:
     tokens[empty, :prefix_len] = tokens[real, :prefix_len]
     attn[empty, :prefix_len] = True
     return batch.replace(tokens=tokens, attention_mask=attn)
+
+
+def token_adapters(agent_id: np.ndarray) -> np.ndarray:
+    """Which agent's LoRA adapter computed each token, from `agent_id` [B, T] (set on the
+    acting agent's turn tokens, -1 elsewhere): a token before a turn was prefilled as
+    that turn's context, so it takes the agent of the next turn at or after it; tokens
+    after a row's last turn take that turn's agent; a row with no turn gets -1 (the base
+    model). A row of one agent's calls (the chat service's chains) is that agent's
+    throughout, exactly as the sampler computed it."""
+    a = np.asarray(agent_id)
+    B, T = a.shape
+    valid = a >= 0
+    pos = np.where(valid, np.arange(T)[None], T)
+    nxt = np.minimum.accumulate(pos[:, ::-1], axis=1)[:, ::-1]
+    last = T - 1 - np.argmax(valid[:, ::-1], axis=1)
+    src = np.where(nxt < T, nxt, last[:, None])
+    out = np.take_along_axis(a, src, axis=1)
+    return np.where(valid.any(axis=1)[:, None], out, -1).astype(np.int32)

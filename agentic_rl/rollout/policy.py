@@ -43,6 +43,9 @@ class GenerationRequest:
     stop_token_ids: tuple[int, ...]
     stop_strings: tuple[str, ...] = ()
     turn: int = 0
+    # The LoRA adapter to sample with, for a policy with several (one per agent);
+    # -1: the base model. Ignored by a policy with one.
+    adapter: int = 0
 
     @property
     def new_tokens(self) -> Sequence[int]:

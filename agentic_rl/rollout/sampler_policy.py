@@ -71,10 +71,13 @@ class SamplerPolicy:
             row = self._row_for(req.episode_id)
             tokens = list(req.tokens)
             prefix = tokens[: len(tokens) - req.num_new_tokens]
-            if fresh or self.sampler.history[row] != prefix:
+            adapter = req.adapter if self.sampler.model.num_adapters > 1 else 0
+            if fresh or self.sampler.history[row] != prefix or \
+                    self.sampler.adapters[row] != adapter:
                 if not fresh:
                     self.stats["reprefills"] += 1
                 self.sampler.reset([row])
+                self.sampler.set_adapters({row: adapter})
                 new_tokens[row] = tokens
             else:
                 new_tokens[row] = list(req.new_tokens)

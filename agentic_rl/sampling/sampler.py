@@ -168,14 +168,16 @@ def prefill(
     tokens: Array,
     cache: KVCache,
     input_mask: Array,
+    adapter_ids: Array | None = None,
 ):
     """Append right-padded `tokens` [B, t] (real where `input_mask`) to `cache`.
 
     Returns (float32 logits [B, V] after each row's last real new token, cache).
     Rows with no real new tokens return garbage logits; the caller ignores them.
+    `adapter_ids` [B]: each row's LoRA adapter (models with several).
     """
     model = nnx.merge(graphdef, state)
-    h, cache = model.forward_cached(tokens, cache, input_mask, layers)
+    h, cache = model.forward_cached(tokens, cache, input_mask, layers, adapter_ids)
     n = input_mask.sum(axis=1).astype(jnp.int32)
     last = jnp.take_along_axis(h, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
     return model.logits(last[:, None])[:, 0], cache
@@ -194,6 +196,7 @@ def decode(
     stop_ids: Array,
     active: Array,
     limit: Array,
+    adapter_ids: Array | None = None,
     *,
     params: SamplingParams,
     max_new: int,
@@ -203,7 +206,8 @@ def decode(
     logits [B, V]: next-token logits (from prefill); keys [B, 2]: per-row PRNG keys;
     stop_ids int32 [B, S] (-1 padded): a row stops after emitting one of them;
     active bool [B]: rows to sample for (padding rows of a bucket are inactive);
-    limit int32 [B]: per-row max new tokens (<= max_new).
+    limit int32 [B]: per-row max new tokens (<= max_new); adapter_ids int32 [B]: each
+    row's LoRA adapter (models with several; None otherwise).
 
     `layers` are the per-layer weights (`unstack_layers`), see `Transformer.forward_cached`.
 
@@ -233,7 +237,8 @@ def decode(
         n = n + live.astype(jnp.int32)
         hit = jnp.any(tok[:, None] == stop_ids, axis=-1) & live
         stopped = stopped | hit
-        h, cache = model.forward_cached(tok[:, None], cache, live[:, None], layers)
+        h, cache = model.forward_cached(tok[:, None], cache, live[:, None], layers,
+                                        adapter_ids)
         # rows already finished keep the logits after their last real token
         logits = jnp.where(live[:, None], model.logits(h)[:, 0], logits)
         done = done | hit | (n >= limit)

@@ -83,13 +83,14 @@ def _grow(cache: KVCache, capacity: int) -> KVCache:
 
 @functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(4,))
 def _prefill_shared(graphdef, state, layers, prefix: jax.Array, cache: KVCache,
-                    rows: jax.Array) -> KVCache:
+                    rows: jax.Array, adapter: jax.Array | None = None) -> KVCache:
     """Prefill `prefix` [P] once and write its keys/values into every row where `rows`
-    [B] is true (fresh rows: length 0), at the shared cursor. The other rows get holes."""
+    [B] is true (fresh rows: length 0), at the shared cursor. The other rows get holes.
+    `adapter` [1]: the LoRA adapter those rows share (models with several)."""
     model = nnx.merge(graphdef, state)
     P = prefix.shape[0]
     one = init_cache(model.cfg, 1, P, cache.k[0].dtype)
-    _, one = model.forward_cached(prefix[None], one, jnp.ones((1, P), bool), layers)
+    _, one = model.forward_cached(prefix[None], one, jnp.ones((1, P), bool), layers, adapter)
     at = cache.cursor
     sel = rows[:, None, None, None]
 
@@ -151,6 +152,29 @@ class BatchSampler:
         self.history: list[list[int]] = [[] for _ in range(self.rows)]
         self._logits_valid = np.zeros(self.rows, bool)
         self._turn = np.zeros(self.rows, np.int64)
+        # Each row's LoRA adapter, for a model with several (one per agent): the whole
+        # row, prompt included, is computed with it. Set with `set_adapters` when the
+        # row starts a sequence.
+        self.adapters = np.zeros(self.rows, np.int32)
+
+    def set_adapters(self, adapters: Mapping[int, int]) -> None:
+        """Chooses the LoRA adapter of fresh rows (-1: the base model). A row that holds a
+        sequence keeps the adapter its cache was computed with: reset it first."""
+        n = self.model.num_adapters
+        for r, k in adapters.items():
+            self._check_rows([r])
+            if not -1 <= int(k) < n:
+                raise ValueError(f"adapter {k} out of range: the model has {n} (or -1, none)")
+            if self.history[r] and self.adapters[r] != k:
+                raise ValueError(f"row {r} holds a sequence computed with adapter "
+                                 f"{self.adapters[r]}; reset it before switching to {k}")
+            self.adapters[r] = int(k)
+
+    def _adapter_ids(self, rows=None):
+        if self.model.num_adapters <= 1:
+            return None
+        ids = self.adapters if rows is None else self.adapters[rows]
+        return jnp.asarray(ids, jnp.int32)
 
     def update_model(self, model: Transformer) -> None:
         """Sample from new weights (after a policy update). Cached keys/values were
@@ -206,6 +230,8 @@ class BatchSampler:
             return
         self._check_rows(items)
         fresh = [r for r in items if not self.history[r]]
+        # rows computed with different adapters share no prefix computation
+        share_prefix = share_prefix and len({int(self.adapters[r]) for r in fresh}) <= 1
         n = shared_prefix([items[r] for r in fresh]) if share_prefix else 0
         if n:
             self._ensure_capacity(n + bucket(max(len(v) for v in items.values()) - n))
@@ -213,7 +239,8 @@ class BatchSampler:
             rows[fresh] = True
             self.cache = _prefill_shared(self.graphdef, self.state, self.layers,
                                          jnp.asarray(items[fresh[0]][:n], jnp.int32),
-                                         self.cache, jnp.asarray(rows))
+                                         self.cache, jnp.asarray(rows),
+                                         self._adapter_ids([fresh[0]]))
             for r in fresh:
                 self.history[r].extend(items[r][:n])
                 items[r] = items[r][n:]
@@ -225,7 +252,7 @@ class BatchSampler:
             toks[r, : len(v)] = v
             mask[r, : len(v)] = True
         logits, self.cache = prefill(self.graphdef, self.state, self.layers, jnp.asarray(toks),
-                                     self.cache, jnp.asarray(mask))
+                                     self.cache, jnp.asarray(mask), self._adapter_ids())
         has = jnp.asarray(mask.any(axis=1))
         self.next_logits = jnp.where(has[:, None], logits, self.next_logits)
         for r, v in items.items():
@@ -301,7 +328,7 @@ class BatchSampler:
             limit = np.minimum(remaining, step).astype(np.int32)
             res = decode(self.graphdef, self.state, self.layers, self.next_logits, self.cache,
                          keys, stop_arr, jnp.asarray(active), jnp.asarray(limit),
-                         params=params, max_new=M)
+                         self._adapter_ids(), params=params, max_new=M)
             self.cache, keys, self.next_logits = res["cache"], res["keys"], res["next_logits"]
             toks = np.asarray(res["tokens"])
             lps, raws = np.asarray(res["logprob"]), np.asarray(res["logprob_raw"])

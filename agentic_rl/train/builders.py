@@ -16,7 +16,13 @@ from agentic_rl.models import ModelConfig, PolicyModel, add_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
 from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
 from agentic_rl.sampling import SamplingParams
-from agentic_rl.train.config import critic_chain, estimator, separate_critic, uses_critic
+from agentic_rl.train.config import (
+    critic_chain,
+    estimator,
+    num_adapters,
+    separate_critic,
+    uses_critic,
+)
 from agentic_rl.train.state import make_optimizer
 
 TINY = "tiny"
@@ -48,6 +54,9 @@ def build_policy(cfg) -> BuiltPolicy:
     m = cfg.model
     shared = uses_critic(cfg) and not separate_critic(cfg)
     lora = {"targets": m.lora_targets} if m.lora_targets else {}
+    n = num_adapters(cfg)
+    if n > 1:
+        lora["num_adapters"] = n
     if m.name == TINY:
         rngs = nnx.Rngs(cfg.seed)
         model = PolicyModel(tiny_model_config(cfg), rngs=rngs, value_head=shared)
@@ -60,7 +69,8 @@ def build_policy(cfg) -> BuiltPolicy:
 
         policy = load_policy(m.name, dtype=m.dtype, param_dtype=m.param_dtype,
                              value_head=shared, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
-                             lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed)
+                             lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed,
+                             lora_adapters=n)
         fmt = make_chat_format(m.chat_format, policy.tokenizer)
         built = BuiltPolicy(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
     if separate_critic(cfg):

@@ -46,6 +46,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.lora_rank = 8  # 0 = full fine-tuning
     c.model.lora_alpha = 16.0
     c.model.lora_targets = ""  # regex over projection names; "" = all projections
+    # Multi-agent programs: "shared" (one adapter for every agent) or "per_agent" (one
+    # LoRA adapter per agent of agent.names over the shared frozen base, all trained in
+    # the same jitted update; each token's agent selects its adapter).
+    c.model.lora_adapters = "shared"
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
     c.model.remat = False
@@ -103,7 +107,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.agent = ml_collections.ConfigDict(
         {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
          "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
-         "render_tools": True, "rows_per_episode": 1, "train_agents": ""})
+         "render_tools": True, "rows_per_episode": 1, "train_agents": "", "names": ""})
+    # names: the agents of a multi-agent program, comma-separated, in a fixed order (their
+    # agent ids; adapter i under model.lora_adapters="per_agent"); "" = an AgentSystem's
+    # own names, else ids by first call.
 
     c.rl = ml_collections.ConfigDict()
     # grpo (group baseline, no critic), ppo (value head + GAE) or dpo (each group's best
@@ -294,6 +301,22 @@ def critic_chain(cfg: ml_collections.ConfigDict) -> bool:
                                  or cfg.optim.critic_learning_rate > 0)
 
 
+def agent_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """agent.names as a tuple (the multi-agent program's agents, in id order)."""
+    return tuple(n.strip() for n in str(cfg.agent.names).split(",") if n.strip())
+
+
+def num_adapters(cfg: ml_collections.ConfigDict) -> int:
+    """LoRA adapters per projection: one per agent under model.lora_adapters='per_agent'."""
+    if cfg.model.lora_adapters != "per_agent":
+        return 1
+    names = agent_names(cfg)
+    if not names:
+        raise ConfigError("model.lora_adapters='per_agent' needs the agents' names: set "
+                          "agent.names='a,b' or train an AgentSystem (its names are used)")
+    return len(names)
+
+
 def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
     """Reference log-probs are computed for DPO, a KL term or a loss that reads them."""
     return cfg.rl.algo == "dpo" or cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
@@ -383,6 +406,10 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                           "set one")
     if not cfg.agent.timeout_s > 0 or cfg.agent.batch_window_s < 0:
         raise ConfigError("agent.timeout_s must be > 0 and agent.batch_window_s >= 0")
+    _choice("model.lora_adapters", cfg.model.lora_adapters, ("shared", "per_agent"))
+    if cfg.model.lora_adapters == "per_agent" and not cfg.model.lora_rank:
+        raise ConfigError("model.lora_adapters='per_agent' gives each agent a LoRA adapter: "
+                          "set model.lora_rank > 0")
     if cfg.agent.train_agents:
         try:
             re.compile(cfg.agent.train_agents)

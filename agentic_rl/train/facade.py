@@ -14,13 +14,15 @@ keyword shortcuts. A loaded `Policy` or a built `EnvSuite` can be passed in plac
 from __future__ import annotations
 
 import math
+import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from flax import nnx
 
+from agentic_rl.agents.system import AgentSystem
 from agentic_rl.envs.base import Task
 from agentic_rl.envs.registry import EnvSuite
 from agentic_rl.envs.tasks import TaskSet
@@ -31,11 +33,15 @@ from agentic_rl.train import builders
 from agentic_rl.train.config import (
     apply_overrides,
     default_config,
+    num_adapters,
     separate_critic,
     uses_critic,
     validate,
 )
 from agentic_rl.train.loop import Trainer
+
+# AgentTrainer(method=...) -> rl.algo ("rlvr": GRPO on a verifiable reward)
+METHODS = {"rlvr": "grpo", "grpo": "grpo", "ppo": "ppo", "dpo": "dpo"}
 
 # keyword shortcut -> config key
 SHORTCUTS = {
@@ -64,7 +70,7 @@ def _adopt_policy(policy: Policy, cfg) -> builders.BuiltPolicy:
     if cfg.model.lora_rank and not has_lora:
         kw = {"targets": cfg.model.lora_targets} if cfg.model.lora_targets else {}
         add_lora(model.lm, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha,
-                 rngs=nnx.Rngs(cfg.seed), **kw)
+                 rngs=nnx.Rngs(cfg.seed), num_adapters=num_adapters(cfg), **kw)
     if separate and model.critic is None:
         model.critic = critic_from(model.lm, seed=cfg.seed)
     fmt = make_chat_format(cfg.model.chat_format, policy.tokenizer)
@@ -86,19 +92,39 @@ class AgentTrainer:
     `reward(task, answer) -> float`; `transport="http"` gives it the gateway's URL:
 
         trainer = AgentTrainer(model="tiny", agent=my_agent, tasks=tasks, transport="http")
+
+    Multi-agent systems: the system first, `method=` the algorithm ("rlvr" is GRPO on the
+    verifiable reward), `policy=` the model, `adapters="per_agent"` for one LoRA adapter
+    per agent (else one shared), `train_agents=` a regex or a list of names:
+
+        trainer = AgentTrainer(system, method="rlvr", environment="calculator")
+        trainer.run(episodes=200)
     """
 
-    def __init__(self, model: str | Policy = "smollm2-135m-instruct",
+    def __init__(self, model: str | Policy | AgentSystem = "smollm2-135m-instruct",
                  environment: str | EnvSuite = "calculator", algo: str = "grpo", *,
                  workdir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
                  overrides: dict[str, Any] | None = None, config=None,
                  agent: Callable | str | None = None, tasks=None,
                  reward: Callable | None = None, transport: str | None = None,
+                 method: str | None = None, policy: str | Policy | None = None,
+                 adapters: str | None = None, train_agents: str | Sequence[str] | None = None,
                  **shortcuts: Any):
         unknown = sorted(set(shortcuts) - set(SHORTCUTS))
         if unknown:
             raise TypeError(f"AgentTrainer got unknown keyword(s) {unknown}; valid: "
                             f"{', '.join(SHORTCUTS)} (or overrides={{'a.b': value}})")
+        if isinstance(model, AgentSystem):
+            if agent is not None:
+                raise TypeError("pass the system first or as agent=, not both")
+            model, agent = (policy if policy is not None else "smollm2-135m-instruct"), model
+        elif policy is not None:
+            raise TypeError("policy= names the model of a system given first; else use model=")
+        if method is not None:
+            if method not in METHODS:
+                raise ValueError(f"method={method!r} is not valid; choose one of "
+                                 f"{', '.join(METHODS)}")
+            algo = METHODS[method]
         cfg = config if config is not None else default_config()
         flat: dict[str, Any] = {"rl.algo": algo}
         if isinstance(model, str):
@@ -117,6 +143,15 @@ class AgentTrainer:
                 f"{agent.__module__}:{getattr(agent, '__qualname__', type(agent).__name__)}"
         if transport is not None:
             flat["agent.transport"] = transport
+        if adapters is not None:
+            flat["model.lora_adapters"] = adapters
+        if train_agents is not None:
+            flat["agent.train_agents"] = (train_agents if isinstance(train_agents, str) else
+                                          "|".join(re.escape(n) for n in train_agents))
+        if isinstance(agent, AgentSystem):
+            # each agent's calls are one row: an episode makes one row per agent
+            flat["agent.names"] = ",".join(agent.names)
+            flat["agent.rows_per_episode"] = len(agent.names)
         flat.update(overrides or {})
         self.cfg = apply_overrides(cfg, flat)
         self._model = model
@@ -149,6 +184,10 @@ class AgentTrainer:
         # evaluate() before, or a second train(), built or kept another one).
         trainer.set_max_steps(int(total))
         return trainer.train()
+
+    def run(self, episodes: int | None = None, *, steps: int | None = None):
+        """`train`, under the name the multi-agent API uses."""
+        return self.train(episodes, steps=steps)
 
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
         """Evaluation metrics of the current policy on the held-out split."""

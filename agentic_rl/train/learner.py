@@ -42,7 +42,7 @@ from agentic_rl.rl import (
     masked_mean,
     sequence_logprobs,
 )
-from agentic_rl.rollout.batch import EpisodeBatch
+from agentic_rl.rollout.batch import EpisodeBatch, token_adapters
 from agentic_rl.train.state import TrainState
 from agentic_rl.train.step import (
     StepConfig,
@@ -77,16 +77,20 @@ class LearnerBatch:
     turn_rewards: Array  # f32 [B, K]
     group_id: Array  # int32 [B]
     truncated: Array  # bool [B]
+    # int32 [B, T]: each token's LoRA adapter, for a policy with one per agent
+    # (`rollout.batch.token_adapters`); None with one adapter.
+    adapter_ids: Array | None = None
 
     @classmethod
-    def from_episodes(cls, batch: EpisodeBatch, *, train_on_observations: bool = False
-                      ) -> LearnerBatch:
+    def from_episodes(cls, batch: EpisodeBatch, *, train_on_observations: bool = False,
+                      num_adapters: int = 1) -> LearnerBatch:
         """The learner's view of an EpisodeBatch (host numpy arrays, not yet placed).
 
         `train_on_observations` widens the loss mask to every real token after the prompt
         (turn_index >= 0: the policy's turns plus the observations and appended
         end-of-turn tokens between them), for the `rl.train_on_observations` ablation;
-        the prompt and padding stay out."""
+        the prompt and padding stay out. `num_adapters` > 1: the policy has one LoRA adapter
+        per agent, and `adapter_ids` says which one computed each token."""
         a = lambda name: np.asarray(getattr(batch, name))
         loss = a("loss_mask").astype(bool)
         sampled = loss
@@ -98,7 +102,8 @@ class LearnerBatch:
                    turn_index=a("turn_index").astype(np.int32),
                    turn_end=a("turn_end").astype(np.int32),
                    turn_rewards=a("turn_rewards").astype(np.float32),
-                   group_id=a("group_id").astype(np.int32), truncated=a("truncated"))
+                   group_id=a("group_id").astype(np.int32), truncated=a("truncated"),
+                   adapter_ids=(token_adapters(a("agent_id")) if num_adapters > 1 else None))
 
 
 @flax.struct.dataclass
@@ -149,7 +154,7 @@ def score_and_advantages(state: TrainState, batch: LearnerBatch, hp: LearnerConf
     chunk = hp.score_chunk or rows
     tokens, attn = batch.tokens, batch.attention_mask
     common = dict(chunk=chunk, with_ref=hp.need_ref, prefix_len=step.prefix_len,
-                  temperature=step.temperature)
+                  temperature=step.temperature, adapter_ids=batch.adapter_ids)
     cut = None
     if hp.reuse_sample_logprobs and not (step.use_critic or hp.need_ref):
         old_lp = batch.sample_logprobs
@@ -175,7 +180,7 @@ def score_and_advantages(state: TrainState, batch: LearnerBatch, hp: LearnerConf
     return TrainBatch(tokens=tokens, attention_mask=attn, loss_mask=batch.loss_mask,
                       turn_index=batch.turn_index, advantages=adv, returns=ret,
                       old_logprobs=old_lp, ref_logprobs=ref_lp, old_values=values,
-                      behaviour_logprobs=behaviour)
+                      behaviour_logprobs=behaviour, adapter_ids=batch.adapter_ids)
 
 
 def learner_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
@@ -215,14 +220,14 @@ def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
     rows = tokens.shape[0]
     _, _, ref_lp = score(state, tokens, attn, chunk=hp.score_chunk or rows, with_values=False,
                          with_ref=True, prefix_len=step.prefix_len,
-                         temperature=step.temperature)
+                         temperature=step.temperature, adapter_ids=batch.adapter_ids)
     ref_seq = sequence_logprobs(ref_lp, mask)
     returns = episode_returns(batch.turn_rewards, batch.turn_end)
     pairs = build_preference_pairs(returns, batch.group_id, min_margin=hp.dpo_min_margin)
 
     def loss_fn(params):
         lp, _, _ = forward(state, params, tokens, attn, prefix_len=step.prefix_len,
-                           temperature=step.temperature)
+                           temperature=step.temperature, adapter_ids=batch.adapter_ids)
         s, d, m = dpo_loss_from_pairs(sequence_logprobs(lp, mask), ref_seq, pairs, hp.dpo)
         return finalize(s, d), m
 

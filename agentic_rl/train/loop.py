@@ -46,7 +46,9 @@ from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
 from agentic_rl.train.config import (
     ConfigError,
+    agent_names,
     critic_chain,
+    num_adapters,
     to_json,
     uses_critic,
     uses_reference,
@@ -131,6 +133,8 @@ class Trainer:
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.suite = suite or builders.build_suite(cfg)
+        self._name_agents(agent)
+        self.num_adapters = num_adapters(cfg)
         self.policy = policy or builders.build_policy(cfg)
         self.train_tasks = list(self.suite.tasks.split(cfg.env.train_split))
         # Rows per step: one per episode; an agent program may make several (a rewritten
@@ -213,6 +217,22 @@ class Trainer:
         self.last_metadata: list[dict[str, Any]] = []
 
     # ------------------------------------------------------------------ setup
+
+    def _name_agents(self, agent) -> None:
+        """Per-agent adapters need the agents' names up front (adapter i = agent i): from
+        agent.names, else from the program when it is an AgentSystem."""
+        cfg = self.cfg
+        if cfg.model.lora_adapters != "per_agent" or cfg.agent.names:
+            return
+        if agent is None and cfg.agent.program:
+            from agentic_rl.agents import load_agent
+
+            agent = load_agent(cfg.agent.program, suite=self.suite,
+                               transport=cfg.agent.transport)
+        names = tuple(getattr(agent, "names", ()) or ())
+        if names:
+            with cfg.unlocked():
+                cfg.agent.names = ",".join(names)
 
     def set_max_steps(self, max_steps: int) -> None:
         """Changes the run's horizon, and the learning-rate schedule with it (a linear or
@@ -341,7 +361,8 @@ class Trainer:
     def prefix_len(self, tokens: np.ndarray, attention_mask: np.ndarray) -> int:
         """The rows' shared prefix length for the update (0 = off). Off on a multi-device
         mesh: the shared forward flattens the rows, which the data sharding would split."""
-        if not self.cfg.train.shared_prefix or self.mesh.devices.size > 1:
+        if not self.cfg.train.shared_prefix or self.mesh.devices.size > 1 or \
+                self.num_adapters > 1:  # rows of different agents differ from token 0 on
             return 0
         return shared_prefix_length(tokens, attention_mask)
 
@@ -352,7 +373,8 @@ class Trainer:
         prefix_len = self.prefix_len(episodes.tokens, episodes.attention_mask)
         episodes = share_prefix(episodes, prefix_len)
         batch = LearnerBatch.from_episodes(
-            episodes, train_on_observations=bool(self.cfg.rl.train_on_observations))
+            episodes, train_on_observations=bool(self.cfg.rl.train_on_observations),
+            num_adapters=self.num_adapters)
         hp = self.learner_config
         hp = hp.replace(step=hp.step.replace(prefix_len=prefix_len),
                         with_cut_values=needs_cut_column(batch, hp))
@@ -362,6 +384,11 @@ class Trainer:
         """One rollout + update. Returns the step's metrics (without evaluation)."""
         t0 = time.perf_counter()
         result, metrics = self.rollout()
+        if result.batch is None and not result.errors:
+            raise RuntimeError(
+                f"step {self.step}: no row to train on: every row was dropped (an episode "
+                "keeps its last agent.rows_per_episode rows; a multi-agent program makes one "
+                "per agent) or frozen (agent.train_agents)")
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
         batch, hp = self.learner_batch(result.batch)
@@ -496,10 +523,19 @@ class Trainer:
         return history
 
     def export(self, out_dir: str | Path) -> Path:
-        """Writes the current policy (LoRA merged) as a HF model directory."""
+        """Writes the current policy (LoRA merged) as a HF model directory; with one
+        adapter per agent, one directory per agent (`out_dir/<agent>`, that agent's adapter
+        merged)."""
+        if self.num_adapters > 1:
+            for k, name in enumerate(agent_names(self.cfg)):
+                self._export_one(Path(out_dir) / name, adapter=k)
+            return Path(out_dir)
+        return self._export_one(Path(out_dir))
+
+    def _export_one(self, out_dir: Path, adapter: int | None = None) -> Path:
         model = self.state.model()
         if self.lora:
-            merge_lora(model)
+            merge_lora(model, adapter=adapter)
         path = save_hf_model(model.lm, out_dir, tokenizer=self.policy.hf_tokenizer)
         write_json(Path(out_dir) / "agentic_rl_train.json",
                    {"step": self.step, "workdir": str(self.workdir.absolute())})

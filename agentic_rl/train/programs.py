@@ -21,7 +21,7 @@ from agentic_rl.agents import (
     run_agents,
 )
 from agentic_rl.rollout.loop import RolloutResult
-from agentic_rl.train.config import ConfigError
+from agentic_rl.train.config import ConfigError, agent_names
 
 
 def _load_reward(spec: str):
@@ -57,7 +57,9 @@ class ProgramRollouts:
         self.service = ChatService(self.engine, chat_format, ServiceConfig(
             sampling=sampling, fixed_sampling=True, max_new_tokens=r.max_new_tokens,
             max_context_tokens=r.max_episode_tokens, max_turns=r.max_turns,
-            stop_strings=tuple(r.stop_strings), render_tools=bool(a.render_tools)))
+            stop_strings=tuple(r.stop_strings), render_tools=bool(a.render_tools),
+            agents=agent_names(cfg),
+            adapter_per_agent=cfg.model.lora_adapters == "per_agent"))
         self.gateway = None
         if a.transport == "http":
             self.gateway = Gateway(self.service, host=a.gateway_host,

@@ -67,6 +67,8 @@ class TrainBatch:
     # The sampler's (behaviour) log-probs, for the off-policy corrections and the behav_*
     # metrics of pi_old / pi_behaviour; None: not measured, and only off_policy="none".
     behaviour_logprobs: Array | None = None
+    # Each token's LoRA adapter (a policy with one adapter per agent); None: one adapter.
+    adapter_ids: Array | None = None
 
 
 @flax.struct.dataclass
@@ -110,16 +112,17 @@ def _temper(model, temperature: float):
 
 
 def forward(state: TrainState, params: nnx.State, tokens, mask, *, with_entropy=False,
-            prefix_len: int = 0, temperature: float = 1.0):
+            prefix_len: int = 0, temperature: float = 1.0, adapter_ids=None):
     """(log-probs, entropies or None, values or None), each [B, T], aligned with tokens.
 
     Log-probs and entropies are of softmax(logits / temperature), the sampled distribution.
+    `adapter_ids` [B, T]: each token's LoRA adapter, for a policy with one per agent.
     """
     model = state.model(params)
     if temperature != 1.0:
         model = _temper(model, temperature)
     return model.logprobs_and_values(tokens, mask, with_entropy=with_entropy,
-                                     prefix_len=prefix_len)
+                                     prefix_len=prefix_len, adapter_ids=adapter_ids)
 
 
 def reference_params(state: TrainState) -> nnx.State:
@@ -137,7 +140,8 @@ def _chunks(x: Array, size: int) -> Array:
 @functools.partial(jax.jit, static_argnames=("chunk", "with_values", "with_ref", "prefix_len",
                                              "temperature", "with_cut_values"))
 def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, with_ref: bool,
-          prefix_len: int = 0, temperature: float = 1.0, with_cut_values: bool = False):
+          prefix_len: int = 0, temperature: float = 1.0, with_cut_values: bool = False,
+          adapter_ids=None):
     """No-grad pass over a whole batch, `chunk` rows at a time: log-probs of the current
     policy, its values (critic) and the reference log-probs, all at the sampling
     `temperature`. Zeros for what is not asked. Returns (lp, values, ref) [B, T].
@@ -152,25 +156,28 @@ def score(state: TrainState, tokens, mask, *, chunk: int, with_values: bool, wit
     ref_params = reference_params(state) if with_ref else None
 
     def one(xs):
-        t, m = xs
+        t, m, ids = xs
         if with_cut_values:  # one more (padding) column: the value after the last token
             tp, mp = jnp.pad(t, ((0, 0), (0, 1))), jnp.pad(m, ((0, 0), (0, 1)))
+            idp = None if ids is None else jnp.pad(ids, ((0, 0), (0, 1)), mode="edge")
             lp, _, v = forward(state, state.params, tp, mp, prefix_len=prefix_len,
-                               temperature=temperature)
+                               temperature=temperature, adapter_ids=idp)
             n = jnp.sum(m, axis=-1).astype(jnp.int32)  # right-padded: last real token n - 1
             cut = (jnp.take_along_axis(v, n[:, None], axis=-1)[:, 0] if v is not None
                    else jnp.zeros(t.shape[:1], jnp.float32))
             lp, v = lp[:, :-1], (v[:, :-1] if v is not None else None)
         else:
             lp, _, v = forward(state, state.params, t, m, prefix_len=prefix_len,
-                               temperature=temperature)
+                               temperature=temperature, adapter_ids=ids)
             cut = jnp.zeros(t.shape[:1], jnp.float32)
         ref = (forward(state, ref_params, t, m, prefix_len=prefix_len,
-                       temperature=temperature)[0] if with_ref else jnp.zeros_like(lp))
+                       temperature=temperature, adapter_ids=ids)[0]
+               if with_ref else jnp.zeros_like(lp))
         v = v if (with_values and v is not None) else jnp.zeros_like(lp)
         return lp, v, ref, cut
 
-    lp, v, ref, cut = jax.lax.map(one, (_chunks(tokens, chunk), _chunks(mask, chunk)))
+    ids = None if adapter_ids is None else _chunks(adapter_ids, chunk)
+    lp, v, ref, cut = jax.lax.map(one, (_chunks(tokens, chunk), _chunks(mask, chunk), ids))
     flat = lambda x: x.reshape(tokens.shape[0], *x.shape[2:])
     if with_cut_values:
         return flat(lp), flat(v), flat(ref), flat(cut)
@@ -203,7 +210,8 @@ def loss_sums(params, state: TrainState, mb: TrainBatch, hp: StepConfig):
     reads = POLICY_LOSSES.meta(hp.loss.policy_loss)["reads"]
     lp, ent, values = forward(state, params, mb.tokens, mb.attention_mask,
                               with_entropy=hp.use_entropy or "entropy" in reads,
-                              prefix_len=hp.prefix_len, temperature=hp.temperature)
+                              prefix_len=hp.prefix_len, temperature=hp.temperature,
+                              adapter_ids=mb.adapter_ids)
     mask = mb.loss_mask.astype(bool)
     available = {"turn_index": mb.turn_index, "ref_logprobs": mb.ref_logprobs,
                  "entropy": ent, "values": values}
