@@ -100,9 +100,13 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
             sent = False
             try:
                 for i, chunk in enumerate(chunks):
-                    # uvicorn drops writes to a closed connection silently: ask
-                    if i % 8 == 7 and await request.is_disconnected():
-                        return
+                    # uvicorn drops writes to a closed connection silently: ask. Yield to
+                    # the event loop first: while the socket buffers absorb the stream,
+                    # sends never suspend, so the loop would not see the hang-up.
+                    if i % 8 == 7:
+                        await asyncio.sleep(0)
+                        if await request.is_disconnected():
+                            return
                     yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
                 yield "data: [DONE]\n\n"
                 sent = True
