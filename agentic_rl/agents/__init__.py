@@ -3,6 +3,7 @@
 - `runtime`: agent programs (`agent(task, llm)`), `AgentLLM`, `run_agents` -> EpisodeBatch;
 - `env_agent`: our environments as agent programs (one rollout runtime for both);
 - `system`: multi-agent systems (`Agent`, `AgentSystem`, pipeline and critique loop);
+- `teams`: ready-made systems on our tasks (`SqlTeam`: a SQL writer and a checker);
 - `service`: the chat service (token-exact chains of calls, rewards, rows);
 - `engine`: dynamic batching of concurrent requests into one sampler call;
 - `gateway`: the HTTP server (Starlette + uvicorn) in front of the service;
@@ -16,12 +17,14 @@ from agentic_rl.agents.openai_format import APIError
 from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult, load_agent, run_agents
 from agentic_rl.agents.service import ChatService, ServiceConfig
 from agentic_rl.agents.system import Agent, AgentContext, AgentSystem, critique_loop, pipeline
+from agentic_rl.agents.teams import SqlTeam
 
 __all__ = [
     "AGENTS",
     "Agent",
     "AgentContext",
     "AgentSystem",
+    "SqlTeam",
     "critique_loop",
     "pipeline",
     "APIError",

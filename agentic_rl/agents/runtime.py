@@ -198,6 +198,8 @@ def run_agents(
     on_live: Callable[[int], None] | None = None,
     max_rows_per_episode: int | None = None,
     train_agents: str | None = None,
+    team_reward_weight: float = 1.0,
+    posted_reward_weight: float = 1.0,
 ) -> RolloutResult:
     """Runs `group_size` copies of `agent` on every task concurrently; their calls become
     the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
@@ -216,6 +218,10 @@ def run_agents(
     `train_agents` (a regex over agent names) keeps only those agents' rows in the batch:
     the others still act, but nothing trains on their tokens (`frozen_rows` counts
     them). Per-agent metrics: `agent/{name}/{return,success,rows,sampled_tokens}`.
+
+    Credit: a row's rewards are `posted_reward_weight` x the rewards posted during the
+    episode (per-agent ones such as a checker's, at their calls) plus
+    `team_reward_weight` x the program's returned (team) reward on its last turn.
     """
     trainable = re.compile(train_agents) if train_agents else None
     if not tasks:
@@ -282,7 +288,9 @@ def run_agents(
                                        f"non-finite reward {reward!r}"))
             continue
         for rec in rows:
-            rec.turn_rewards[-1] += reward or 0.0
+            if posted_reward_weight != 1.0:
+                rec.turn_rewards = [posted_reward_weight * r for r in rec.turn_rewards]
+            rec.turn_rewards[-1] += team_reward_weight * (reward or 0.0)
             rec.group_id = service.agent_ids[rec.metadata["agent"]] * len(tasks) + ep.group
             rec.truncated = rec.truncated or res.truncated
             total = float(sum(rec.turn_rewards))

@@ -674,3 +674,48 @@ def compute_advantages(
     if cfg.whiten:
         adv = whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps)
     return adv, ret
+
+
+def compute_advantages_by_agent(
+    batch: Any,
+    cfg: AdvantageConfig,
+    per_agent: tuple[tuple[int, AdvantageConfig], ...],
+    row_agent: Array,
+    *,
+    values: Array | None = None,
+    token_rewards: Array | None = None,
+    cut_values: Array | None = None,
+) -> tuple[Array, Array]:
+    """`compute_advantages` with an estimator per agent (rLLM's per-role estimators).
+
+    ``per_agent`` pairs an agent id with its ``AdvantageConfig``; ``row_agent`` [B] is
+    each row's agent (-1: a padding row). Each listed agent's rows get its estimator,
+    computed with the loss mask restricted to its rows, so batch statistics (whitening,
+    batch baselines) see only that agent's rows; group baselines already do when rows
+    are grouped by (task, agent). Every other row gets ``cfg``, over the other rows.
+    With no map this is `compute_advantages`.
+    """
+    if not per_agent:
+        return compute_advantages(batch, cfg, values=values, token_rewards=token_rewards,
+                                  cut_values=cut_values)
+    fields = ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")
+    base = {k: _field(batch, k) for k in fields}
+    if cut_values is not None:
+        base["truncated"] = _field(batch, "truncated")
+    loss_mask = jnp.asarray(base["loss_mask"], bool)
+    row_agent = jnp.asarray(row_agent)
+    listed = jnp.zeros(row_agent.shape, bool)
+    parts = []
+    for agent, agent_cfg in per_agent:
+        rows = row_agent == agent
+        listed = listed | rows
+        parts.append((rows, agent_cfg))
+    parts.append((~listed, cfg))
+    adv = ret = None
+    for rows, part_cfg in parts:
+        sub = {**base, "loss_mask": loss_mask & rows[:, None]}
+        a, r = compute_advantages(sub, part_cfg, values=values, token_rewards=token_rewards,
+                                  cut_values=cut_values)
+        adv = jnp.where(rows[:, None], a, 0.0 if adv is None else adv)
+        ret = jnp.where(rows[:, None], r, 0.0 if ret is None else ret)
+    return adv, ret

@@ -107,7 +107,11 @@ def default_config() -> ml_collections.ConfigDict:
     c.agent = ml_collections.ConfigDict(
         {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
          "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
-         "render_tools": True, "rows_per_episode": 1, "train_agents": "", "names": ""})
+         "render_tools": True, "rows_per_episode": 1, "train_agents": "", "names": "",
+         "team_reward_weight": 1.0, "posted_reward_weight": 1.0})
+    # team_reward_weight / posted_reward_weight: credit between agents, a row's reward is
+    # posted x the rewards posted during the episode (per-agent ones: ctx.reward(v, agent=))
+    # + team x the program's returned (team) reward.
     # names: the agents of a multi-agent program, comma-separated, in a fixed order (their
     # agent ids; adapter i under model.lora_adapters="per_agent"); "" = an AgentSystem's
     # own names, else ids by first call.
@@ -142,8 +146,10 @@ def default_config() -> ml_collections.ConfigDict:
         {"beta": 0.1, "label_smoothing": 0.0, "min_margin": 0.0, "pairs_file": ""})
     c.rl.advantage = ml_collections.ConfigDict(
         {"estimator": "", "level": "outcome", "whiten": False, "whiten_weighting": "token",
-         "gamma": 1.0, "lam": 1.0, "turn_gamma": -1.0, "turn_lam": 0.95}
+         "gamma": 1.0, "lam": 1.0, "turn_gamma": -1.0, "turn_lam": 0.95, "per_agent": ""}
     )  # estimator "" = the algo's default (grpo -> grpo, ppo -> gae); turn_gamma -1 = env's
+    # per_agent: an estimator per agent of a multi-agent program, "writer:grpo,checker:rloo"
+    # (each computed over its agent's rows only; other agents get `estimator`).
     c.rl.loss = ml_collections.ConfigDict(
         {"policy_loss": "ppo", "aggregation": "token_mean", "kl_estimator": "k3",
          "clip_eps": 0.2, "clip_eps_low": 0.2, "clip_eps_high": 0.28, "dual_clip_c": 3.0,
@@ -301,6 +307,20 @@ def critic_chain(cfg: ml_collections.ConfigDict) -> bool:
                                  or cfg.optim.critic_learning_rate > 0)
 
 
+def agent_estimators(cfg: ml_collections.ConfigDict) -> dict[str, str]:
+    """rl.advantage.per_agent as {agent name: estimator name}."""
+    out: dict[str, str] = {}
+    for item in (x.strip() for x in str(cfg.rl.advantage.per_agent).split(",")):
+        if not item:
+            continue
+        name, sep, est = (s.strip() for s in item.partition(":"))
+        if not sep or not name or not est or name in out:
+            raise ConfigError(f"rl.advantage.per_agent={cfg.rl.advantage.per_agent!r}: write "
+                              "'agent:estimator' pairs separated by commas, each agent once")
+        out[name] = est
+    return out
+
+
 def agent_names(cfg: ml_collections.ConfigDict) -> tuple[str, ...]:
     """agent.names as a tuple (the multi-agent program's agents, in id order)."""
     return tuple(n.strip() for n in str(cfg.agent.names).split(",") if n.strip())
@@ -406,6 +426,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                           "set one")
     if not cfg.agent.timeout_s > 0 or cfg.agent.batch_window_s < 0:
         raise ConfigError("agent.timeout_s must be > 0 and agent.batch_window_s >= 0")
+    for agent, est in agent_estimators(cfg).items():
+        _choice(f"rl.advantage.per_agent[{agent}]", est, ADVANTAGES.names())
+        if ADVANTAGES.meta(est)["needs_values"] and not uses_critic(cfg):
+            raise ConfigError(f"rl.advantage.per_agent: {agent}'s estimator {est!r} reads a "
+                              "critic's values; this run trains none (use rl.algo='ppo')")
     _choice("model.lora_adapters", cfg.model.lora_adapters, ("shared", "per_agent"))
     if cfg.model.lora_adapters == "per_agent" and not cfg.model.lora_rank:
         raise ConfigError("model.lora_adapters='per_agent' gives each agent a LoRA adapter: "

@@ -34,7 +34,7 @@ from agentic_rl.rl import (
     AdvantageConfig,
     DPOConfig,
     build_preference_pairs,
-    compute_advantages,
+    compute_advantages_by_agent,
     dpo_loss_from_pairs,
     episode_returns,
     finalize,
@@ -80,17 +80,20 @@ class LearnerBatch:
     # int32 [B, T]: each token's LoRA adapter, for a policy with one per agent
     # (`rollout.batch.token_adapters`); None with one adapter.
     adapter_ids: Array | None = None
+    # int32 [B]: each row's acting agent (-1: none), for per-agent advantage estimators
+    row_agent: Array | None = None
 
     @classmethod
     def from_episodes(cls, batch: EpisodeBatch, *, train_on_observations: bool = False,
-                      num_adapters: int = 1) -> LearnerBatch:
+                      num_adapters: int = 1, row_agents: bool = False) -> LearnerBatch:
         """The learner's view of an EpisodeBatch (host numpy arrays, not yet placed).
 
         `train_on_observations` widens the loss mask to every real token after the prompt
         (turn_index >= 0: the policy's turns plus the observations and appended
         end-of-turn tokens between them), for the `rl.train_on_observations` ablation;
         the prompt and padding stay out. `num_adapters` > 1: the policy has one LoRA adapter
-        per agent, and `adapter_ids` says which one computed each token."""
+        per agent, and `adapter_ids` says which one computed each token. `row_agents`: keep
+        each row's agent (`row_agent`, its last turn's), for per-agent estimators."""
         a = lambda name: np.asarray(getattr(batch, name))
         loss = a("loss_mask").astype(bool)
         sampled = loss
@@ -103,7 +106,9 @@ class LearnerBatch:
                    turn_end=a("turn_end").astype(np.int32),
                    turn_rewards=a("turn_rewards").astype(np.float32),
                    group_id=a("group_id").astype(np.int32), truncated=a("truncated"),
-                   adapter_ids=(token_adapters(a("agent_id")) if num_adapters > 1 else None))
+                   adapter_ids=(token_adapters(a("agent_id")) if num_adapters > 1 else None),
+                   row_agent=(a("agent_id").max(axis=1).astype(np.int32) if row_agents
+                              else None))
 
 
 @flax.struct.dataclass
@@ -131,6 +136,9 @@ class LearnerConfig:
     advantage: AdvantageConfig
     dpo: DPOConfig = DPOConfig()
     dpo_min_margin: float = 0.0
+    # (agent id, its estimator's config) pairs: rl.advantage.per_agent
+    agent_advantages: tuple[tuple[int, AdvantageConfig], ...] = flax.struct.field(
+        pytree_node=False, default=())
     algo: str = flax.struct.field(pytree_node=False, default="pg")
     need_ref: bool = flax.struct.field(pytree_node=False, default=False)
     kl_reward: bool = flax.struct.field(pytree_node=False, default=False)
@@ -171,9 +179,11 @@ def score_and_advantages(state: TrainState, batch: LearnerBatch, hp: LearnerConf
     if hp.kl_reward:  # KL as a per-token reward penalty
         token_rewards = kl_penalty_rewards(old_lp, ref_lp, batch.loss_mask, step.kl_coef,
                                            step.loss.kl_estimator)
-    adv, ret = compute_advantages(batch, hp.advantage,
-                                  values=values if step.use_critic else None,
-                                  token_rewards=token_rewards, cut_values=cut)
+    adv, ret = compute_advantages_by_agent(
+        batch, hp.advantage, hp.agent_advantages,
+        batch.row_agent if hp.agent_advantages else None,
+        values=values if step.use_critic else None, token_rewards=token_rewards,
+        cut_values=cut)
     # Behaviour log-probs: the sampler's on the tokens it sampled; elsewhere (observation
     # tokens of rl.train_on_observations) the old ones, a ratio of 1.
     behaviour = jnp.where(batch.sampled_mask, batch.sample_logprobs, old_lp)

@@ -46,6 +46,7 @@ from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
 from agentic_rl.train.config import (
     ConfigError,
+    agent_estimators,
     agent_names,
     critic_chain,
     num_adapters,
@@ -173,6 +174,7 @@ class Trainer:
             need_ref=self.need_ref, kl_reward=c.kl_coef > 0 and c.kl_mode == "reward",
             score_chunk=cfg.train.score_batch_size or self.rows,
             reuse_sample_logprobs=bool(cfg.train.reuse_sample_logprobs),
+            agent_advantages=self._agent_advantages(),
             algo="dpo" if c.algo == "dpo" else "pg",
             dpo=DPOConfig(beta=c.dpo.beta, label_smoothing=c.dpo.label_smoothing),
             dpo_min_margin=c.dpo.min_margin)
@@ -233,6 +235,19 @@ class Trainer:
         if names:
             with cfg.unlocked():
                 cfg.agent.names = ",".join(names)
+
+    def _agent_advantages(self):
+        """rl.advantage.per_agent as (agent id, AdvantageConfig) pairs (ids: agent.names)."""
+        chosen = agent_estimators(self.cfg)
+        if not chosen:
+            return ()
+        names = agent_names(self.cfg)
+        unknown = sorted(set(chosen) - set(names))
+        if unknown:
+            raise ConfigError(f"rl.advantage.per_agent names {unknown}, not agents of this "
+                              f"program ({', '.join(names) or 'agent.names is empty'})")
+        base = builders.advantage_config(self.cfg, self.suite.gamma)
+        return tuple((names.index(n), base.replace(estimator=est)) for n, est in chosen.items())
 
     def set_max_steps(self, max_steps: int) -> None:
         """Changes the run's horizon, and the learning-rate schedule with it (a linear or
@@ -374,7 +389,8 @@ class Trainer:
         episodes = share_prefix(episodes, prefix_len)
         batch = LearnerBatch.from_episodes(
             episodes, train_on_observations=bool(self.cfg.rl.train_on_observations),
-            num_adapters=self.num_adapters)
+            num_adapters=self.num_adapters,
+            row_agents=bool(self.learner_config.agent_advantages))
         hp = self.learner_config
         hp = hp.replace(step=hp.step.replace(prefix_len=prefix_len),
                         with_cut_values=needs_cut_column(batch, hp))

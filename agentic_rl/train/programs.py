@@ -84,7 +84,9 @@ class ProgramRollouts:
                           num_turns=r.max_turns, length_bucket=r.length_bucket,
                           collate_batch=collate_batch, on_live=self._set_live,
                           max_rows_per_episode=int(self.cfg.agent.rows_per_episode),
-                          train_agents=self.cfg.agent.train_agents or None)
+                          train_agents=self.cfg.agent.train_agents or None,
+                          team_reward_weight=float(self.cfg.agent.team_reward_weight),
+                          posted_reward_weight=float(self.cfg.agent.posted_reward_weight))
         for key in ("prefix_breaks", "malformed_tool_calls", "context_overflows",
                     "max_turns_refusals", "ignored_sampling_params", "bad_requests"):
             result.metrics[f"gateway/{key}"] = self.service.metrics[key] - before.get(key, 0)

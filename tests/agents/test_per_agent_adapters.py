@@ -39,23 +39,27 @@ def adapter_slices(trainer, k: int, n: int = 2) -> list[np.ndarray]:
     return out
 
 
-def make(tmp_path, **kw):
+def make(tmp_path, overrides=(), **kw):
     return AgentTrainer(
         SYSTEM, method="rlvr", policy="tiny", tasks=TASKS, adapters="per_agent",
         workdir=tmp_path, tasks_per_step=2, group_size=4, max_new_tokens=8, max_turns=3,
         chat_format="chatml", lora_rank=4, learning_rate=1e-2,
         overrides={"rollout.max_episode_tokens": 640, "rollout.length_bucket": 640,
                    "eval.every": 0, "log.progress": False, "train.num_minibatches": 1,
-                   "checkpoint.export_final": False}, **kw)
+                   "checkpoint.export_final": False, **dict(overrides)}, **kw)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("train_agents", [["writer"], None])
 def test_per_agent_adapters_train_only_their_agents(compile_cache, tmp_path, train_agents):
-    trainer = make(tmp_path / "run", train_agents=train_agents)
+    # training both: the checker's advantages by RLOO, the writer's by GRPO
+    per_agent = {} if train_agents else {"rl.advantage.per_agent": "checker:rloo"}
+    trainer = make(tmp_path / "run", per_agent, train_agents=train_agents)
     try:
         built = trainer._build()
         assert trainer.cfg.agent.names == "writer,checker"
+        estimators = [(i, c.estimator) for i, c in built.learner_config.agent_advantages]
+        assert estimators == ([] if train_agents else [(1, "rloo")])
         assert built.policy.model.lm.num_adapters == 2
         before = {k: adapter_slices(built, k) for k in (0, 1)}
         history = trainer.run(steps=2)
@@ -98,6 +102,17 @@ def test_a_per_agent_service_refuses_an_unnamed_agent():
     finally:
         service.engine.close()
     assert ServiceConfig().adapter_per_agent is False  # the default: one shared adapter
+
+
+def test_per_agent_estimators_name_known_agents(tmp_path):
+    from agentic_rl.train.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"names \['critic'\], not agents"):
+        make(tmp_path, {"rl.advantage.per_agent": "critic:rloo"})._build()
+    with pytest.raises(ConfigError, match="'agent:estimator' pairs"):
+        make(tmp_path, {"rl.advantage.per_agent": "writer"})._build()
+    with pytest.raises(ConfigError, match="is not valid"):
+        make(tmp_path, {"rl.advantage.per_agent": "writer:nope"})._build()
 
 
 def test_method_and_system_arguments(tmp_path):

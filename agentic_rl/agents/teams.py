@@ -1,0 +1,112 @@
+"""Ready-made multi-agent systems over the project's environments' tasks.
+
+`SqlTeam` (registered as the agent program "sql_team"), over `text2sql` tasks: a writer
+drafts the SQL for a question (it sees the database's schema), a checker runs the draft
+with the read-only `run_sql` tool and replies ACCEPT or a critique, the writer revises;
+at most `rounds` revisions. The team reward is execution match of the last draft (the
+text2sql environment's scorer); the checker also earns `checker_weight` per verdict that
+is right (ACCEPT on a correct draft, a critique on a wrong one), so it can be trained to
+catch wrong queries. It is the shape of Agent-Lightning's Spider agent, as an ordinary
+`AgentSystem` (its two agents can share one LoRA adapter or have one each).
+
+    python -m agentic_rl.train --config experiments/sql_team.py --workdir runs/sql_team
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult
+from agentic_rl.agents.system import Agent, AgentSystem, critique_loop
+from agentic_rl.envs.base import Task
+from agentic_rl.envs.sql_env import (
+    ReadOnlyDatabase,
+    SqlError,
+    SqlLimits,
+    extract_sql,
+    score_sql,
+    sql_tools,
+)
+
+WRITER = ("You write SQLite queries. Reply with one query that answers the question inside "
+          "<answer></answer> tags, for example <answer>SELECT name FROM t</answer>. When a "
+          "reviewer finds a problem, reply with the corrected query the same way.")
+CHECKER = ("You review SQLite queries. Run the proposed query with the run_sql tool, then "
+           "reply ACCEPT if its result answers the question, or say what is wrong.")
+_BARE_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
+
+
+def draft_sql(text: str) -> str | None:
+    """The query in a writer's reply: the last <answer> block or ```sql fence, else the
+    whole reply when it is a bare SELECT / WITH statement."""
+    found = extract_sql(text)
+    if found is None and _BARE_SQL.match(text or ""):
+        found = text.strip().rstrip(";").strip()
+    return found
+
+
+class SqlTeam:
+    """A writer and a checker on a text2sql task (see the module docstring). A task's
+    `data` holds `db_path` and `gold_sql`, as the text2sql environment's tasks do."""
+
+    names = ("writer", "checker")
+
+    def __init__(self, *, rounds: int = 1, checker_weight: float = 0.5,
+                 limits: SqlLimits | None = None, show_schema: bool = True,
+                 max_tool_rounds: int = 2):
+        if rounds < 0 or checker_weight < 0:
+            raise ValueError(f"rounds and checker_weight must be >= 0, got {rounds}, "
+                             f"{checker_weight}")
+        self.rounds, self.checker_weight = rounds, checker_weight
+        self.limits = limits or SqlLimits()
+        self.show_schema, self.max_tool_rounds = show_schema, max_tool_rounds
+
+    def _correct(self, db: ReadOnlyDatabase, task: Task, text: str) -> bool:
+        return score_sql(db, draft_sql(text), task.data["gold_sql"]).correct
+
+    def __call__(self, task: Task, llm: AgentLLM) -> AgentResult:
+        for key in ("db_path", "gold_sql"):
+            if key not in task.data:
+                raise ValueError(f"task {task.id!r}: sql_team tasks need data[{key!r}] "
+                                 "(the text2sql environment's tasks have them)")
+        db = ReadOnlyDatabase(task.data["db_path"], self.limits)
+        try:
+            return self._run(db, task, llm)
+        finally:
+            db.close()
+
+    def _run(self, db: ReadOnlyDatabase, task: Task, llm: AgentLLM) -> AgentResult:
+        writer = WRITER
+        if self.show_schema:
+            try:
+                schema = "\n".join(db.table_schema(t) for t in db.tables())
+            except SqlError as e:  # an unreadable schema: the writer goes without it
+                schema = f"(schema unavailable: {e})"
+            writer = f"{WRITER}\n\nThe database:\n{schema}"
+        run_sql = next(t for t in sql_tools(lambda: db, self.limits) if t.name == "run_sql")
+        checks: list[dict[str, Any]] = []
+
+        def verdict_reward(task: Task, proposal: str, verdict: str) -> float:
+            right = self._correct(db, task, proposal)
+            accepted = "ACCEPT" in verdict
+            checks.append({"draft_correct": right, "accepted": accepted})
+            return self.checker_weight * float(accepted == right)
+
+        system = AgentSystem(
+            [Agent("writer", writer), Agent("checker", CHECKER, tools=(run_sql,),
+                                           max_tool_rounds=self.max_tool_rounds)],
+            critique_loop("writer", "checker", rounds=self.rounds,
+                          reward=lambda task, answer: float(self._correct(db, task, answer)),
+                          critic_reward=verdict_reward if self.rounds else None))
+        result = system(task, llm)
+        result.success = bool(result.reward)
+        result.info.update({"predicted_sql": draft_sql(result.answer or ""),
+                            "gold_sql": task.data["gold_sql"], "checks": checks})
+        return result
+
+
+@AGENTS.register("sql_team")
+def _sql_team(**_) -> SqlTeam:
+    """The writer + checker team on text2sql tasks (`agent.program=sql_team`)."""
+    return SqlTeam()
