@@ -151,7 +151,7 @@ def _random_grads(params, n, seed=0, critic_scale=1.0):
     for i in range(n):
         keys = iter(jax.random.split(jax.random.PRNGKey(seed + i), len(jax.tree.leaves(params))))
         out.append(jax.tree.map(
-            lambda p, lab: jax.random.normal(next(keys), p.shape)
+            lambda p, lab, keys=keys: jax.random.normal(next(keys), p.shape)
             * (critic_scale if lab == "critic" else 1.0), params, labels))
     return out
 
@@ -192,7 +192,7 @@ def test_critic_gradients_do_not_set_the_policy_clipping_factor():
     gradients' norm, which changes from step to step and so re-weights the policy's steps
     in Adam's moments; in its own chain the policy update is what its gradients alone give."""
     params = nnx.state(policy_with_critic(), nnx.Param)
-    grads = [jax.tree.map(lambda g, lab: g * (scale if lab == "critic" else 1.0), g,
+    grads = [jax.tree.map(lambda g, lab, scale=scale: g * (scale if lab == "critic" else 1.0), g,
                           critic_labels(g))
              for g, scale in zip(_random_grads(params, 3), (1e4, 1e1, 1e3), strict=True)]
     o = Optim(max_grad_norm=1.0)
