@@ -63,13 +63,17 @@ def _check(args) -> str | None:
 
 
 def load(args):
-    """(transformer, tokenizer, chat format name, label) for the arguments."""
+    """(transformer, tokenizer, chat format name, label, agents) for the arguments; agents:
+    the names of a run trained with one LoRA adapter per agent (agent i uses adapter i;
+    clients name the agent in the `model` field or the /agents/{name} route), else ()."""
     if args.workdir:
         from agentic_rl.train.checkpoint import load_trained_policy
+        from agentic_rl.train.config import agent_names
 
         built, run_cfg, step = load_trained_policy(args.workdir, args.checkpoint)
+        agents = agent_names(run_cfg) if run_cfg.model.lora_adapters == "per_agent" else ()
         return built.model.lm, built.tokenizer, run_cfg.model.chat_format, \
-            f"{args.workdir}@{step}"
+            f"{args.workdir}@{step}", agents
     name = args.model or "smollm2-135m-instruct"
     if name == "tiny":
         from flax import nnx
@@ -80,11 +84,11 @@ def load(args):
         from agentic_rl.train.config import default_config
 
         model = Transformer(tiny_model_config(default_config()), rngs=nnx.Rngs(args.seed))
-        return model, CharTokenizer(), "chatml", "tiny"
+        return model, CharTokenizer(), "chatml", "tiny", ()
     from agentic_rl.models.loading import load_policy
 
     policy = load_policy(name)
-    return policy.model.lm, policy.tokenizer, "smollm2", name
+    return policy.model.lm, policy.tokenizer, "smollm2", name, ()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compile_cache.enable()
     try:
-        model, tokenizer, chat_format, label = load(args)
+        model, tokenizer, chat_format, label, agents = load(args)
         fmt = make_chat_format(args.chat_format or chat_format, tokenizer)
     except (ModelNotFoundError, CheckpointError, UnsupportedModelError,
             CheckpointNotFoundError, ValueError) as e:
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     service = ChatService(engine, fmt, ServiceConfig(
         model_name=args.name or label, sampling=SamplingParams(temperature=args.temperature),
         max_new_tokens=args.max_new_tokens, max_context_tokens=args.max_context,
-        max_open_chains=4 * args.max_rows))
+        max_open_chains=4 * args.max_rows, agents=tuple(agents),
+        adapter_per_agent=bool(agents)))
     try:
         gateway = Gateway(service, host=args.host, port=args.port).start()
     except OSError as e:
@@ -126,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if agents:
+        print(f"agents (one LoRA adapter each; name one in the model field or the "
+              f"/agents/NAME route): {', '.join(agents)}", flush=True)
     print(f"serving {label} on {gateway.url}/v1", flush=True)
     stop.wait()
     gateway.stop()

@@ -108,7 +108,7 @@ def in_process_service(args):
     from agentic_rl.serve import load
 
     ns = argparse.Namespace(model=args.model, workdir=None, checkpoint="latest", seed=0)
-    model, tok, fmt_name, _ = load(ns)
+    model, tok, fmt_name, _, _ = load(ns)
     sampler = SamplerPolicy(model, tok, max_rows=args.clients, capacity=1024)
     engine = BatchingEngine(sampler, window_s=args.window_ms / 1000)
     return ChatService(engine, make_chat_format(fmt_name, tok), ServiceConfig(
