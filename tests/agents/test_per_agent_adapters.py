@@ -81,6 +81,14 @@ def test_per_agent_adapters_train_only_their_agents(compile_cache, tmp_path, tra
             out = built.export(tmp_path / "export")
             assert (out / "writer" / "config.json").is_file()
             assert (out / "checker" / "config.json").is_file()
+            # served from its checkpoint: both adapters, each agent named
+            import argparse
+
+            from agentic_rl.serve import load
+
+            lm, _, _, _, agents = load(argparse.Namespace(workdir=str(tmp_path / "run"),
+                                                          checkpoint="latest"))
+            assert agents == ("writer", "checker") and lm.num_adapters == 2
     finally:
         trainer.trainer.close()
 
