@@ -34,6 +34,22 @@ WRITER = ("You write SQLite queries. Reply with one query that answers the quest
           "reviewer finds a problem, reply with the corrected query the same way.")
 CHECKER = ("You review SQLite queries. Run the proposed query with the run_sql tool, then "
            "reply ACCEPT if its result answers the question, or say what is wrong.")
+# Worked examples for small models (SmolLM2-135M answers in prose without them), on a
+# schema unlike the generated databases', so they show the format, not the answers.
+WRITER_EXAMPLES = (
+    "Example 1.\nThe database:\nCREATE TABLE pets (id INTEGER PRIMARY KEY, name TEXT, "
+    "species TEXT, age INTEGER)\nQuestion: How many pets are cats?\nReply: "
+    "<answer>SELECT COUNT(*) FROM pets WHERE species = 'cat'</answer>\n\n"
+    "Example 2.\nThe database:\nCREATE TABLE owners (id INTEGER PRIMARY KEY, name TEXT)\n"
+    "CREATE TABLE pets (id INTEGER PRIMARY KEY, name TEXT, owner_id INTEGER)\nQuestion: "
+    "For each owner, how many pets do they have?\nReply: <answer>SELECT o.name, COUNT(*) "
+    "FROM owners o JOIN pets p ON p.owner_id = o.id GROUP BY o.name</answer>"
+)
+CHECKER_EXAMPLE = (
+    "Example: first reply\n<tool_call>\n{\"name\": \"run_sql\", \"arguments\": "
+    "{\"query\": \"SELECT COUNT(*) FROM pets WHERE species = 'cat'\"}}\n</tool_call>\n"
+    "then, after seeing the result, reply ACCEPT or what is wrong."
+)
 _BARE_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 
@@ -54,13 +70,14 @@ class SqlTeam:
 
     def __init__(self, *, rounds: int = 1, checker_weight: float = 0.5,
                  limits: SqlLimits | None = None, show_schema: bool = True,
-                 max_tool_rounds: int = 2):
+                 max_tool_rounds: int = 2, examples: bool = True):
         if rounds < 0 or checker_weight < 0:
             raise ValueError(f"rounds and checker_weight must be >= 0, got {rounds}, "
                              f"{checker_weight}")
         self.rounds, self.checker_weight = rounds, checker_weight
         self.limits = limits or SqlLimits()
         self.show_schema, self.max_tool_rounds = show_schema, max_tool_rounds
+        self.examples = examples
 
     def _correct(self, db: ReadOnlyDatabase, task: Task, text: str) -> bool:
         return score_sql(db, draft_sql(text), task.data["gold_sql"]).correct
@@ -77,13 +94,14 @@ class SqlTeam:
             db.close()
 
     def _run(self, db: ReadOnlyDatabase, task: Task, llm: AgentLLM) -> AgentResult:
-        writer = WRITER
+        writer = f"{WRITER}\n\n{WRITER_EXAMPLES}" if self.examples else WRITER
+        checker = f"{CHECKER}\n\n{CHECKER_EXAMPLE}" if self.examples else CHECKER
         if self.show_schema:
             try:
                 schema = "\n".join(db.table_schema(t) for t in db.tables())
             except SqlError as e:  # an unreadable schema: the writer goes without it
                 schema = f"(schema unavailable: {e})"
-            writer = f"{WRITER}\n\nThe database:\n{schema}"
+            writer = f"{writer}\n\nNow the real task.\nThe database:\n{schema}"
         run_sql = next(t for t in sql_tools(lambda: db, self.limits) if t.name == "run_sql")
         checks: list[dict[str, Any]] = []
 
@@ -94,7 +112,7 @@ class SqlTeam:
             return self.checker_weight * float(accepted == right)
 
         system = AgentSystem(
-            [Agent("writer", writer), Agent("checker", CHECKER, tools=(run_sql,),
+            [Agent("writer", writer), Agent("checker", checker, tools=(run_sql,),
                                            max_tool_rounds=self.max_tool_rounds)],
             critique_loop("writer", "checker", rounds=self.rounds,
                           reward=lambda task, answer: float(self._correct(db, task, answer)),
