@@ -19,9 +19,16 @@ Variants:
   shared   one adapter shared by both agents, both trained
   smoke    `both` for 2 steps of 2 tasks, 4 evaluation episodes (a CPU check)
 
-Expected result: not measured yet (a CPU run of `both` is about the budget of the
-calculator gateway run, 30-60 min; its numbers belong in docs/results.md with this
-command once measured).
+Expected result: no learning result yet. Measured so far, `:smoke` on the 2-core CPU
+(2026-12-02, before the prompts had worked examples): 21 min wall for 2 steps of 16
+episodes (32 rows) and a 4-episode evaluation; a step took 498-550 s (rollout 289 s: four
+sequential calls per episode, up to 96 tokens each; update 207 s); success 0/16 and 0/4:
+the untrained writer answered in prose ("The maximum price ... is 2001."), never in
+<answer>SQL</answer>, so every group's reward was equal and GRPO had no gradient
+(train/zero_grad 1). The writer's and checker's prompts now carry worked examples
+(SqlTeam(examples=True)); whether that lifts the untrained success above 0 is the next
+measurement, then the `both` / `writer` / `shared` runs (about 8 min a step: 8 steps is
+about 70 min).
 """
 
 from agentic_rl.train.config import default_config
