@@ -293,14 +293,17 @@ def test_queued_steps_do_not_time_out(char_tokenizer):
 
 def test_environments_are_closed(char_tokenizer):
     fmt = make_chat_format("chatml", char_tokenizer)
+    # ids of this test's own: environments of earlier tests (a hung one released late)
+    # may still close while this runs, and ToyEnv.closed is shared
     ToyEnv.closed.clear()
-    tasks = [toy_task(0), toy_task(1, fail="step")]
+    tasks = [toy_task(900), toy_task(901, fail="step")]
     policy = ScriptedPolicy(char_tokenizer, lambda req, hist: "a")
     run_episodes(policy, fmt, ToyEnv, tasks, config=RolloutConfig(max_error_fraction=0.5))
+    mine = lambda: sorted(c for c in ToyEnv.closed if c in ("toy-900", "toy-901"))
     deadline = time.monotonic() + 2
-    while len(ToyEnv.closed) < 2 and time.monotonic() < deadline:
+    while len(mine()) < 2 and time.monotonic() < deadline:
         time.sleep(0.01)  # closing is asynchronous, off the rollout's critical path
-    assert sorted(ToyEnv.closed) == ["toy-0", "toy-1"]
+    assert mine() == ["toy-900", "toy-901"]
 
 
 def test_a_hung_environment_does_not_keep_the_process_alive():
