@@ -221,10 +221,12 @@ class Trainer:
     # ------------------------------------------------------------------ setup
 
     def _name_agents(self, agent) -> None:
-        """Per-agent adapters need the agents' names up front (adapter i = agent i): from
-        agent.names, else from the program when it is an AgentSystem."""
+        """Per-agent adapters and estimators need the agents' names (hence ids) up front
+        (adapter i = agent i): from agent.names, else from the program when it is an
+        AgentSystem."""
         cfg = self.cfg
-        if cfg.model.lora_adapters != "per_agent" or cfg.agent.names:
+        if cfg.agent.names or (cfg.model.lora_adapters != "per_agent"
+                               and not agent_estimators(cfg)):
             return
         if agent is None and cfg.agent.program:
             from agentic_rl.agents import load_agent
