@@ -54,11 +54,15 @@ _BARE_SQL = re.compile(r"^\s*(SELECT|WITH)\b", re.IGNORECASE)
 
 
 def draft_sql(text: str) -> str | None:
-    """The query in a writer's reply: the last <answer> block or ```sql fence, else the
-    whole reply when it is a bare SELECT / WITH statement."""
+    """The query in a writer's reply: the last <answer> block or ```sql fence; else a
+    SELECT / WITH statement after an <answer> tag left unclosed (small models end their
+    turn right after the query), or the whole reply when it is a bare statement."""
+    text = text or ""
     found = extract_sql(text)
-    if found is None and _BARE_SQL.match(text or ""):
-        found = text.strip().rstrip(";").strip()
+    if found is None:
+        tail = text.rsplit("<answer>", 1)[-1]
+        if _BARE_SQL.match(tail):
+            found = tail.strip().rstrip(";").strip() or None
     return found
 
 

@@ -85,5 +85,7 @@ def test_registered_and_checked():
     assert draft_sql("select a from t;") == "select a from t"
     assert draft_sql("<answer>SELECT 2</answer> then") == "SELECT 2"
     assert draft_sql("I do not know") is None
+    assert draft_sql("The answer is:\n<answer>SELECT COUNT(*) FROM t;") == "SELECT COUNT(*) FROM t"
+    assert draft_sql("<answer>maybe") is None
     with pytest.raises(ValueError, match="need data"):
         SqlTeam()(Task("x", "q"), None)
