@@ -26,9 +26,15 @@ sequential calls per episode, up to 96 tokens each; update 207 s); success 0/16 
 the untrained writer answered in prose ("The maximum price ... is 2001."), never in
 <answer>SQL</answer>, so every group's reward was equal and GRPO had no gradient
 (train/zero_grad 1). The writer's and checker's prompts now carry worked examples
-(SqlTeam(examples=True)); whether that lifts the untrained success above 0 is the next
-measurement, then the `both` / `writer` / `shared` runs (about 8 min a step: 8 steps is
-about 70 min).
+(SqlTeam(examples=True)) and a query after an unclosed <answer> tag counts. Greedy
+evaluation of the untrained system with them, 16 held-out episodes (Trainer(cfg).evaluate()
+with eval.num_episodes=16): success 0/16 again (658 s and 748 s wall, two runs); some
+drafts are SQL now ("<answer>SELECT COUNT(*) FROM employees WHERE salary > 67776;") but
+none matched, the revisions fall back to prose, and the checker never called run_sql.
+With no success to compare, GRPO has no signal here: the next step is to make the task
+reachable for a 135M model (demonstrations as chat turns, as the calculator needed; one-
+table questions first; or a short supervised warm-up), then the `both` / `writer` /
+`shared` runs (about 8 min a step: 8 steps is about 70 min).
 """
 
 from agentic_rl.train.config import default_config
