@@ -148,11 +148,7 @@ class Trainer:
         c = cfg.rl
         self.critic = uses_critic(cfg)
         self.need_ref = uses_reference(cfg)
-        self.schedule = make_schedule(cfg.optim, builders.total_updates(cfg))
-        self.critic_schedule = (
-            make_schedule(cfg.optim, builders.total_updates(cfg),
-                          cfg.optim.critic_learning_rate or cfg.optim.learning_rate)
-            if critic_chain(cfg) else None)
+        self._set_schedules()
         state = init_train_state(self.policy.model, builders.optimizer(cfg), seed=cfg.seed,
                                  need_ref_copy=self.need_ref)
         self.lora = has_lora(state.params)
@@ -220,6 +216,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ setup
 
+    def _set_schedules(self) -> None:
+        """The policy's learning-rate schedule over the run's horizon, and the critic's
+        when it has a chain of its own (else None), for logging."""
+        o, total = self.cfg.optim, builders.total_updates(self.cfg)
+        self.schedule = make_schedule(o, total)
+        self.critic_schedule = (make_schedule(o, total, o.critic_learning_rate or o.learning_rate)
+                                if critic_chain(self.cfg) else None)
+
     def _name_agents(self, agent) -> None:
         """Per-agent adapters and estimators need the agents' names (hence ids) up front
         (adapter i = agent i): from agent.names, else from the program when it is an
@@ -261,11 +265,7 @@ class Trainer:
             return
         with self.cfg.unlocked():
             self.cfg.train.max_steps = int(max_steps)
-        self.schedule = make_schedule(self.cfg.optim, builders.total_updates(self.cfg))
-        if self.critic_schedule is not None:
-            self.critic_schedule = make_schedule(
-                self.cfg.optim, builders.total_updates(self.cfg),
-                self.cfg.optim.critic_learning_rate or self.cfg.optim.learning_rate)
+        self._set_schedules()
         self.state = self.state.replace(tx=builders.optimizer(self.cfg))
         # the optimizer is static in the state's tree: new shardings, a new compiled step
         self.shardings = tree_shardings(self.state, self.mesh, self.cfg.train.fsdp)

@@ -41,15 +41,19 @@ def scripted(tasks):
     return script
 
 
-def test_the_team_writes_checks_and_revises(tasks):
+def run_team(tasks, **kw):
     fmt = make_chat_format("chatml", CharTokenizer())
     service = make_service(ScriptedPolicy(fmt.tok, scripted(tasks)), fmt,
                            max_new_tokens=400, max_context_tokens=20000,
                            agents=SqlTeam.names)
     try:
-        result = run_agents(SqlTeam(), tasks, service)
+        return run_agents(SqlTeam(), tasks, service, **kw), fmt
     finally:
         service.engine.close()
+
+
+def test_the_team_writes_checks_and_revises(tasks):
+    result, fmt = run_team(tasks)
     assert not result.errors, result.errors
     meta = result.batch.metadata
     assert [m["agent"] for m in meta] == ["writer", "checker"] * len(tasks)
@@ -67,15 +71,7 @@ def test_the_team_writes_checks_and_revises(tasks):
 
 
 def test_team_and_posted_rewards_are_weighted(tasks):
-    fmt = make_chat_format("chatml", CharTokenizer())
-    service = make_service(ScriptedPolicy(fmt.tok, scripted(tasks)), fmt,
-                           max_new_tokens=400, max_context_tokens=20000,
-                           agents=SqlTeam.names)
-    try:
-        result = run_agents(SqlTeam(), tasks, service, team_reward_weight=0.5,
-                            posted_reward_weight=2.0)
-    finally:
-        service.engine.close()
+    result, _ = run_team(tasks, team_reward_weight=0.5, posted_reward_weight=2.0)
     assert result.metrics["agent/writer/return"] == 0.5  # 0.5 x team 1
     assert result.metrics["agent/checker/return"] == 1.5  # 0.5 x 1 + 2 x its own 0.5
 
