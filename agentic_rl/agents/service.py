@@ -98,6 +98,7 @@ class Chain:
     agent_id: int
     tools: str  # canonical JSON of the request tools
     messages: list[Message] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # per message: prompt|policy|environment
     record: EpisodeRecord = field(default_factory=EpisodeRecord)
     sent: int = 0  # tokens the sampler has seen or produced
     turn: int = 0
@@ -234,6 +235,7 @@ class ChatService:
         return {
             "episode_id": c.id, "rollout_id": scope.id, "agent": c.agent, "kind": c.kind,
             "group_id": scope.group_id, "messages": chat_messages(c.messages),
+            "origins": list(c.origins),
             "num_turns": c.turn, "num_tokens": len(rec),
             "num_sampled_tokens": sum(rec.loss_mask), "return": float(sum(rec.turn_rewards)),
             "termination": "truncated" if c.truncated else "done", "truncated": c.truncated,
@@ -373,7 +375,7 @@ class ChatService:
 
     def _fork(self, scope: Scope, chain: Chain) -> Chain:
         fork = self._new_chain(scope, chain.agent, chain.tools)
-        fork.messages = list(chain.messages)
+        fork.messages, fork.origins = list(chain.messages), list(chain.origins)
         r = chain.record
         fork.record = EpisodeRecord(list(r.tokens), list(r.loss_mask), list(r.logprobs),
                                     list(r.turn_index), list(r.agent_id), list(r.turn_ends))
@@ -404,6 +406,10 @@ class ChatService:
         chain.sent = len(rec)
         if ids[-1] != self.fmt.end_of_turn_id:
             rec.append([self.fmt.end_of_turn_id], sampled=False, turn=k, agent=chain.agent_id)
+        # the first call's messages are the prompt; later ones are what the program added
+        # after our completions (tool results, user turns): the environment
+        chain.origins.extend(["environment" if chain.messages else "prompt"] * len(new))
+        chain.origins.append("policy")
         chain.messages.extend(new)
         chain.messages.append(message)
         chain.turn += 1

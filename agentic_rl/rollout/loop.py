@@ -118,6 +118,7 @@ class _Episode:
     env: Env | None = None
     record: EpisodeRecord = field(default_factory=EpisodeRecord)
     messages: list[Message] = field(default_factory=list)
+    origins: list[str] = field(default_factory=list)  # per message: prompt|policy|environment
     sent: int = 0  # tokens the policy has seen or produced (the cache prefix)
     turn: int = 0
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
@@ -316,6 +317,7 @@ class _Runner:
         action = parse_action(text, ep.env.tools, cfg.parser, id_prefix=f"call_{k}")
         self._count_tool_use(ep, action)
         ep.messages.append(_assistant_message(action))
+        ep.origins.append("policy")
         ep.finish_reasons.append(gen.finish_reason)
         env = ep.env
         self._submit(ep, "step", lambda: env.step(action))
@@ -368,6 +370,7 @@ class _Runner:
 
     def _start(self, ep: _Episode, env: Env, messages: list[Message]) -> None:
         ep.env, ep.messages = env, messages
+        ep.origins = ["prompt"] * len(messages)
         prompt = self.fmt.encode_prompt(messages)
         if len(prompt) + 2 > self.cfg.max_episode_tokens:
             raise ValueError(
@@ -380,6 +383,7 @@ class _Runner:
     def _advance(self, ep: _Episode, result: StepResult) -> None:
         ep.record.turn_rewards.append(float(result.reward))
         ep.messages.extend(result.observation)
+        ep.origins.extend(["environment"] * len(result.observation))
         ep.infos.append(dict(result.info))
         ep.turn += 1
         if result.done:
@@ -413,6 +417,7 @@ class _Runner:
             "sample_index": ep.sample_index,
             "seed": ep.seed,
             "messages": ep.messages,
+            "origins": ep.origins,
             "num_turns": len(rec.turn_ends),
             "num_tokens": len(rec),
             "num_sampled_tokens": sum(rec.loss_mask),

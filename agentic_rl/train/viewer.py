@@ -30,10 +30,45 @@ def turn_advantages(advantages: np.ndarray, turn_index: np.ndarray,
     return out
 
 
+ORIGINS = ("prompt", "policy", "environment")
+
+
+def infer_origins(messages: Sequence[Mapping[str, Any]], num_turns: int) -> list[str]:
+    """Origins for metadata written before rollouts recorded them: the last `num_turns`
+    assistant messages are the policy's turns; what precedes the first is the prompt
+    (system, demonstrations, task), what follows it the environment's observations."""
+    policy = [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+    policy = set(policy[len(policy) - min(num_turns, len(policy)):])
+    first = min(policy, default=len(messages))
+    return ["policy" if i in policy else "prompt" if i < first else "environment"
+            for i in range(len(messages))]
+
+
+def _annotated_messages(meta: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The episode's messages, each with its `origin` and `turn`: the policy's k-th turn
+    has turn k, the environment's messages after it turn k too, prompt messages None."""
+    messages = list(meta.get("messages", []))
+    origins = meta.get("origins")
+    if origins is None or len(origins) != len(messages):
+        origins = infer_origins(messages, int(meta.get("num_turns", 0)))
+    out, turn = [], -1
+    for m, origin in zip(messages, origins):
+        if origin not in ORIGINS:
+            raise ValueError(f"message origin must be one of {ORIGINS}, got {origin!r}")
+        turn += origin == "policy"
+        out.append({**m, "origin": origin, "turn": None if origin == "prompt" else turn})
+    return out
+
+
 def trajectory_record(meta: Mapping[str, Any], *, step: int, kind: str,
                       turn_rewards: Sequence[float] | None = None,
                       advantages: Sequence[float] | None = None) -> dict[str, Any]:
-    """A JSON-safe record of one episode from its rollout metadata."""
+    """A JSON-safe record of one episode from its rollout metadata.
+
+    Every message carries `origin` (prompt / policy / environment) and `turn`, so a
+    reader tells worked examples in the prompt from what the policy sampled; the
+    per-turn lists (`turn_rewards`, `turn_advantages`, the `turn` of each tool call) are
+    indexed by the policy's turns only."""
     n = int(meta.get("num_turns", 0))
     rewards = list(turn_rewards[:n]) if turn_rewards is not None else [
         None] * n
@@ -45,7 +80,8 @@ def trajectory_record(meta: Mapping[str, Any], *, step: int, kind: str,
         "return": meta.get("return"),
         "success": meta.get("success"),
         "termination": meta.get("termination"),
-        "messages": list(meta.get("messages", [])),
+        "num_turns": n,
+        "messages": _annotated_messages(meta),
         "tool_calls": list(meta.get("tool_calls", [])),
         "tool_errors": list(meta.get("tool_errors", [])),
         "turn_rewards": [None if r is None else float(r) for r in rewards],
@@ -75,6 +111,12 @@ font-family:ui-monospace,monospace;font-size:13px}
 .said{border-left:6px solid;margin:.3em 0;padding:.2em .6em;white-space:pre-wrap;
 font-family:ui-monospace,monospace;font-size:13px;background:#fafafa}
 .handoff{color:#555;font-size:12px;margin:.2em 0 .2em 1em}
+details.prompt{border:1px dashed #bbb;border-radius:6px;padding:.2em .6em;margin:.4em 0;
+background:#f3f3f3}details.prompt summary{cursor:pointer;color:#555;font-size:13px}
+details.prompt .msg{opacity:.75}.policy{box-shadow:inset 0 0 0 1px #10b98155}
+.environment .turn{color:#92400e}#toolbar{position:sticky;top:0;background:#f6f6f6;
+padding:.4em 0;font-size:14px}#toolbar a{margin:0 .2em}#toolbar a.on{font-weight:700}
+.summary{color:#555;font-size:12px}
 """
 
 # one colour per agent: the page's agents in order of appearance get these in turn
@@ -119,59 +161,140 @@ def _esc(x: Any) -> str:
     return html.escape(str(x))
 
 
+def _prompt_summary(prompt: Sequence[Mapping[str, Any]]) -> str:
+    """'prompt · 8 messages: system, 3 worked examples, task' for the collapsed prompt."""
+    roles = [m.get("role") for m in prompt]
+    parts = ["system"] * (roles.count("system") > 0)
+    users = [i for i, r in enumerate(roles) if r == "user"]
+    task_last = bool(users) and users[-1] == len(roles) - 1
+    examples = len(users) - task_last if "assistant" in roles else 0
+    if examples:
+        parts.append(f"{examples} worked example{'s' * (examples != 1)}")
+    if task_last:
+        parts.append("task")
+    n = len(prompt)
+    return f"prompt &middot; {n} message{'s' * (n != 1)}" + (
+        f": {', '.join(parts)}" if parts else "")
+
+
+def _message_html(m: Mapping[str, Any], badge: str = "", extra: str = "", label: str = ""
+                  ) -> str:
+    role, origin, turn = m.get("role", "?"), m.get("origin", "prompt"), m.get("turn")
+    attrs = f' data-origin="{_esc(origin)}"' + (
+        f' data-turn="{int(turn)}"' if turn is not None else "")
+    return (f'<div class="msg {_esc(role)} {_esc(origin)}"{attrs}>{badge}'
+            f'<span class="role">{_esc(label or role)}</span>\n'
+            f"{_esc(m.get('content', '') or '')}{extra}</div>")
+
+
+def _turn_extra(turn: int, calls, errors) -> str:
+    tc = [c for c in calls if c.get("turn") == turn]
+    te = [e for e in errors if e.get("turn") == turn]
+    out = ""
+    if tc:
+        out += '<div class="calls">tool calls: ' + _esc(json.dumps(
+            [{"name": c["name"], "arguments": c["arguments"]} for c in tc])) + "</div>"
+    if te:
+        out += '<div class="errors">tool errors: ' + _esc("; ".join(
+            f"{e.get('kind')}: {e.get('message', '')}" for e in te)) + "</div>"
+    return out
+
+
 def _episode_html(rec: Mapping[str, Any], colours: Mapping[str, str]) -> str:
+    """One card: head, the prompt collapsed, then each policy turn (with its reward,
+    advantage and tool calls) followed by the environment's observation of it."""
     success = rec.get("success")
     cls = "ok" if success else "bad"
     ret = rec.get("return")
     ret_s = f"{ret:.3f}" if isinstance(ret, (int, float)) else "-"
     agent = rec.get("agent")
     who = f"{_agent_badge(str(agent), colours)} " if agent and rec.get("transcript") else ""
+    messages = rec.get("messages", [])
+    if messages and "origin" not in messages[0]:  # a record of an older version
+        messages = _annotated_messages({"messages": messages,
+                                        "num_turns": rec.get("num_turns", len(
+                                            rec.get("turn_rewards") or []))})
+    n_turns = sum(m["origin"] == "policy" for m in messages)
     parts = [
-        f'<div class="ep"><div class="head">{who}[{_esc(rec.get("kind"))}] task '
+        f'<div class="ep" data-kind="{_esc(rec.get("kind"))}" '
+        f'data-success="{str(bool(success)).lower()}" data-task="{_esc(rec.get("task_id"))}">'
+        f'<div class="head">{who}[{_esc(rec.get("kind"))}] task '
         f'{_esc(rec.get("task_id"))} &middot; return {ret_s} &middot; '
         f'<span class="{cls}">success={_esc(success)}</span> &middot; '
-        f'{_esc(rec.get("termination"))}</div>'
+        f'{_esc(rec.get("termination"))} &middot; {n_turns} turn{"s" * (n_turns != 1)}</div>'
     ]
     rewards = rec.get("turn_rewards") or []
     advs = rec.get("turn_advantages")
     calls = rec.get("tool_calls") or []
     errors = rec.get("tool_errors") or []
-    turn = 0
-    for m in rec.get("messages", []):
-        role = m.get("role", "?")
-        badge = ""
-        extra = ""
-        if role == "assistant":
-            bits = []
+    prompt = [m for m in messages if m["origin"] == "prompt"]
+    if prompt:
+        body = [_message_html(m, label=m.get("role", "?") + (
+            " (worked example)" if m.get("role") in ("assistant", "tool") else ""))
+            for m in prompt]
+        parts.append(f'<details class="prompt" data-origin="prompt"><summary>'
+                     f'{_prompt_summary(prompt)}</summary>{"".join(body)}</details>')
+    for m in messages:
+        turn = m["turn"]
+        if m["origin"] == "policy":
+            bits = [f"turn {turn + 1} of {n_turns}"]
             if turn < len(rewards) and rewards[turn] is not None:
-                bits.append(f"reward {rewards[turn]:+.3f}")
+                bits.append(f'<span class="reward">reward {rewards[turn]:+.3f}</span>')
             if advs is not None and turn < len(advs):
-                bits.append(f"advantage {advs[turn]:+.3f}")
-            badge = f'<span class="turn">turn {turn}' + (
-                f" &middot; {' &middot; '.join(bits)}" if bits else "") + "</span>"
-            tc = [c for c in calls if c.get("turn") == turn]
-            te = [e for e in errors if e.get("turn") == turn]
-            if tc:
-                extra += '<div class="calls">tool calls: ' + _esc(
-                    json.dumps([{"name": c["name"], "arguments": c["arguments"]} for c in tc])
-                ) + "</div>"
-            if te:
-                extra += '<div class="errors">tool errors: ' + _esc(
-                    "; ".join(f"{e['kind']}: {e['message']}" for e in te)) + "</div>"
-            turn += 1
-        parts.append(f'<div class="msg {_esc(role)}">{badge}<span class="role">{_esc(role)}'
-                     f"</span>\n{_esc(m.get('content', ''))}{extra}</div>")
+                bits.append(f'<span class="advantage">advantage {advs[turn]:+.3f}</span>')
+            badge = f'<span class="turn">{" &middot; ".join(bits)}</span>'
+            parts.append(_message_html(m, badge, _turn_extra(turn, calls, errors)))
+        elif m["origin"] == "environment":
+            badge = f'<span class="turn">observation after turn {turn + 1}</span>'
+            parts.append(_message_html(m, badge))
+    stray = [e for e in errors if not 0 <= int(e.get("turn", -1)) < n_turns]
+    if stray:  # errors not tied to a turn (e.g. a gateway's malformed calls)
+        parts.append('<div class="errors">tool errors: ' + _esc("; ".join(
+            f"{e.get('kind')}: {e.get('message', '')}" for e in stray)) + "</div>")
     if rec.get("transcript"):
         parts.append(_transcript_html(rec["transcript"], colours))
     parts.append("</div>")
     return "".join(parts)
 
 
+# The toolbar's filter follows the URL hash (#all, #success, #failure, #train, #eval), so
+# a filtered view can be linked to; "expand prompts" opens every collapsed prompt.
+_SCRIPT = """
+function arlApply(){
+  const f=(location.hash||'#all').slice(1);let shown=0,total=0;
+  document.querySelectorAll('.ep').forEach(e=>{total++;
+    const ok=f==='all'||(f==='success'&&e.dataset.success==='true')||
+      (f==='failure'&&e.dataset.success!=='true')||e.dataset.kind===f;
+    e.hidden=!ok;shown+=ok;});
+  document.querySelectorAll('#toolbar a').forEach(a=>a.classList.toggle('on',a.hash==='#'+f));
+  document.getElementById('count').textContent='showing '+shown+' of '+total+' episodes';
+}
+function arlExpand(open){document.querySelectorAll('details.prompt').forEach(d=>d.open=open);}
+window.addEventListener('hashchange',arlApply);
+document.addEventListener('DOMContentLoaded',arlApply);
+"""
+
+
+def _toolbar(records: Sequence[Mapping[str, Any]]) -> str:
+    kinds: dict[str, int] = {}
+    for r in records:
+        kinds[str(r.get("kind"))] = kinds.get(str(r.get("kind")), 0) + 1
+    ok = sum(bool(r.get("success")) for r in records)
+    links = " ".join(f'<a href="#{k}">{k}</a>' for k in ("all", "success", "failure",
+                                                         *kinds))
+    counts = ", ".join(f"{v} {k}" for k, v in kinds.items())
+    return (f'<div id="toolbar">show: {links} &middot; <label><input type="checkbox" '
+            f'onchange="arlExpand(this.checked)"> expand prompts</label> &middot; '
+            f'<span id="count"></span><div class="summary">{len(records)} episodes'
+            f'{" (" + counts + ")" if counts else ""}, {ok} successful</div></div>')
+
+
 def render_html(records: Sequence[Mapping[str, Any]], title: str) -> str:
     colours = agent_colours(records)
     body = "".join(_episode_html(r, colours) for r in records)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
-            f"<style>{_CSS}</style></head><body><h1>{_esc(title)}</h1>{body}</body></html>")
+            f"<style>{_CSS}</style><script>{_SCRIPT}</script></head><body>"
+            f"<h1>{_esc(title)}</h1>{_toolbar(records)}{body}</body></html>")
 
 
 def save_trajectories(directory: Path, step: int, records: Sequence[Mapping[str, Any]]) -> Path:

@@ -71,6 +71,11 @@ def test_openai_sdk_chat_with_tools_and_streaming(scripted, gateway, fmt):
     assert batch.group_id.tolist() == [3]
     meta = rec.metadata
     assert meta["num_turns"] == 2 and meta["tool_calls"][0]["name"] == "add"
+    # the first call's messages are the prompt, the tool result the program added the
+    # environment, our two completions the policy
+    assert meta["origins"] == ["prompt", "prompt", "policy", "environment", "policy"]
+    assert [m["role"] for m in meta["messages"]] == ["system", "user", "assistant", "tool",
+                                                     "assistant"]
 
 
 def _tool_prompt():
