@@ -8,7 +8,7 @@ and print `report.summary()` as JSON.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +47,11 @@ def evaluate_policy(
     config: RolloutConfig | None = None,
     seed: int = 0,
     env_kwargs: Mapping[str, Any] | None = None,
+    on_episode: Callable[[dict[str, Any] | None], None] | None = None,
 ) -> EvalReport:
     """Runs one episode on each of the first `num_episodes` tasks of `split` (all if None),
-    `batch_size` episodes at a time, and returns an `EvalReport`."""
+    `batch_size` episodes at a time, and returns an `EvalReport`. `on_episode` is called as
+    each episode ends (see `run_episodes`)."""
     if env_kwargs and not isinstance(env, str):
         raise ValueError("env_kwargs only apply when env is given by name")
     suite = make_env_suite(env, **dict(env_kwargs or {})) if isinstance(env, str) else env
@@ -74,6 +76,7 @@ def evaluate_policy(
             config=config,
             seed=seed + i,
             collate_batch=False,
+            on_episode=on_episode,
         )
         episodes.extend(r.metadata for r in result.records)
         errors.extend(result.errors)

@@ -237,8 +237,10 @@ class _Runner:
         cfg: RolloutConfig,
         pool: _DaemonPool,
         num_episodes: int,
+        on_episode: Callable[[dict[str, Any] | None], None] | None = None,
     ):
         self.policy, self.fmt, self.make_env, self.cfg, self.pool = policy, fmt, make_env, cfg, pool
+        self.on_episode = on_episode
         self.stop_ids = (fmt.end_of_turn_id, *cfg.extra_stop_token_ids)
         self.budget = math.floor(cfg.max_error_fraction * num_episodes)
         self.num_episodes = num_episodes
@@ -435,10 +437,14 @@ class _Runner:
         }
         self.finished.append(ep)
         self._retire(ep)
+        if self.on_episode is not None:
+            self.on_episode(rec.metadata)
 
     def _drop(self, ep: _Episode, stage: str, message: str, tb: str = "") -> None:
         self.errors.append(EpisodeError(ep.id, ep.task.id, ep.group_id, stage, message, tb))
         self._retire(ep)
+        if self.on_episode is not None:
+            self.on_episode(None)
         if len(self.errors) > self.budget:
             shown = "\n".join(
                 f"  - episode {e.episode_id} (task {e.task_id}) at {e.stage}: {e.message}"
@@ -461,12 +467,15 @@ def run_episodes(
     config: RolloutConfig | None = None,
     seed: int = 0,
     collate_batch: bool = True,
+    on_episode: Callable[[dict[str, Any] | None], None] | None = None,
 ) -> RolloutResult:
     """Runs `group_size` episodes of every task concurrently and returns their EpisodeBatch.
 
     Rows are ordered by (task, sample) whatever the completion order; `group_id` is the
     task's index in `tasks` (GRPO/RLOO groups). Dropped episodes are absent from the batch
-    and listed in `errors`. `make_env` must return a fresh `Env` per call.
+    and listed in `errors`. `make_env` must return a fresh `Env` per call. `on_episode`
+    (e.g. a progress display) is called on this thread as each episode ends, with its
+    metadata, or None when it was dropped.
     """
     cfg = config or RolloutConfig()
     if not tasks:
@@ -479,7 +488,7 @@ def run_episodes(
         for s in range(group_size)
     ]
     pool = _DaemonPool(min(cfg.max_workers, len(episodes)))
-    runner = _Runner(policy, chat_format, make_env, cfg, pool, len(episodes))
+    runner = _Runner(policy, chat_format, make_env, cfg, pool, len(episodes), on_episode)
     try:
         runner.run(episodes)
     finally:

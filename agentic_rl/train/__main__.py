@@ -90,8 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     from agentic_rl.train import builders
     from agentic_rl.train.checkpoint import CheckpointNotFoundError, IncompatibleCheckpointError
     from agentic_rl.train.loop import NonFiniteError, Trainer
+    from agentic_rl.train.progress import Progress
 
     compile_cache.enable()
+    progress = Progress(enabled=bool(cfg.log.progress))
     try:
         workdir = check_workdir(args.workdir)
         try:
@@ -100,10 +102,13 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError(f"env {cfg.env.name!r} could not be built from env.kwargs="
                              f"{dict(cfg.env.kwargs)}: {type(e).__name__}: {e}") from None
         try:
-            policy = builders.build_policy(cfg)
+            with progress.phase(f"loaded model {cfg.model.name!r}"):
+                policy = builders.build_policy(cfg)
         except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
             raise UsageError(f"model.name={cfg.model.name!r}: {e}") from None
-        trainer = Trainer(cfg, workdir, policy=policy, suite=suite)
+        trainer = Trainer(cfg, workdir, policy=policy, suite=suite, progress=progress)
+        if trainer.resumed_from is not None:
+            progress.say(f"resumed from the checkpoint of step {trainer.resumed_from}")
     except (UsageError, ConfigError, CheckpointNotFoundError, IncompatibleCheckpointError) as e:
         return _fail(e)
     try:

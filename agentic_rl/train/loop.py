@@ -62,6 +62,7 @@ from agentic_rl.train.learner import (
     needs_cut_column,
 )
 from agentic_rl.train.metrics import MetricsWriter
+from agentic_rl.train.progress import Progress
 from agentic_rl.train.state import (
     batch_sharding,
     has_lora,
@@ -120,6 +121,19 @@ def _drop_trajectories(directory: Path, after: int) -> None:
             p.unlink(missing_ok=True)
 
 
+def _eval_line(step: int, metrics: dict[str, Any]) -> str:
+    """'eval @ step 0: success 14.1% · valid tool calls 13.4% · 171 s'."""
+    bits = [f"eval @ step {step}:"]
+    for label, key in (("success", "eval/success_rate"),
+                       ("valid tool calls", "eval/tool_call_validity_rate"),
+                       ("mean return", "eval/mean_return")):
+        v = metrics.get(key)
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            bits.append(f"{label} {v:.1%}" if "rate" in key else f"{label} {v:.3f}")
+    bits.append(f"{metrics.get('time/eval_s', 0.0):.0f} s")
+    return " · ".join(bits[:1]) + " " + " · ".join(bits[1:])
+
+
 class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
@@ -129,8 +143,9 @@ class Trainer:
     """
 
     def __init__(self, cfg, workdir: str | Path, *, policy: builders.BuiltPolicy | None = None,
-                 suite=None, agent=None, reward=None):
+                 suite=None, agent=None, reward=None, progress: Progress | None = None):
         self.cfg = validate(cfg)
+        self.progress = progress or Progress(enabled=bool(cfg.log.progress))
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.suite = suite or builders.build_suite(cfg)
@@ -351,9 +366,12 @@ class Trainer:
             result = self.programs.run(tasks, group_size=cfg.rollout.group_size, seed=seed,
                                        sampling=builders.sampling_params(cfg))
         else:
-            result = run_episodes(self.sampler, self.policy.chat_format, self.suite.make_env,
-                                  tasks, group_size=cfg.rollout.group_size,
-                                  config=self.rollout_cfg, seed=seed)
+            with self.progress.episodes(len(tasks) * cfg.rollout.group_size,
+                                        f"rollout step {self.step + 1}") as on_episode:
+                result = run_episodes(self.sampler, self.policy.chat_format,
+                                      self.suite.make_env, tasks,
+                                      group_size=cfg.rollout.group_size,
+                                      config=self.rollout_cfg, seed=seed, on_episode=on_episode)
         dt = time.perf_counter() - t0
         new_tokens = self.sampler.stats["generated_tokens"] - generated
         self.position += len(tasks)
@@ -458,21 +476,27 @@ class Trainer:
         self._sync_sampler(greedy=cfg.eval.greedy, seed=_seed(cfg.seed, 2))
         t0 = time.perf_counter()
         num = min(cfg.eval.num_episodes, len(self.suite.tasks.split(cfg.env.eval_split)))
-        if self.programs is not None:
-            report = self._evaluate_programs(num)
-        else:
-            report = evaluate_policy(self.sampler, self.policy.chat_format, self.suite,
-                                     num_episodes=num, split=cfg.env.eval_split,
-                                     batch_size=self.eval_rows, config=self.rollout_cfg,
-                                     seed=cfg.seed)
+        how = "greedy" if cfg.eval.greedy else "sampled"
+        self.progress.say(f"evaluating step {self.step} on {num} {cfg.env.eval_split!r} "
+                          f"tasks ({how})")
+        with self.progress.episodes(num, f"eval @ step {self.step}") as on_episode:
+            if self.programs is not None:
+                report = self._evaluate_programs(num, on_episode)
+            else:
+                report = evaluate_policy(self.sampler, self.policy.chat_format, self.suite,
+                                         num_episodes=num, split=cfg.env.eval_split,
+                                         batch_size=self.eval_rows, config=self.rollout_cfg,
+                                         seed=cfg.seed, on_episode=on_episode)
         metrics = {f"eval/{k}": v for k, v in report.metrics.items()}
         metrics["time/eval_s"] = time.perf_counter() - t0
+        self.progress.say(_eval_line(self.step, metrics))
         self._save_trajectories(report.episodes)
         return metrics
 
-    def _evaluate_programs(self, num: int) -> EvalReport:
+    def _evaluate_programs(self, num: int, on_episode=None) -> EvalReport:
         """`evaluate_policy` for agent programs: one episode per eval task, in batches of
-        the eval rows, with the eval sampling settings."""
+        the eval rows, with the eval sampling settings (`on_episode` hears of each batch's
+        episodes when the batch ends)."""
         cfg = self.cfg
         tasks = list(self.suite.tasks.split(cfg.env.eval_split))[:num]
         sampling = builders.sampling_params(cfg, greedy=cfg.eval.greedy)
@@ -483,6 +507,10 @@ class Trainer:
                                        collate_batch=False)
             episodes.extend(r.metadata for r in result.records)
             errors.extend(result.errors)
+            if on_episode is not None:
+                for meta in [*(r.metadata for r in result.records), *[None] * len(
+                        result.errors)]:
+                    on_episode(meta)
         return EvalReport(episode_metrics(episodes, len(errors)), episodes, errors)
 
     def _save_trajectories(self, eval_episodes) -> None:
@@ -519,26 +547,35 @@ class Trainer:
                                start_step=self.step, tensorboard=cfg.log.tensorboard,
                                progress=cfg.log.progress)
         try:
-            if cfg.eval.at_start and self.step == 0:
-                writer.write(0, self.evaluate())
-            while self.step < cfg.train.max_steps:
-                metrics = self.train_step()
-                every = cfg.eval.every
-                evaluated = bool(every) and (self.step % every == 0
-                                             or self.step == cfg.train.max_steps)
-                if evaluated:
-                    metrics.update(self.evaluate())
-                is_best = evaluated and self._update_best(metrics)
-                writer.write(self.step, metrics)
-                history.append({"step": self.step, **metrics})
-                if (self.step % cfg.checkpoint.every == 0 or is_best
-                        or self.step == cfg.train.max_steps):
-                    self.ckpt.save(self.step, self.state, self.host_state())
+            with self.progress.watch_compiles():
+                self._train_steps(writer, history)
         finally:
             writer.close()
         if cfg.checkpoint.export_final and self.step >= cfg.train.max_steps:
-            self.export(self.workdir / "export")
+            out = self.workdir / "export"
+            with self.progress.phase(f"exported the policy to {out}",
+                                     start="exporting the policy (LoRA merged, HF format)"):
+                self.export(out)
         return history
+
+    def _train_steps(self, writer: MetricsWriter, history: list[dict[str, Any]]) -> None:
+        cfg = self.cfg
+        if cfg.eval.at_start and self.step == 0:
+            writer.write(0, self.evaluate())
+        while self.step < cfg.train.max_steps:
+            metrics = self.train_step()
+            every = cfg.eval.every
+            evaluated = bool(every) and (self.step % every == 0
+                                         or self.step == cfg.train.max_steps)
+            if evaluated:
+                metrics.update(self.evaluate())
+            is_best = evaluated and self._update_best(metrics)
+            writer.write(self.step, metrics)
+            history.append({"step": self.step, **metrics})
+            if (self.step % cfg.checkpoint.every == 0 or is_best
+                    or self.step == cfg.train.max_steps):
+                with self.progress.phase(f"saved the checkpoint of step {self.step}"):
+                    self.ckpt.save(self.step, self.state, self.host_state())
 
     def export(self, out_dir: str | Path) -> Path:
         """Writes the current policy (LoRA merged) as a HF model directory; with one

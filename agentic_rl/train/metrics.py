@@ -76,7 +76,9 @@ class MetricsWriter:
                     self.tb.add_scalar(k, v, step)
             self.tb.flush()
         if self.bar is not None:
-            self.bar.update(1)
+            # the bar counts steps done, not writes: the evaluation before the first step
+            # writes step 0 (it was once drawn as a 7th iteration of a 6-step bar)
+            self.bar.n = min(int(step), self.bar.total or int(step))
             self.bar.set_postfix(self._postfix(row), refresh=True)
 
     @staticmethod

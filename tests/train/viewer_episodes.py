@@ -20,13 +20,14 @@ from tests.rollout.scripts import calculator_solver
 DEMOS = 3  # worked examples: 4 messages each (question, call, result, answer)
 
 
-def calculator_rollout(num_tasks: int = 2):
+def calculator_rollout(num_tasks: int = 2, on_episode=None):
     suite = make_env_suite("calculator", num_train=4, num_eval=4, seed=0,
                            demonstrations=DEMOS)
     fmt = make_chat_format("smollm2", CharTokenizer())
     policy = ScriptedPolicy(fmt.tok, calculator_solver, logprob=-0.25)
     tasks = suite.tasks.split("eval")[:num_tasks]
-    return run_episodes(policy, fmt, suite.make_env, tasks, config=RolloutConfig(max_turns=4))
+    return run_episodes(policy, fmt, suite.make_env, tasks, config=RolloutConfig(max_turns=4),
+                        on_episode=on_episode)
 
 
 def page_records():
