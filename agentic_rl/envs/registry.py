@@ -91,27 +91,42 @@ def calculator_suite(
     gamma: float = 1.0,
     demonstrations: int = 0,
     compact_prompt: bool = False,
+    max_operand: int = 99,
+    num_eval_hard: int = 0,
+    hard_max_operand: int = 999,
 ) -> EnvSuite:
     """Multi-step arithmetic with the safe calculator tool.
 
-    Splits are generated (train from `seed`, eval from `seed + 1`) unless a GSM8K-format
-    file is given for that split (`train_path` / `eval_path`, at most `limit` tasks).
+    Splits are generated (train from `seed`, eval from `seed + 1`, operands up to
+    `max_operand`) unless a GSM8K-format file is given for that split (`train_path` /
+    `eval_path`, at most `limit` tasks). `num_eval_hard` more eval tasks (from `seed + 2`)
+    have operands up to `hard_max_operand`, larger than any seen in training, so the eval
+    number measures generalisation too; their `data["subset"]` is "larger_operands" (the
+    others' "in_distribution"), and evaluation reports both subsets apart as well.
     `demonstrations` worked examples (0-4) precede each problem and `compact_prompt`
     replaces the JSON-schema tool prompt by a short shown format: what a small model
     needs to call the tool at all (see `calculator_demonstrations`).
     """
+    if num_eval_hard < 0 or hard_max_operand < 2:
+        raise ValueError(f"num_eval_hard={num_eval_hard} must be >= 0 and hard_max_operand="
+                         f"{hard_max_operand} >= 2")
+    subset = "in_distribution" if num_eval_hard else None
 
-    def split(path, n, split_seed, prefix):
+    def split(path, n, split_seed, prefix, subset=None):
         if path is not None:
             return load_gsm8k_jsonl(path, limit=limit)
         return generate_arithmetic_tasks(
-            n, split_seed, min_ops=min_ops, max_ops=max_ops, id_prefix=prefix
+            n, split_seed, min_ops=min_ops, max_ops=max_ops, max_operand=max_operand,
+            id_prefix=prefix, subset=subset,
         )
 
+    hard = generate_arithmetic_tasks(
+        num_eval_hard, seed + 2, min_ops=min_ops, max_ops=max_ops,
+        max_operand=hard_max_operand, id_prefix="arith-eval-hard", subset="larger_operands")
     tasks = TaskSet(
         {
             "train": split(train_path, num_train, seed, "arith-train"),
-            "eval": split(eval_path, num_eval, seed + 1, "arith-eval"),
+            "eval": [*split(eval_path, num_eval, seed + 1, "arith-eval", subset), *hard],
         }
     )
     factory = _math_env_factory(format_weight, demonstrations, compact_prompt)

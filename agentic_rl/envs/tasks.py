@@ -122,11 +122,13 @@ def generate_arithmetic_tasks(
     max_ops: int = 4,
     max_operand: int = 99,
     id_prefix: str = "arith",
+    subset: str | None = None,
 ) -> list[Task]:
     """`n` multi-step arithmetic problems (integer answers), reproducible from `seed`.
 
     Each answer is re-checked with the safe calculator, so the generator and the tool
-    can never disagree about what is correct.
+    can never disagree about what is correct. `subset` (e.g. "larger_operands") goes in
+    each task's data, where evaluation reads it to report metrics per subset.
     """
     if n < 0 or not 1 <= min_ops <= max_ops or max_operand < 2:
         raise ValueError(
@@ -142,7 +144,7 @@ def generate_arithmetic_tasks(
                 id=f"{id_prefix}-{seed}-{i}",
                 prompt=f"What is {expr}?",
                 answer=str(value),
-                data={"expression": expr},
+                data={"expression": expr, **({"subset": subset} if subset else {})},
             )
         )
     return tasks

@@ -13,7 +13,7 @@ from agentic_rl.rollout.batch import (
     validate_episode_batch,
 )
 from agentic_rl.rollout.chat_format import ChatMLFormat, make_chat_format
-from agentic_rl.rollout.evaluate import EvalReport, evaluate_policy
+from agentic_rl.rollout.evaluate import EvalReport, eval_metrics, evaluate_policy
 from agentic_rl.rollout.loop import (
     EpisodeError,
     ErrorBudgetExceeded,
@@ -59,6 +59,7 @@ __all__ = [
     "share_prefix",
     "shared_prefix_length",
     "episode_metrics",
+    "eval_metrics",
     "episode_seed",
     "evaluate_policy",
     "make_chat_format",

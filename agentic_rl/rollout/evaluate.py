@@ -15,7 +15,7 @@ from typing import Any
 from agentic_rl.envs.registry import EnvSuite, make_env_suite
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.loop import EpisodeError, RolloutConfig, run_episodes
-from agentic_rl.rollout.metrics import episode_metrics
+from agentic_rl.rollout.metrics import episode_metrics, subset_metrics
 from agentic_rl.rollout.policy import Policy
 
 
@@ -80,4 +80,13 @@ def evaluate_policy(
         )
         episodes.extend(r.metadata for r in result.records)
         errors.extend(result.errors)
-    return EvalReport(episode_metrics(episodes, len(errors)), episodes, errors)
+    return EvalReport(eval_metrics(episodes, errors, tasks), episodes, errors)
+
+
+def eval_metrics(episodes: list[dict[str, Any]], errors: list[EpisodeError], tasks
+                 ) -> dict[str, float]:
+    """`episode_metrics` of all episodes, plus per-subset ones when the tasks have
+    `data["subset"]` in two or more values (e.g. in-distribution vs larger operands)."""
+    metrics = episode_metrics(episodes, len(errors))
+    metrics.update(subset_metrics(episodes, {t.id: t.data.get("subset") for t in tasks}))
+    return metrics

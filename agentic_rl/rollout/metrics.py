@@ -45,3 +45,20 @@ def episode_metrics(episodes: Sequence[Mapping[str, Any]], num_errors: int = 0) 
     for reason, count in sorted(terminations.items()):
         metrics[f"termination/{reason}"] = count / n
     return metrics
+
+
+def subset_metrics(episodes: Sequence[Mapping[str, Any]], subset_of: Mapping[Any, str | None]
+                   ) -> dict[str, float]:
+    """`episode_metrics` of each task subset, keyed "<subset>/<metric>", when the tasks
+    fall in two or more subsets (`subset_of`: task id -> its data["subset"], or None)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for e in episodes:
+        name = subset_of.get(e.get("task_id"))
+        if name:
+            groups.setdefault(str(name), []).append(e)
+    if len(set(filter(None, subset_of.values()))) < 2:
+        return {}
+    return {f"{name}/{k}": v for name, eps in sorted(groups.items())
+            for k, v in episode_metrics(eps).items()
+            if k in ("num_episodes", "success_rate", "mean_return", "tool_call_validity_rate",
+                     "length_finish_rate", "mean_sampled_tokens")}

@@ -32,7 +32,7 @@ from agentic_rl.models import merge_lora, save_hf_model
 from agentic_rl.rl import DPOConfig
 from agentic_rl.rollout import (
     EvalReport,
-    episode_metrics,
+    eval_metrics,
     evaluate_policy,
     pad_rows,
     run_episodes,
@@ -130,6 +130,10 @@ def _eval_line(step: int, metrics: dict[str, Any]) -> str:
         v = metrics.get(key)
         if isinstance(v, (int, float)) and math.isfinite(v):
             bits.append(f"{label} {v:.1%}" if "rate" in key else f"{label} {v:.3f}")
+    for key, v in sorted(metrics.items()):  # per task subset, when the split has them
+        parts = key.split("/")
+        if len(parts) == 3 and parts[2] == "success_rate" and isinstance(v, float):
+            bits.append(f"{parts[1]} {v:.1%}")
     bits.append(f"{metrics.get('time/eval_s', 0.0):.0f} s")
     return " · ".join(bits[:1]) + " " + " · ".join(bits[1:])
 
@@ -511,7 +515,7 @@ class Trainer:
                 for meta in [*(r.metadata for r in result.records), *[None] * len(
                         result.errors)]:
                     on_episode(meta)
-        return EvalReport(episode_metrics(episodes, len(errors)), episodes, errors)
+        return EvalReport(eval_metrics(episodes, errors, tasks), episodes, errors)
 
     def _save_trajectories(self, eval_episodes) -> None:
         n = self.cfg.eval.num_trajectories
