@@ -81,6 +81,8 @@ def trajectory_record(meta: Mapping[str, Any], *, step: int, kind: str,
         "success": meta.get("success"),
         "termination": meta.get("termination"),
         "num_turns": n,
+        "num_tokens": meta.get("num_tokens"),
+        "num_sampled_tokens": meta.get("num_sampled_tokens"),
         "messages": _annotated_messages(meta),
         "tool_calls": list(meta.get("tool_calls", [])),
         "tool_errors": list(meta.get("tool_errors", [])),
@@ -89,6 +91,45 @@ def trajectory_record(meta: Mapping[str, Any], *, step: int, kind: str,
         "agent": meta.get("agent"),
         "transcript": list((meta.get("info") or {}).get("transcript", [])),
     }
+
+
+def load_trajectories(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Every saved episode record of a run (`run_dir/trajectories/step_*.jsonl`), in step
+    order; the notebook notebooks/look_at_rollouts.ipynb starts from this."""
+    directory = Path(run_dir) / "trajectories"
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} does not exist: is {run_dir} a run directory "
+                                "(the --workdir of a training run)?")
+    out = []
+    for path in sorted(directory.glob("step_*.jsonl")):
+        out += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return out
+
+
+def episode_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One flat row per episode record: the columns of a table of episodes."""
+    return [{"step": r.get("step"), "kind": r.get("kind"), "task": r.get("task_id"),
+             "agent": r.get("agent") or "", "success": r.get("success"),
+             "return": r.get("return"), "turns": r.get("num_turns"),
+             "sampled_tokens": r.get("num_sampled_tokens"),
+             "tool_calls": len(r.get("tool_calls") or ()),
+             "tool_errors": len(r.get("tool_errors") or ()),
+             "termination": r.get("termination")} for r in records]
+
+
+def table_html(rows: Sequence[Mapping[str, Any]]) -> str:
+    """A plain HTML table of `episode_rows` (no pandas needed)."""
+    if not rows:
+        return "<p>no episodes</p>"
+    cols = list(rows[0])
+
+    def cell(v):
+        return f"{v:.3f}" if isinstance(v, float) else _esc("" if v is None else v)
+
+    head = "".join(f"<th>{_esc(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>"
+                   for r in rows)
+    return f"<table class='episodes'><tr>{head}</tr>{body}</table>"
 
 
 def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
