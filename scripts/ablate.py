@@ -30,6 +30,7 @@ import csv
 import importlib.util
 import json
 import math
+import os
 import sys
 import time
 import traceback
@@ -219,8 +220,18 @@ def table_rows(family, runs: dict[str, list[dict[str, Any]]], ablations) -> list
     return out
 
 
+def load_plot():
+    """scripts/plot.py as a module (its per-run overview panel)."""
+    spec = importlib.util.spec_from_file_location("_agentic_rl_plot", REPO / "scripts" / "plot.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def write_tables(out_dir: Path, name: str, family, rows: list[list[str]], seeds,
-                 errors: list[str]) -> None:
+                 errors: list[str], overviews: Sequence[tuple[str, Path]] = ()) -> None:
+    """table.csv and table.md; the markdown shows its curves (curves.png, beside it) and
+    links each run's per-step overview (`(label, path)` in `overviews`)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     with (out_dir / "table.csv").open("w", newline="") as f:
         w = csv.writer(f)
@@ -230,6 +241,12 @@ def write_tables(out_dir: Path, name: str, family, rows: list[list[str]], seeds,
              f"Seeds {', '.join(map(str, seeds))}; mean ± std over seeds.", "",
              "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
+    lines += ["", f"![{name}: eval success and training return per step](curves.png)", "",
+              "Curves: [curves.png](curves.png) (mean over seeds, ±1 std band)."]
+    if overviews:
+        links = ", ".join(f"[{label}]({Path(os.path.relpath(path, out_dir)).as_posix()})"
+                          for label, path in overviews)
+        lines += [f"Per-run overviews (success, reward, tool calls, tokens, time): {links}."]
     if errors:
         lines += ["", "Failed runs:", *[f"- {e}" for e in errors]]
     (out_dir / "table.md").write_text("\n".join(lines) + "\n")
@@ -360,6 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args = build_parser().parse_args(rest)
     ablations = load_ablations()
+    plot = load_plot()
     if args.list:
         print(list_families(ablations))
         return 0
@@ -410,7 +428,13 @@ def main(argv: list[str] | None = None) -> int:
         fam_errors = [f"{k}: {e}" for k, e in errors.items()
                       if k.split(" seed ")[0] in family.arms.values()]
         rows = table_rows(family, summaries, ablations)
-        write_tables(out_dir, name, family, rows, args.seeds, fam_errors)
+        overviews = []
+        for label, key in family.arms.items():
+            for seed in args.seeds:
+                run = runs_dir / key / f"seed_{seed}"
+                if (run / "metrics.jsonl").is_file():
+                    overviews.append((f"{label} seed {seed}", plot.plot_overview(run)))
+        write_tables(out_dir, name, family, rows, args.seeds, fam_errors, overviews)
         results = {label: {"arm": key, "seeds": args.seeds, "runs": summaries[key]}
                    for label, key in family.arms.items()}
         (out_dir / "results.json").write_text(json.dumps(_json_safe(results), indent=2))

@@ -39,7 +39,11 @@ def test_one_family_writes_table_results_and_plot(ablate, tmp_path):
     assert rows[0][0] == "arm" and [r[0] for r in rows[1:]] == ["masked", "train_on_obs"]
     results = json.loads((out / "results.json").read_text())
     assert results["masked"]["runs"][0]["steps"] == 1
-    for png in (out / "curves.png", figures / "obs_mask.png"):
+    assert "![obs_mask: eval success and training return per step](curves.png)" in table
+    assert "[masked seed 0](runs/grpo/seed_0/overview.png)" in table
+    assert "[train_on_obs seed 0](runs/train_on_obs/seed_0/overview.png)" in table
+    for png in (out / "curves.png", figures / "obs_mask.png",
+                out / "runs" / "grpo" / "seed_0" / "overview.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     runs = sorted(p.parent.parent.name for p in (out / "runs").glob("*/seed_0/config.json"))
     assert runs == ["grpo", "train_on_obs"]
