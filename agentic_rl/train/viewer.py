@@ -2,11 +2,17 @@
 
 At each evaluation the loop saves a few training episodes (with per-turn rewards and
 advantages) and evaluation episodes to `workdir/trajectories/step_<n>.jsonl` and renders
-`step_<n>.html` next to it: one card per episode with the conversation, tool calls,
-tool errors, and each assistant turn's reward and mean advantage. A multi-agent
-program's rows say which agent they are (one colour per agent) and carry the team's
-transcript, drawn below with each agent's messages in its colour and every hand-off
-from one agent to the next marked.
+`step_<n>.html` next to it. Every message of a record says where it came from (`origin`:
+prompt / policy / environment) and which policy turn it belongs to (`turn`), so worked
+examples in the prompt are never mistaken for the policy's turns. A page has one card per
+episode: the prompt collapsed ("prompt · 14 messages: system, 3 worked examples, task"),
+then each policy turn labelled "turn k of n" with its reward, mean advantage, tool calls
+and tool errors, followed by the environment's observation of it. A toolbar filters the
+cards (the URL hash: #success, #failure, #train, #eval) and opens every prompt. A
+multi-agent program's rows say which agent they are (one colour per agent) and carry the
+team's transcript, drawn below with each agent's messages in its colour and every
+hand-off from one agent to the next marked. `notebooks/look_at_rollouts.ipynb` reads the
+same records (`load_trajectories`).
 """
 
 from __future__ import annotations
