@@ -40,7 +40,7 @@ class Progress:
     """Timestamped phase messages, per-episode bars and compile notices on one stream."""
 
     def __init__(self, enabled: bool = True, stream: TextIO | None = None,
-                 compile_notice_after_s: float = 2.0):
+                 compile_notice_after_s: float = 1.0):
         self.enabled = enabled
         self.stream = stream if stream is not None else sys.stderr
         self.notice_after_s = compile_notice_after_s
