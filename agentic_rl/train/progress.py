@@ -77,8 +77,10 @@ class Progress:
             return
         from tqdm import tqdm
 
+        # smoothing=0: the rate since the start, since episodes end in bursts (a batch of
+        # rows finishes together) and tqdm's default moving rate made ETAs of hours
         bar = tqdm(total=total, desc=desc, unit="ep", dynamic_ncols=True, file=self.stream,
-                   leave=leave)
+                   leave=leave, smoothing=0.0)
         counts = {"done": 0, "ok": 0, "dropped": 0}
 
         def on_episode(meta: Mapping[str, Any] | None) -> None:
