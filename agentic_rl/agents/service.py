@@ -238,6 +238,7 @@ class ChatService:
             "origins": list(c.origins),
             "num_turns": c.turn, "num_tokens": len(rec),
             "num_sampled_tokens": sum(rec.loss_mask), "return": float(sum(rec.turn_rewards)),
+            "turn_rewards": list(rec.turn_rewards),
             "termination": "truncated" if c.truncated else "done", "truncated": c.truncated,
             "finish_reasons": list(c.finish_reasons), "tool_calls": list(c.tool_calls),
             "tool_errors": [{"turn": -1, "kind": "malformed"}] * c.malformed_tool_calls,

@@ -415,6 +415,7 @@ class _Runner:
         rec.metadata = {
             "episode_id": ep.id,
             "task_id": ep.task.id,
+            "task_subset": (ep.task.data or {}).get("subset"),  # e.g. "larger_operands"
             "group_id": ep.group_id,
             "sample_index": ep.sample_index,
             "seed": ep.seed,
@@ -424,6 +425,7 @@ class _Runner:
             "num_tokens": len(rec),
             "num_sampled_tokens": sum(rec.loss_mask),
             "return": float(sum(rec.turn_rewards)),
+            "turn_rewards": list(rec.turn_rewards),
             "success": bool(ep.infos[-1].get("success", False)) if ep.infos else False,
             "termination": termination,
             "truncated": termination != "done",

@@ -528,7 +528,7 @@ class Trainer:
                 self.last_metadata, b.turn_rewards, self.last_advantages, b.turn_index,
                 b.loss_mask, step=self.step, limit=n)
         records += [viewer.trajectory_record(e, step=self.step, kind="eval")
-                    for e in eval_episodes[:n]]
+                    for e in viewer.spread(eval_episodes, n)]
         viewer.save_trajectories(self.workdir / "trajectories", self.step, records)
 
     def _update_best(self, metrics: dict[str, Any]) -> bool:

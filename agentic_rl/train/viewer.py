@@ -76,12 +76,15 @@ def trajectory_record(meta: Mapping[str, Any], *, step: int, kind: str,
     per-turn lists (`turn_rewards`, `turn_advantages`, the `turn` of each tool call) are
     indexed by the policy's turns only."""
     n = int(meta.get("num_turns", 0))
-    rewards = list(turn_rewards[:n]) if turn_rewards is not None else [
-        None] * n
+    if turn_rewards is None:  # an evaluation episode: the rewards its rollout recorded
+        turn_rewards = meta.get("turn_rewards")
+    rewards = list(turn_rewards[:n]) if turn_rewards is not None else []
+    rewards += [None] * (n - len(rewards))
     return {
         "step": step,
         "kind": kind,
         "task_id": meta.get("task_id"),
+        "task_subset": meta.get("task_subset"),
         "episode_id": meta.get("episode_id"),
         "return": meta.get("return"),
         "success": meta.get("success"),
@@ -115,7 +118,8 @@ def load_trajectories(run_dir: str | Path) -> list[dict[str, Any]]:
 def episode_rows(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One flat row per episode record: the columns of a table of episodes."""
     return [{"step": r.get("step"), "kind": r.get("kind"), "task": r.get("task_id"),
-             "agent": r.get("agent") or "", "success": r.get("success"),
+             "subset": r.get("task_subset") or "", "agent": r.get("agent") or "",
+             "success": r.get("success"),
              "return": r.get("return"), "turns": r.get("num_turns"),
              "sampled_tokens": r.get("num_sampled_tokens"),
              "tool_calls": len(r.get("tool_calls") or ()),
@@ -136,6 +140,17 @@ def table_html(rows: Sequence[Mapping[str, Any]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{cell(r.get(c))}</td>" for c in cols) + "</tr>"
                    for r in rows)
     return f"<table class='episodes'><tr>{head}</tr>{body}</table>"
+
+
+def spread(items: Sequence[Any], n: int) -> list[Any]:
+    """`n` items evenly spaced over `items`, first and last included (all if fewer): the
+    saved eval sample then covers every part of the split (e.g. its harder subset at the
+    end), not only its first tasks."""
+    if n >= len(items):
+        return list(items)
+    if n <= 1:
+        return list(items[:n])
+    return [items[round(k * (len(items) - 1) / (n - 1))] for k in range(n)]
 
 
 def write_jsonl(path: Path, records: Sequence[Mapping[str, Any]]) -> None:
@@ -163,7 +178,7 @@ background:#f3f3f3}details.prompt summary{cursor:pointer;color:#555;font-size:13
 details.prompt .msg{opacity:.75}.policy{box-shadow:inset 0 0 0 1px #10b98155}
 .environment .turn{color:#92400e}#toolbar{position:sticky;top:0;background:#f6f6f6;
 padding:.4em 0;font-size:14px}#toolbar a{margin:0 .2em}#toolbar a.on{font-weight:700}
-.summary{color:#555;font-size:12px}
+.summary{color:#555;font-size:12px}.subset{color:#555;font-weight:400}
 """
 
 # one colour per agent: the page's agents in order of appearance get these in turn
@@ -262,11 +277,13 @@ def _episode_html(rec: Mapping[str, Any], colours: Mapping[str, str]) -> str:
                                         "num_turns": rec.get("num_turns", len(
                                             rec.get("turn_rewards") or []))})
     n_turns = sum(m["origin"] == "policy" for m in messages)
+    subset = (f' <span class="subset">({_esc(rec["task_subset"])})</span>'
+              if rec.get("task_subset") else "")
     parts = [
         f'<div class="ep" data-kind="{_esc(rec.get("kind"))}" '
         f'data-success="{str(bool(success)).lower()}" data-task="{_esc(rec.get("task_id"))}">'
         f'<div class="head">{who}[{_esc(rec.get("kind"))}] task '
-        f'{_esc(rec.get("task_id"))} &middot; return {ret_s} &middot; '
+        f'{_esc(rec.get("task_id"))}{subset} &middot; return {ret_s} &middot; '
         f'<span class="{cls}">success={_esc(success)}</span> &middot; '
         f'{_esc(rec.get("termination"))} &middot; {n_turns} turn{"s" * (n_turns != 1)}</div>'
     ]

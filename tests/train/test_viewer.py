@@ -8,6 +8,8 @@ import json
 import re
 from html.parser import HTMLParser
 
+import pytest
+
 from agentic_rl.train import viewer
 from tests.train.viewer_episodes import DEMOS, calculator_rollout, page_records
 
@@ -35,6 +37,9 @@ def test_trajectory_record_messages_carry_origin_and_turn():
         assert [m["turn"] for m in msgs] == [None] * PROMPT + [0, 0, 1]
         assert all(m["turn"] is None for m in msgs if m["origin"] == "prompt")
     assert [c["turn"] for c in train["tool_calls"]] == [0]
+    # an eval record has no advantages but keeps the rewards its rollout recorded
+    assert evals["turn_advantages"] is None and evals["turn_rewards"] == pytest.approx(
+        train["turn_rewards"])
     assert train["turn_advantages"] == [0.5, -0.25]
     assert train["turn_rewards"][1] > 1.0 and train["turn_rewards"][0] == 0.0
     json.dumps(train)  # JSON-safe
@@ -102,3 +107,20 @@ def test_page_labels_turns_not_demonstrations():
     assert "observation after turn 1" in obs["text"] and not obs["collapsed"]
     html = viewer.render_html([train], "t")
     assert f"prompt &middot; {PROMPT} messages: system, {DEMOS} worked examples, task" in html
+
+
+def test_spread_samples_the_whole_split():
+    items = list(range(10))
+    assert viewer.spread(items, 4) == [0, 3, 6, 9]
+    assert viewer.spread(items, 2) == [0, 9]
+    assert viewer.spread(items, 1) == [0] and viewer.spread(items, 0) == []
+    assert viewer.spread(items, 10) == items and viewer.spread(items, 30) == items
+    assert len(set(viewer.spread(list(range(96)), 8))) == 8
+
+
+def test_card_names_the_task_subset():
+    train = page_records()[0]
+    rec = {**train, "task_subset": "larger_operands"}
+    assert '<span class="subset">(larger_operands)</span>' in viewer.render_html([rec], "t")
+    assert viewer.episode_rows([rec])[0]["subset"] == "larger_operands"
+    assert 'class="subset"' not in viewer.render_html([train], "t")

@@ -80,6 +80,10 @@ def test_viewer_in_a_real_browser(browser, tmp_path):
     assert demos.nth(2).locator(".role").inner_text() == "assistant (worked example)"
     assert demos.nth(2).locator(".turn").count() == 0
 
+    # the eval row: its rollout's rewards on its turns, no advantages
+    assert eps.nth(1).locator("[data-origin=policy] .turn").all_inner_texts() == [
+        f"turn 1 of 2 · reward {rewards[0]:+.3f}", f"turn 2 of 2 · reward {rewards[1]:+.3f}"]
+
     # the multi-agent row: its agent badge, the team transcript with the hand-off
     team = eps.nth(2)
     assert team.locator(".head .agent").inner_text() == "checker"
