@@ -7,18 +7,21 @@ Command:
         --workdir runs/smollm2_calculator_gateway
 
 Everything is the README's main job (experiments/smollm2_calculator_grpo.py: GRPO + LoRA,
-4 tasks x 8 episodes, 6 steps, greedy evaluation on the same 64 held-out problems before
-and after), except who runs the episodes: the trainer starts the gateway on a free port
-of 127.0.0.1, and each of the 32 concurrent episodes is the user's agent function, given
-its own base URL; its chat requests (with `tools=[calculator]`) are batched into the
-jitted sampler, every call is kept token-exactly, and the traces are the training batch.
+4 tasks x 8 episodes, 6 steps, greedy evaluation on the same held-out problems before
+and after: now the main job's 96, 32 of them with larger operands), except who runs the
+episodes: the trainer starts the gateway on a free port of 127.0.0.1, and each of the
+32 concurrent episodes is the user's agent function, given its own base URL; its chat
+requests (with `tools=[calculator]`) are batched into the jitted sampler, every call is
+kept token-exactly, and the traces are the training batch.
 `agent.render_tools=False`: the agent's own prompt shows the call format (as in the
 environment version), so the gateway parses the tool calls without adding the schema.
 
 Variants: `:smoke` (2 steps, 4 eval episodes), `:inprocess` (the same agent over HTTP is
 the point; this variant runs the environment as an in-process agent program instead).
 
-Expected result: see docs/results.md ("Training through the gateway").
+Expected result: see docs/results.md ("Training through the gateway"; measured with the
+main job's earlier 64-problem evaluation and 40-token turns, not yet re-run with the
+current ones).
 """
 
 from experiments.smollm2_calculator_grpo import get_config as env_config
