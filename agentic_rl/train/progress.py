@@ -4,12 +4,14 @@ A run on a CPU spends minutes outside the step bar: evaluating before the first 
 compiling the decode and update programs, saving checkpoints, exporting. `Progress`
 shows each of them on stderr, so a screen is never silent for long:
 
-  [ 0:41] evaluating step 0 on 64 'eval' tasks (greedy)
-  [ 0:44] compiling decode_step (XLA, once per shape)...
-  [ 1:02] compiled decode_step in 21.3 s
-  eval @ step 0:  38%|███▊      | 24/64 [01:10<01:57, success=12.5%]
-  [ 3:35] eval @ step 0: success 14.1% · valid tool calls 13.4% · 171 s
-  [ 9:12] saved the checkpoint of step 1 (0.4 s)
+  [ 0:11] evaluating step 0 on 96 'eval' tasks (greedy)
+  [ 0:20] compiling decode (XLA, once per shape)...
+  [ 0:21] compiled decode in 1.7 s
+  eval @ step 0:  68%|██████▊   | 65/96 [03:02<01:11,  2.31s/ep, success=14.1%]
+  [ 3:14] eval @ step 0: success 11.5% · valid tool calls 10.7% · ... · 182 s
+  [11:26] saved the checkpoint of step 3 (0.3 s)
+
+(lines from the README's main job, 2026-12-02; docs/results.md)
 
 Everything goes through tqdm.write, so messages do not tear the step bar apart; with
 `enabled=False` (log.progress=False, e.g. in tests) nothing is printed.

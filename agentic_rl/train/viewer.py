@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -256,10 +257,14 @@ def _turn_extra(turn: int, calls, errors) -> str:
     if tc:
         out += '<div class="calls">tool calls: ' + _esc(json.dumps(
             [{"name": c["name"], "arguments": c["arguments"]} for c in tc])) + "</div>"
-    if te:
-        out += '<div class="errors">tool errors: ' + _esc("; ".join(
-            f"{e.get('kind')}: {e.get('message', '')}" for e in te)) + "</div>"
-    return out
+    return out + _errors_html(te)
+
+
+def _errors_html(errors) -> str:
+    if not errors:
+        return ""
+    return '<div class="errors">tool errors: ' + _esc("; ".join(
+        f"{e.get('kind')}: {e.get('message', '')}" for e in errors)) + "</div>"
 
 
 def _episode_html(rec: Mapping[str, Any], colours: Mapping[str, str]) -> str:
@@ -311,10 +316,8 @@ def _episode_html(rec: Mapping[str, Any], colours: Mapping[str, str]) -> str:
         elif m["origin"] == "environment":
             badge = f'<span class="turn">observation after turn {turn + 1}</span>'
             parts.append(_message_html(m, badge))
-    stray = [e for e in errors if not 0 <= int(e.get("turn", -1)) < n_turns]
-    if stray:  # errors not tied to a turn (e.g. a gateway's malformed calls)
-        parts.append('<div class="errors">tool errors: ' + _esc("; ".join(
-            f"{e.get('kind')}: {e.get('message', '')}" for e in stray)) + "</div>")
+    # errors not tied to a turn (e.g. a gateway's malformed calls)
+    parts.append(_errors_html([e for e in errors if not 0 <= int(e.get("turn", -1)) < n_turns]))
     if rec.get("transcript"):
         parts.append(_transcript_html(rec["transcript"], colours))
     parts.append("</div>")
@@ -340,9 +343,7 @@ document.addEventListener('DOMContentLoaded',arlApply);
 
 
 def _toolbar(records: Sequence[Mapping[str, Any]]) -> str:
-    kinds: dict[str, int] = {}
-    for r in records:
-        kinds[str(r.get("kind"))] = kinds.get(str(r.get("kind")), 0) + 1
+    kinds = Counter(str(r.get("kind")) for r in records)
     ok = sum(bool(r.get("success")) for r in records)
     links = " ".join(f'<a href="#{k}">{k}</a>' for k in ("all", "success", "failure",
                                                          *kinds))
