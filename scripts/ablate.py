@@ -70,7 +70,8 @@ def resolve_families(names: Sequence[str], ablations) -> list[str]:
 def arm_config(ablations, arm_key: str, seed: int, steps: int | None,
                extra: dict[str, str]):
     """The validated trainer config of one arm and seed."""
-    from agentic_rl.train.config import apply_overrides, load_config_file, validate
+    from agentic_rl.train.config import validate
+    from agentic_rl.train.config_files import apply_overrides, load_config_file
 
     arm = ablations.ARMS[arm_key]
     cfg = load_config_file(f"{ablations.BASE_CONFIG}:{arm.variant}")
@@ -303,7 +304,8 @@ def check_plan(ablations, keys: Sequence[str], seeds: Sequence[int], runs_dir: P
                steps: int | None, extra: dict[str, str]) -> str | None:
     """The first problem with the sweep that shows before anything runs (a bad override, a
     run directory holding another config), or None."""
-    from agentic_rl.train.config import ConfigError, check_env_kwarg_types, check_types
+    from agentic_rl.train.config import ConfigError
+    from agentic_rl.train.config_files import check_env_kwarg_types, check_types
 
     for seed in seeds:
         for key in keys:
@@ -367,7 +369,7 @@ def list_families(ablations) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from agentic_rl.train.config import split_overrides
+    from agentic_rl.train.config_files import split_overrides
 
     argv = list(sys.argv[1:] if argv is None else argv)
     try:  # --config.a.b=VALUE: overrides for every arm, after the arm's own

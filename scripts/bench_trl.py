@@ -138,7 +138,7 @@ def build_ours(args, tasks):
     c.checkpoint.export_final = False
     c.log.tensorboard = False
     c.log.progress = False
-    from agentic_rl.train.config import apply_overrides
+    from agentic_rl.train.config_files import apply_overrides
 
     apply_overrides(c, args.config_overrides)  # --config.a.b=VALUE, the trainer's syntax
     suite = EnvSuite("bench_single_turn", SingleTurnMathEnv,
@@ -479,7 +479,7 @@ def main(argv=None):
     ap.add_argument("--profile-repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--json", default=None, help="also write the results here")
-    from agentic_rl.train.config import split_overrides
+    from agentic_rl.train.config_files import split_overrides
 
     # --config.a.b=VALUE overrides our trainer config (after the settings above)
     try:

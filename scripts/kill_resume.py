@@ -150,7 +150,7 @@ def final_arrays(workdir: Path) -> tuple[int, dict[str, Any]]:
 
     from agentic_rl.train import builders
     from agentic_rl.train.checkpoint import Checkpointer, _flatten, _saved_tree
-    from agentic_rl.train.config import from_dict
+    from agentic_rl.train.config_files import from_dict
     from agentic_rl.train.state import init_train_state
 
     cfg = from_dict(json.loads((workdir / "config.json").read_text()))
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variant", default="grpo", help="tiny_learning.py variant")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "kill_resume",
                     help="work directory (wiped first)")
-    from agentic_rl.train.config import split_overrides
+    from agentic_rl.train.config_files import split_overrides
 
     try:  # --config.a.b=VALUE: extra overrides, after SHORT
         rest, extra = split_overrides(list(sys.argv[1:] if argv is None else argv))

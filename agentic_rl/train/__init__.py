@@ -6,7 +6,8 @@
 or from Python, `AgentTrainer(model=..., environment=..., algo="grpo").train(episodes=500)`.
 """
 
-from agentic_rl.train.config import ConfigError, apply_overrides, default_config, validate
+from agentic_rl.train.config import ConfigError, default_config, validate
+from agentic_rl.train.config_files import apply_overrides
 from agentic_rl.train.facade import AgentTrainer
 from agentic_rl.train.loop import NonFiniteError, Trainer
 from agentic_rl.train.state import TrainState, init_train_state, make_mesh, make_optimizer

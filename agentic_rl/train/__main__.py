@@ -69,7 +69,8 @@ def _fail(e: BaseException | str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    from agentic_rl.train.config import ConfigError, load_cli_config, split_overrides, to_json
+    from agentic_rl.train.config import ConfigError
+    from agentic_rl.train.config_files import load_cli_config, split_overrides, to_json
 
     try:
         rest, overrides = split_overrides(argv)

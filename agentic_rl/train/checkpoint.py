@@ -481,7 +481,8 @@ def load_trained_policy(workdir: str | Path, which: str | int = "latest"):
     directory is changed.
     """
     from agentic_rl.train import builders
-    from agentic_rl.train.config import ConfigError, from_dict
+    from agentic_rl.train.config import ConfigError
+    from agentic_rl.train.config_files import from_dict
     from agentic_rl.train.state import init_train_state
 
     workdir = Path(workdir)

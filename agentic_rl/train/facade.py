@@ -31,13 +31,13 @@ from agentic_rl.models.transformer import LoRAParam
 from agentic_rl.rollout import make_chat_format
 from agentic_rl.train import builders
 from agentic_rl.train.config import (
-    apply_overrides,
     default_config,
     num_adapters,
     separate_critic,
     uses_critic,
     validate,
 )
+from agentic_rl.train.config_files import apply_overrides
 from agentic_rl.train.loop import Trainer
 
 # AgentTrainer(method=...) -> rl.algo ("rlvr": GRPO on a verifiable reward)

@@ -50,11 +50,11 @@ from agentic_rl.train.config import (
     agent_names,
     critic_chain,
     num_adapters,
-    to_json,
     uses_critic,
     uses_reference,
     validate,
 )
+from agentic_rl.train.config_files import to_json
 from agentic_rl.train.learner import (
     LearnerBatch,
     LearnerConfig,

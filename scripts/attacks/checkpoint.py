@@ -105,7 +105,7 @@ def _resume(work: Path):
     """Builds the Trainer on `work` as the CLI would (restore only, no training):
     (trainer or None, the exception if any, captured stderr)."""
     from agentic_rl.train import Trainer
-    from agentic_rl.train.config import apply_overrides, load_config_file
+    from agentic_rl.train.config_files import apply_overrides, load_config_file
 
     cfg = apply_overrides(load_config_file(f"{TINY}:grpo"), {**RUN, "train.max_steps": "3"})
     err = io.StringIO()

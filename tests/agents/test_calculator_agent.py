@@ -10,7 +10,7 @@ import numpy as np
 from agentic_rl.agents import Gateway, run_agents
 from agentic_rl.envs import make_env_suite
 from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format, run_episodes
-from agentic_rl.train.config import load_config_file
+from agentic_rl.train.config_files import load_config_file
 from experiments.agents.calculator_openai import agent
 from tests.agents.conftest import make_service
 from tests.agents.test_runtime import assert_same_batch

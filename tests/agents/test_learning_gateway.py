@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from agentic_rl.train import Trainer
-from agentic_rl.train.config import apply_overrides, load_config_file
+from agentic_rl.train.config_files import apply_overrides, load_config_file
 from agentic_rl.train.metrics import read_jsonl
 from tests.train.conftest import REPO
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import jax
 import pytest
 
-from agentic_rl.train.config import load_config_file
+from agentic_rl.train.config_files import load_config_file
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "experiments" / "tiny_guess_number.py"

@@ -7,7 +7,8 @@ import pytest
 
 from agentic_rl.rollout import EpisodeBatch, HostMetadata
 from agentic_rl.train import Trainer
-from agentic_rl.train.config import ConfigError, apply_overrides, load_config_file, validate
+from agentic_rl.train.config import ConfigError, validate
+from agentic_rl.train.config_files import apply_overrides, load_config_file
 from agentic_rl.train.learner import LearnerBatch
 from tests.train.conftest import REPO
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from agentic_rl.train.config import apply_overrides, load_config_file
+from agentic_rl.train.config_files import apply_overrides, load_config_file
 from tests.train.conftest import REPO, TINY
 
 MANIFEST = "agentic_rl_manifest.json"

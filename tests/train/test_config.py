@@ -7,14 +7,8 @@ import sys
 
 import pytest
 
-from agentic_rl.train.config import (
-    ConfigError,
-    apply_overrides,
-    default_config,
-    load_config_file,
-    split_overrides,
-    validate,
-)
+from agentic_rl.train.config import ConfigError, default_config, validate
+from agentic_rl.train.config_files import apply_overrides, load_config_file, split_overrides
 from tests.train.conftest import REPO, TINY
 
 

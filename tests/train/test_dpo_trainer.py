@@ -11,7 +11,8 @@ import pytest
 
 from agentic_rl.rollout.preferences import load_preference_pairs
 from agentic_rl.train import Trainer
-from agentic_rl.train.config import ConfigError, apply_overrides, load_config_file, validate
+from agentic_rl.train.config import ConfigError, validate
+from agentic_rl.train.config_files import apply_overrides, load_config_file
 from tests.train.conftest import REPO
 
 LEARNING = REPO / "experiments" / "tiny_learning.py"

@@ -13,7 +13,8 @@ import pytest
 
 from agentic_rl import rl
 from agentic_rl.rollout import EpisodeRecord, collate
-from agentic_rl.train.config import apply_overrides, default_config, uses_critic, uses_reference
+from agentic_rl.train.config import default_config, uses_critic, uses_reference
+from agentic_rl.train.config_files import apply_overrides
 from agentic_rl.train.learner import (
     LearnerBatch,
     LearnerConfig,

@@ -7,7 +7,8 @@ import pytest
 
 from agentic_rl import rl
 from agentic_rl.train import builders
-from agentic_rl.train.config import ConfigError, apply_overrides, default_config, validate
+from agentic_rl.train.config import ConfigError, default_config, validate
+from agentic_rl.train.config_files import apply_overrides
 
 
 def test_defaults_keep_the_on_policy_losses():

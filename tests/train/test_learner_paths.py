@@ -15,7 +15,7 @@ import pytest
 
 from agentic_rl.train import Trainer
 from agentic_rl.train import learner as train_learner
-from agentic_rl.train.config import apply_overrides, load_config_file
+from agentic_rl.train.config_files import apply_overrides, load_config_file
 from agentic_rl.train.learner import score_and_advantages
 from tests.rl import reference as ref
 from tests.train.conftest import REPO

@@ -13,7 +13,7 @@ import pytest
 
 from agentic_rl.train import Trainer
 from agentic_rl.train.builders import build_suite
-from agentic_rl.train.config import load_config_file
+from agentic_rl.train.config_files import load_config_file
 from agentic_rl.train.metrics import read_jsonl
 from tests.train.conftest import REPO
 

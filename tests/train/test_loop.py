@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from agentic_rl.train import Trainer
-from agentic_rl.train.config import apply_overrides
+from agentic_rl.train.config_files import apply_overrides
 from agentic_rl.train.metrics import is_timing, read_jsonl
 from tests.train.conftest import REPO
 

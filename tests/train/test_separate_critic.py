@@ -14,7 +14,8 @@ from flax import nnx
 
 from agentic_rl.models import ModelConfig, PolicyModel, critic_from
 from agentic_rl.train import Trainer
-from agentic_rl.train.config import ConfigError, apply_overrides, validate
+from agentic_rl.train.config import ConfigError, validate
+from agentic_rl.train.config_files import apply_overrides
 from agentic_rl.train.metrics import read_jsonl
 from agentic_rl.train.state import critic_labels, make_optimizer
 from tests.train.test_loop import run, strip_timing
