@@ -2,6 +2,9 @@
 
     python -m agentic_rl.chat --model smollm2-135m-instruct --greedy \
         "What is the capital of France?"
+
+Imports: agentic_rl.models and agentic_rl.sampling (an entry point may import any
+layer).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ small CPU, and a command-line run compiles the same programs every time. With th
 persistent cache on, a later process (the next CLI call, the next test) loads them
 from disk instead. Entry points call `enable()`; the library itself never changes
 global JAX configuration.
+
+Imports: jax only.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ A trained policy is evaluated from its run directory instead of `--model`:
 
 (`--checkpoint latest|best|STEP`); the environment, its settings and the chat format
 then default to the run's own config.
+
+Imports: any layer (an entry point): models, sampling, envs, rollout, train.
 """
 
 from __future__ import annotations

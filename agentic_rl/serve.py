@@ -9,6 +9,8 @@ model with the character tokenizer). A conversation's next request continues its
 row (the gateway matches it to the previous call), concurrent requests are batched into
 one sampler call, and responses carry the sampled token ids. Prints one line,
 `serving MODEL on URL/v1`, when ready; stops on SIGINT/SIGTERM.
+
+Imports: any layer (an entry point): models, sampling, rollout, agents, train.
 """
 
 from __future__ import annotations

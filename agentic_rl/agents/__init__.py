@@ -8,6 +8,8 @@
 - `engine`: dynamic batching of concurrent requests into one sampler call;
 - `gateway`: the HTTP server (Starlette + uvicorn) in front of the service;
 - `openai_format`: the wire format (request checks, responses, streaming chunks).
+
+Imports: the agents modules only (their public names).
 """
 
 from agentic_rl.agents.engine import BatchingEngine

@@ -9,6 +9,8 @@ batches as fully as the environment loop without waiting out the window). Reques
 different sampling settings go to separate calls. A row is released on request or,
 when more sessions are alive than the sampler has rows, the least recently used idle one
 is evicted (its next request re-prefills its whole history: exact, only slower).
+
+Imports: agentic_rl.rollout (the RolloutPolicy protocol and its requests).
 """
 
 from __future__ import annotations

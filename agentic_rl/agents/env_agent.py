@@ -10,6 +10,9 @@ environment through `run_agents` trains on the same batch as `run_episodes`.
 With `transport="http"` the same program talks to the gateway with the `openai` SDK
 (and posts rewards over HTTP), i.e. it is a third-party agent in every respect but its
 source.
+
+Imports: agentic_rl.envs and agentic_rl.agents; openai/httpx only for the HTTP
+transport.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ unknown rollout, context overflow, unsupported parameter); an unexpected failure
 500 JSON body, and the server keeps serving. A request body over `max_body_bytes` is a
 413. Handlers wait for the batching engine on a dedicated thread pool sized for many
 concurrent clients (the default pool of 6 threads on 2 cores would cap a batch at 6).
+
+Imports: agentic_rl.agents (the chat service), starlette and uvicorn.
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ non-zero penalties, `logit_bias`, JSON response formats, a forced `tool_choice`)
 that names it, never silently ignored. `seed` is accepted and not used: every row's
 draws come from its own PRNG stream (the run seed, the row's id and its turn), so
 samples are reproducible without it.
+
+Imports: agentic_rl.envs (messages and the tool-call parser) only; no jax.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ rollout's chains of calls become `EpisodeRecord`s, collated into an `EpisodeBatc
 `run_agents` runs `group_size` copies of the agent per task concurrently (one thread
 each; an async agent runs in its own event loop on that thread), with a time limit per
 episode and the rollout's error budget.
+
+Imports: agentic_rl.envs, agentic_rl.rollout, agentic_rl.registry and agentic_rl.agents;
+openai only for the HTTP client.
 """
 
 from __future__ import annotations

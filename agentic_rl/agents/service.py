@@ -17,6 +17,9 @@ Token layout of a chain (the same as the environment loop's, see `rollout.loop`)
 prompt, then per call the sampled tokens (loss mask 1, with the sampler's log-probs),
 the end-of-turn token when the sampler did not produce it (loss mask 0), and the next
 call's new messages as an observation segment (loss mask 0).
+
+Imports: agentic_rl.envs, agentic_rl.rollout, agentic_rl.sampling (sampling parameters)
+and agentic_rl.agents.
 """
 
 from __future__ import annotations

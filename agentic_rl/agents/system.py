@@ -18,6 +18,8 @@ loop (a proposer revises until a critic accepts).
 Rewards: the orchestration's return value is the team reward (every row's last turn);
 `ctx.reward(value, agent=name)` gives one agent a reward of its own (on that agent's last
 call), e.g. a checker rewarded for catching a wrong query.
+
+Imports: agentic_rl.envs and agentic_rl.agents only.
 """
 
 from __future__ import annotations

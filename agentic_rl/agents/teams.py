@@ -10,6 +10,8 @@ catch wrong queries. It is the shape of Agent-Lightning's Spider agent, as an or
 `AgentSystem` (its two agents can share one LoRA adapter or have one each).
 
     python -m agentic_rl.train --config experiments/sql_team.py --workdir runs/sql_team
+
+Imports: agentic_rl.envs and agentic_rl.agents only.
 """
 
 from __future__ import annotations

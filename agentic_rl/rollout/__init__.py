@@ -1,5 +1,8 @@
 """The rollout loop: runs many episodes concurrently and lays them out as an `EpisodeBatch`
-with exact tokens (each segment tokenized once; see `chat_format` and `loop`)."""
+with exact tokens (each segment tokenized once; see `chat_format` and `loop`).
+
+Imports: the rollout modules only (their public names).
+"""
 
 from agentic_rl.rollout.batch import (
     EpisodeBatch,

@@ -15,6 +15,8 @@ Conventions fixed here (the DESIGN table leaves them open):
   the episode while the environment would have gone on, False when the environment
   ended it. A cut episode's return is not finished: critic-based advantages bootstrap
   from the value of the state at the cut instead of treating it as terminal.
+
+Imports: numpy and flax.struct only; no model, no environment.
 """
 
 from __future__ import annotations

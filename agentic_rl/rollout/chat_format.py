@@ -18,6 +18,9 @@ silently break importance ratios). For ChatML models (SmolLM2, Qwen2.5, Qwen3):
 
 Decoding the concatenated segments therefore yields the text the model's own chat
 template would produce for the same messages (up to the final "\\n").
+
+Imports: agentic_rl.envs (messages, tool-call rendering) and the rollout tokenizer
+protocol; no jax.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 This is the function an `evaluate` CLI wraps: build a policy and a chat format, then
 `evaluate_policy(policy, fmt, "calculator", num_episodes=N, env_kwargs={"eval_path": F})`
 and print `report.summary()` as JSON.
+
+Imports: agentic_rl.envs and the rollout loop; no jax.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ Failures: an environment that raises, returns a malformed result or times out ha
 episode dropped and recorded in `errors`; once more than `max_error_fraction` of the
 episodes have failed the loop raises `ErrorBudgetExceeded`. Policy errors are bugs and
 propagate immediately.
+
+Imports: agentic_rl.envs and the rollout modules; no jax (the policy is a protocol).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Episode metrics, computed from per-episode metadata so results of several rollout calls
-(e.g. an evaluation run in chunks) aggregate exactly by concatenating their episodes."""
+(e.g. an evaluation run in chunks) aggregate exactly by concatenating their episodes.
+
+Imports: the standard library only.
+"""
 
 from __future__ import annotations
 

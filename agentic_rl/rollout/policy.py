@@ -12,6 +12,8 @@ i.e. the new suffix is the end-of-turn token the rollout may have appended (see
 `chat_format`) followed by the observation segment. On the first call the whole prompt
 is new. When an episode ends, the rollout calls `policy.release(ids)` so the sampler can
 free its cache slots.
+
+Imports: the rollout modules only; no jax, no model.
 """
 
 from __future__ import annotations

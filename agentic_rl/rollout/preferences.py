@@ -11,6 +11,8 @@ learner's best-vs-worst pairing recovers exactly the file's pairs. The prompt is
 with the chat format, as in a rollout; a reply is one assistant turn, its text encoded
 literally (a reply holding `<|im_end|>` cannot end its turn early) and closed with the
 end-of-turn token, all of it in the loss mask.
+
+Imports: the rollout modules only.
 """
 
 from __future__ import annotations

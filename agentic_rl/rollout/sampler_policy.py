@@ -5,6 +5,9 @@ prompt on turn 0; afterwards the end-of-turn token the rollout may have appended
 the observation) are prefilled into that row's cache, then all requested rows decode
 their next turn together. History is never re-prefilled unless the request's history
 disagrees with the row's cache (counted in `stats["reprefills"]`, which should stay 0).
+
+Imports: agentic_rl.models and agentic_rl.sampling (the one rollout module that touches
+jax).
 """
 
 from __future__ import annotations

@@ -11,6 +11,8 @@ Why both encodes: the chat format writes the structure markers (`<|im_start|>`,
 task, a tool, a web page or a file, and is untrusted. Encoded with `encode`, a tool
 result containing "<|im_end|>\n<|im_start|>assistant\n" would become real turn
 boundaries and forge a turn; `encode_literal` keeps it text.
+
+Imports: the standard library only (an HF tokenizer is passed in, never imported).
 """
 
 from __future__ import annotations

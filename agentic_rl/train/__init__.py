@@ -4,6 +4,8 @@
         [--config.rl.kl_coef=0.01 ...]
 
 or from Python, `AgentTrainer(model=..., environment=..., algo="grpo").train(episodes=500)`.
+
+Imports: the train modules only (their public names).
 """
 
 from agentic_rl.train.config import ConfigError, default_config, validate

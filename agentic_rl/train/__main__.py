@@ -10,6 +10,8 @@ Bad input (a config file that does not load, a bad key, value, variant, model, e
 workdir, a workdir holding a checkpoint of another config or no intact checkpoint) is
 reported in one `error:` line on stderr with exit status 2; a run stopped by non-finite
 updates exits with 1.
+
+Imports: agentic_rl.train and agentic_rl.models (the entry point may import any layer).
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """From a validated config to the objects a run needs: policy, env suite, rollout and
 loss settings, and the task order (a pure function of the data position, for exact resume).
+
+Imports: every layer below train (models, sampling, envs, rollout, rl) and the train
+modules: this is where they meet.
 """
 
 from __future__ import annotations

@@ -18,6 +18,8 @@ its manifest first, so a step half-deleted by a kill is incomplete, never "corru
 
 Retention: the `keep` most recent steps plus the best step by the eval metric; the
 host JSON of every checkpoint carries `best` so `latest` and `best` both resolve.
+
+Imports: orbax, jax, numpy and the train modules.
 """
 
 from __future__ import annotations

@@ -9,6 +9,8 @@
 It fills a full trainer config (the same one the CLI takes), so anything the shell can
 set is reachable through `overrides={"rl.kl_coef": 0.01, ...}`; the common knobs have
 keyword shortcuts. A loaded `Policy` or a built `EnvSuite` can be passed in place of names.
+
+Imports: agentic_rl.models, envs, rollout, agents and the train modules.
 """
 
 from __future__ import annotations

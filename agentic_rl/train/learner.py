@@ -18,6 +18,8 @@ episodes (padding to a fixed row count, a shared prefix for padding rows) are
 
 `metrics` holds scalars (the update's, `advantage_mean` / `advantage_std` over the loss
 tokens) and `advantages` [B, T], for the trajectory viewer.
+
+Imports: agentic_rl.rl, agentic_rl.rollout (the EpisodeBatch) and the train modules.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ One training step:
 Everything random is derived from `seed`, the step number and the checkpointed PRNG key,
 and the data position is checkpointed, so a run restarted with the same workdir resumes
 exactly: its metrics equal those of an uninterrupted run (timing fields aside).
+
+Imports: agentic_rl.rl, rollout, agents, models and the train modules.
 """
 
 from __future__ import annotations

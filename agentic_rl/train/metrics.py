@@ -3,6 +3,8 @@
 `metrics.jsonl` holds one line per training step, {"step": n, ...}; evaluation metrics
 are prefixed `eval/`. It is the run's history: on resume it is truncated to the restored
 step, so a resumed run's file equals an uninterrupted run's (up to timing fields).
+
+Imports: the standard library, tqdm and (optionally) tensorboardX.
 """
 
 from __future__ import annotations

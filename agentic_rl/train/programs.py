@@ -6,6 +6,8 @@ service (token-exact traces; the rollout's sampling settings and limits, clients
 temperature ignored), and, for `agent.transport="http"`, the gateway on its own thread.
 A rollout is `run_agents` over the step's tasks; the batch it returns is an ordinary
 `EpisodeBatch`, so everything after the rollout is the environment loop's path.
+
+Imports: agentic_rl.agents, agentic_rl.rollout and the train modules.
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ shows each of them on stderr, so a screen is never silent for long:
 
 Everything goes through tqdm.write, so messages do not tear the step bar apart; with
 `enabled=False` (log.progress=False, e.g. in tests) nothing is printed.
+
+Imports: tqdm and jax.monitoring only.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ step is a pure jitted function of (state, batch) that donates the state. The pol
            the initial params for full fine-tuning with kl_coef > 0 (a separate critic's
            are not copied). With LoRA the reference is the same params with the adapters
            zeroed (no copy at all).
+
+Imports: flax, optax, jax and agentic_rl.models (LoRA weights decide what trains).
 """
 
 from __future__ import annotations

@@ -21,6 +21,8 @@ repeated occurrences. An update whose gradient is exactly zero is skipped too
 (`zero_grad` counts it): with no gradient, Adam would still move the weights along its
 momentum. Under a mesh the rows of every micro-batch are sharded over the
 data axis; XLA inserts the gradient all-reduce.
+
+Imports: agentic_rl.rl, flax, optax, jax and the train modules.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ multi-agent program's rows say which agent they are (one colour per agent) and c
 team's transcript, drawn below with each agent's messages in its colour and every
 hand-off from one agent to the next marked. `notebooks/look_at_rollouts.ipynb` reads the
 same records (`load_trajectories`).
+
+Imports: the standard library and numpy only.
 """
 
 from __future__ import annotations
