@@ -183,16 +183,22 @@ def gae(
     return adv, jnp.where(loss_mask, adv + values, 0)
 
 
-def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-                    bootstrap=None):
+def _turn_level_gae(name, turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+                    token_rewards, cfg, bootstrap):
+    """Checked inputs and the turn-level GAE shared by turn_gae and bilevel_gae:
+    (a_turn [B, K], v_turn [B, K], turn_end, turn_index, loss_mask, values)."""
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    values = _require_values(values, loss_mask, name)
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
     # V_k is read at the turn's first sampled token: the state the turn starts from. At the
     # turn's end the critic has already seen (almost) the whole utterance it should judge.
     starts = turn_starts(turn_index, loss_mask, turn_end.shape[1])
     v_turn = jnp.where(present_turns(turn_end), gather_at_turn_ends(values, starts), 0)
     a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam,
-                        last_value=bootstrap)
-    return a_turn, v_turn
+                        last_value=_bootstrap(bootstrap, loss_mask))
+    return a_turn, v_turn, turn_end, turn_index, loss_mask, values
 
 
 @ADVANTAGES.register("turn_gae", needs_values=True)
@@ -212,13 +218,9 @@ def turn_gae(
     After the last present turn V = 0, or ``bootstrap`` for a truncated episode.
     Returns (value targets) are A_k + V_k on every token of the turn.
     """
-    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id
-    )
-    values = _require_values(values, loss_mask, "turn_gae")
-    a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-        _bootstrap(bootstrap, loss_mask),
+    a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
+        "turn_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+        token_rewards, cfg, bootstrap,
     )
     adv = broadcast_turns_to_tokens(a_turn, turn_index, loss_mask)
     ret = broadcast_turns_to_tokens(a_turn + v_turn, turn_index, loss_mask)
@@ -249,13 +251,9 @@ def bilevel_gae(
     token-level discounting (how credit spreads inside one utterance) are set
     independently. Returns = advantages + values.
     """
-    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id
-    )
-    values = _require_values(values, loss_mask, "bilevel_gae")
-    a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-        _bootstrap(bootstrap, loss_mask),
+    a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
+        "bilevel_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+        token_rewards, cfg, bootstrap,
     )
     seq_len = loss_mask.shape[1]
     r = place_turn_values(a_turn + v_turn, turn_end, seq_len)
