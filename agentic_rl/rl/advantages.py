@@ -1,4 +1,4 @@
-"""Returns and advantages for multi-turn episodes laid out as one token row.
+"""Advantage estimators (``ADVANTAGES``) for multi-turn episodes laid out as one token row.
 
 Inputs follow the EpisodeBatch contract of DESIGN.md:
 
@@ -26,7 +26,7 @@ Conventions shared by every estimator in this module:
 
   ``returns`` are value targets for critic-based estimators and the raw
   (un-normalised) return each token was credited with otherwise.
-  ``token_rewards`` [B, T] (e.g. a KL penalty from ``losses.kl_penalty_rewards``)
+  ``token_rewards`` [B, T] (e.g. a KL penalty from ``kl.kl_penalty_rewards``)
   is added per token by token-level estimators and summed into its turn's reward
   by turn- and episode-level ones.
 * Truncation: ``bootstrap`` [B] is the value of the state after each row's last
@@ -37,17 +37,35 @@ Conventions shared by every estimator in this module:
   critic-free ones accept and ignore it: they have no value to bootstrap with.
 * Float hyperparameters live in ``AdvantageConfig`` as pytree leaves, so they can
   be traced: a sweep can ``jax.vmap`` over ``cfg.replace(gamma=g)``.
+
+The returns and turn <-> token helpers these are built from are ``rl/returns.py``; the
+group statistics and whitening of the critic-free baselines are ``rl/groups.py``. The
+module holds every registered estimator next to the shared input checks and the entry
+point, one registry in one place, hence its length.
+
+Imports: jax, flax.struct, agentic_rl.registry, agentic_rl.rl.returns and .groups.
 """
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from agentic_rl.registry import Registry
+from agentic_rl.rl.groups import GroupStats, group_stats, whiten
+from agentic_rl.rl.returns import (
+    broadcast_turns_to_tokens,
+    discounted_returns,
+    effective_turn_rewards,
+    gather_at_turn_ends,
+    masked_gae,
+    place_turn_values,
+    present_turns,
+    turn_starts,
+)
 
 Array = jax.Array
 
@@ -55,7 +73,6 @@ Array = jax.Array
 ADVANTAGES = Registry("advantage estimator", defaults={"needs_values": False})
 
 LEVELS = ("outcome", "turn")
-WEIGHTINGS = ("token", "rollout")
 
 
 @struct.dataclass
@@ -87,226 +104,7 @@ class AdvantageConfig:
     eps: float = 1e-6
 
 
-# ----------------------------------------------------------------------------- primitives
-
-
-def masked_gae(
-    rewards: Array,
-    values: Array,
-    valid: Array,
-    gamma: float | Array,
-    lam: float | Array,
-    cut: Array | None = None,
-    last_value: Array | None = None,
-) -> Array:
-    """Generalised advantage estimation along the last axis, over valid positions only.
-
-    A reverse ``lax.scan``. Invalid positions are transparent: the carry (the next
-    valid position's value and advantage) passes through them unchanged and they
-    output 0, so the TD error of the last valid position before a gap bootstraps
-    from the first valid position after it. This is why GAE on a multi-turn row
-    skips observation tokens: the environment's tokens are not actions of the
-    policy, so no value or TD error belongs to them and the Markov chain of
-    decisions runs from one action token to the next.
-
-    ``cut[..., t]`` (bool, read only where valid) ends an episode segment after t:
-    the next value and advantage are treated as 0 there (used by bi-level GAE to
-    keep token-level GAE inside a turn). The value after the last valid position is
-    ``last_value`` (shape ``rewards.shape[:-1]``; 0 if None: the episode terminated).
-
-    Recurrence over valid positions i (next valid position i+1):
-        delta_i = r_i + gamma * V_{i+1} - V_i
-        A_i     = delta_i + gamma * lam * A_{i+1}
-    """
-    rewards = jnp.asarray(rewards)
-    dtype = jnp.result_type(rewards.dtype, jnp.float32)
-    rewards = rewards.astype(dtype)
-    values = jnp.asarray(values, dtype)
-    valid = jnp.asarray(valid, bool)
-    cut = jnp.zeros_like(valid) if cut is None else jnp.asarray(cut, bool)
-    gamma = jnp.asarray(gamma, dtype)
-    lam = jnp.asarray(lam, dtype)
-
-    def step(carry, x):
-        next_value, next_adv = carry
-        r, v, m, c = x
-        nv = jnp.where(c, 0.0, next_value)
-        na = jnp.where(c, 0.0, next_adv)
-        adv = r + gamma * nv - v + gamma * lam * na
-        carry = (jnp.where(m, v, next_value), jnp.where(m, adv, next_adv))
-        return carry, jnp.where(m, adv, 0.0)
-
-    xs = tuple(jnp.moveaxis(a, -1, 0) for a in (rewards, values, valid, cut))
-    zeros = jnp.zeros(rewards.shape[:-1], dtype)
-    last = zeros if last_value is None else jnp.broadcast_to(
-        jnp.asarray(last_value, dtype), zeros.shape)
-    _, adv = jax.lax.scan(step, (last, zeros), xs, reverse=True)
-    return jnp.moveaxis(adv, 0, -1)
-
-
-def discounted_returns(
-    rewards: Array, valid: Array, gamma: float | Array, cut: Array | None = None
-) -> Array:
-    """Reward-to-go over valid positions of the last axis: G_i = r_i + gamma * G_{i+1}.
-
-    Monte-Carlo returns are GAE with V = 0 and lambda = 1.
-    """
-    return masked_gae(rewards, jnp.zeros_like(rewards), valid, gamma, 1.0, cut)
-
-
-def present_turns(turn_end: Array) -> Array:
-    """bool [B, K]: which turns exist (turn_end >= 0)."""
-    return turn_end >= 0
-
-
-def place_turn_values(turn_values: Array, turn_end: Array, seq_len: int) -> Array:
-    """Scatters per-turn values [B, K] onto their turn-end token positions -> [B, T].
-
-    Absent turns contribute nothing. Used to put turn rewards where DESIGN.md says
-    they sit: on the last sampled token of the turn.
-    """
-    present = present_turns(turn_end)
-    rows = jnp.arange(turn_end.shape[0])[:, None]
-    cols = jnp.where(present, turn_end, 0)
-    vals = jnp.where(present, turn_values, 0)
-    return jnp.zeros((turn_end.shape[0], seq_len), vals.dtype).at[rows, cols].add(vals)
-
-
-def gather_at_turn_ends(token_values: Array, turn_end: Array) -> Array:
-    """Reads token_values [B, T] at each turn's end -> [B, K] (0 for absent turns)."""
-    present = present_turns(turn_end)
-    idx = jnp.where(present, turn_end, 0)
-    return jnp.where(present, jnp.take_along_axis(token_values, idx, axis=1), 0)
-
-
-def turn_starts(turn_index: Array, loss_mask: Array, num_turns: int) -> Array:
-    """Position of the first sampled token of each turn -> int32 [B, K] (-1: no such turn).
-
-    This is where a critic that follows the log-prob alignment (values[t] = V of the
-    state in which token t was chosen) holds the value of the state the turn starts from.
-    """
-    B, T = loss_mask.shape
-    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
-    pos = jnp.where(ok, jnp.arange(T, dtype=jnp.int32)[None, :], T)
-    rows = jnp.broadcast_to(jnp.arange(B)[:, None], (B, T))
-    cols = jnp.clip(turn_index, 0, num_turns - 1)
-    first = jnp.full((B, num_turns), T, jnp.int32).at[rows, cols].min(pos)
-    return jnp.where(first < T, first, -1)
-
-
-def broadcast_turns_to_tokens(turn_values: Array, turn_index: Array, loss_mask: Array) -> Array:
-    """Gives every action token the value of its turn: [B, K] -> [B, T].
-
-    Non-action tokens, and action tokens whose turn_index is outside [0, K), get 0.
-    """
-    num_turns = turn_values.shape[1]
-    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
-    idx = jnp.clip(turn_index, 0, num_turns - 1)
-    return jnp.where(ok, jnp.take_along_axis(turn_values, idx, axis=1), 0)
-
-
-def fold_token_rewards(
-    token_rewards: Array, turn_index: Array, loss_mask: Array, num_turns: int
-) -> Array:
-    """Sums per-token rewards of the action tokens of each turn: [B, T] -> [B, K]."""
-    ok = loss_mask & (turn_index >= 0) & (turn_index < num_turns)
-    rows = jnp.arange(token_rewards.shape[0])[:, None]
-    cols = jnp.where(ok, turn_index, 0)
-    vals = jnp.where(ok, token_rewards, 0)
-    return jnp.zeros((token_rewards.shape[0], num_turns), vals.dtype).at[rows, cols].add(vals)
-
-
-def effective_turn_rewards(
-    turn_rewards: Array,
-    turn_end: Array,
-    turn_index: Array,
-    loss_mask: Array,
-    token_rewards: Array | None = None,
-) -> Array:
-    """Turn rewards with absent turns zeroed and token rewards folded into their turns."""
-    r = jnp.where(present_turns(turn_end), turn_rewards, 0).astype(jnp.float32)
-    if token_rewards is not None:
-        r = r + fold_token_rewards(token_rewards, turn_index, loss_mask, turn_rewards.shape[1])
-    return jnp.where(present_turns(turn_end), r, 0)
-
-
-def episode_returns(turn_rewards: Array, turn_end: Array, gamma: float | Array = 1.0) -> Array:
-    """Discounted return of each episode from its first present turn -> [B].
-
-    G = sum_k gamma^(number of present turns before k) * r_k over present turns.
-    With gamma = 1 this is the plain sum of the episode's turn rewards.
-    """
-    present = present_turns(turn_end)
-    r = jnp.where(present, turn_rewards, 0).astype(jnp.float32)
-    steps = (jnp.cumsum(present, axis=1) - 1).astype(jnp.float32)
-    disc = jnp.power(jnp.asarray(gamma, jnp.float32), jnp.maximum(steps, 0.0))
-    return jnp.sum(jnp.where(present, disc * r, 0), axis=1)
-
-
-def dense_group_ranks(group_id: Array) -> Array:
-    """Maps arbitrary group ids to 0..G-1 (in sorted id order), so segment ops can use
-    a static ``num_segments = B`` whatever integers the rollout used as ids."""
-    order = jnp.argsort(group_id, stable=True)
-    s = group_id[order]
-    new = jnp.concatenate([jnp.zeros((1,), bool), s[1:] != s[:-1]])
-    ranks_sorted = jnp.cumsum(new).astype(jnp.int32)
-    return jnp.zeros(group_id.shape, jnp.int32).at[order].set(ranks_sorted)
-
-
-class GroupStats(NamedTuple):
-    """Per-element statistics of the element's group, gathered back to x's shape."""
-
-    count: Array  # members of the group that are valid in this column
-    mean: Array
-    std: Array  # unbiased (n - 1) standard deviation; 0 for groups of one
-    spread: Array  # bool: valid and the group's values are not all identical
-
-
-def group_stats(x: Array, valid: Array, group_id: Array) -> GroupStats:
-    """Statistics of x [B, C] within each (group, column) over valid entries.
-
-    ``spread`` is computed from the group max and min, which are exact: the mean of
-    identical floats can be off by an ulp, and (x - mean) / (std + eps) would turn
-    that rounding into an advantage of ~1e-2. Estimators use ``spread`` to return an
-    exact 0 for groups without signal.
-    """
-    num = x.shape[0]
-    rank = dense_group_ranks(group_id)
-    v = valid.astype(x.dtype)
-    n_group = jax.ops.segment_sum(v, rank, num)
-    n = n_group[rank]
-    mean = (jax.ops.segment_sum(x * v, rank, num) / jnp.maximum(n_group, 1))[rank]
-    c = jnp.where(valid, x - mean, 0)
-    ss = jax.ops.segment_sum(c * c, rank, num)[rank]
-    std = jnp.sqrt(jnp.where(n > 1, ss / jnp.maximum(n - 1, 1), 0))
-    gmax = jax.ops.segment_max(jnp.where(valid, x, -jnp.inf), rank, num)[rank]
-    gmin = jax.ops.segment_min(jnp.where(valid, x, jnp.inf), rank, num)[rank]
-    return GroupStats(n, mean, std, valid & (gmax > gmin))
-
-
-def whiten(x: Array, mask: Array, *, weighting: str = "token", eps: float | Array = 1e-6) -> Array:
-    """Normalises x to zero mean / unit std over the masked entries of the whole batch.
-
-    ``weighting="token"`` gives every action token the same weight (REINFORCE++ as
-    published). ``weighting="rollout"`` gives every episode (row) the same total
-    weight, 1/n_tokens per token, so a few long episodes cannot dominate the batch
-    mean and std. Returns 0 where mask is 0, and exact 0 everywhere if all masked
-    values are identical.
-    """
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"unknown whiten weighting {weighting!r}; valid names: token, rollout")
-    x = x.astype(jnp.float32)
-    m = mask.astype(jnp.float32)
-    if weighting == "token":
-        w = m
-    else:
-        w = m / jnp.maximum(m.sum(axis=-1, keepdims=True), 1)
-    total = jnp.maximum(w.sum(), 1e-12)
-    mu = jnp.sum(w * x) / total
-    var = jnp.sum(w * jnp.square(x - mu)) / total
-    xmax = jnp.max(jnp.where(mask, x, -jnp.inf))
-    xmin = jnp.min(jnp.where(mask, x, jnp.inf))
-    return jnp.where(mask & (xmax > xmin), (x - mu) / (jnp.sqrt(var) + eps), 0)
+# ----------------------------------------------------------------------------- input checks
 
 
 def _prep(turn_rewards, turn_end, turn_index, loss_mask, group_id):
@@ -385,16 +183,22 @@ def gae(
     return adv, jnp.where(loss_mask, adv + values, 0)
 
 
-def _turn_level_gae(turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-                    bootstrap=None):
+def _turn_level_gae(name, turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+                    token_rewards, cfg, bootstrap):
+    """Checked inputs and the turn-level GAE shared by turn_gae and bilevel_gae:
+    (a_turn [B, K], v_turn [B, K], turn_end, turn_index, loss_mask, values)."""
+    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
+        turn_rewards, turn_end, turn_index, loss_mask, group_id
+    )
+    values = _require_values(values, loss_mask, name)
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
     # V_k is read at the turn's first sampled token: the state the turn starts from. At the
     # turn's end the critic has already seen (almost) the whole utterance it should judge.
     starts = turn_starts(turn_index, loss_mask, turn_end.shape[1])
     v_turn = jnp.where(present_turns(turn_end), gather_at_turn_ends(values, starts), 0)
     a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam,
-                        last_value=bootstrap)
-    return a_turn, v_turn
+                        last_value=_bootstrap(bootstrap, loss_mask))
+    return a_turn, v_turn, turn_end, turn_index, loss_mask, values
 
 
 @ADVANTAGES.register("turn_gae", needs_values=True)
@@ -414,13 +218,9 @@ def turn_gae(
     After the last present turn V = 0, or ``bootstrap`` for a truncated episode.
     Returns (value targets) are A_k + V_k on every token of the turn.
     """
-    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id
-    )
-    values = _require_values(values, loss_mask, "turn_gae")
-    a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-        _bootstrap(bootstrap, loss_mask),
+    a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
+        "turn_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+        token_rewards, cfg, bootstrap,
     )
     adv = broadcast_turns_to_tokens(a_turn, turn_index, loss_mask)
     ret = broadcast_turns_to_tokens(a_turn + v_turn, turn_index, loss_mask)
@@ -451,13 +251,9 @@ def bilevel_gae(
     token-level discounting (how credit spreads inside one utterance) are set
     independently. Returns = advantages + values.
     """
-    turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id
-    )
-    values = _require_values(values, loss_mask, "bilevel_gae")
-    a_turn, v_turn = _turn_level_gae(
-        turn_rewards, turn_end, turn_index, loss_mask, values, token_rewards, cfg,
-        _bootstrap(bootstrap, loss_mask),
+    a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
+        "bilevel_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
+        token_rewards, cfg, bootstrap,
     )
     seq_len = loss_mask.shape[1]
     r = place_turn_values(a_turn + v_turn, turn_end, seq_len)

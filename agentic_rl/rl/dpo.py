@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from agentic_rl.rl.advantages import dense_group_ranks
-from agentic_rl.rl.losses import masked_mean
+from agentic_rl.rl.groups import dense_group_ranks
+from agentic_rl.rl.tokens import masked_mean
 
 Array = jax.Array
 

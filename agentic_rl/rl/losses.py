@@ -26,33 +26,33 @@ also pin the one aggregation the objective is defined with (``aggregation="..."`
 ``LossConfig(policy_loss="name")`` selects it. Off-policy weights multiply the per-token
 loss outside the loss function, so every loss, built-in or new, can be corrected.
 
-Three log-probs per sampled token (DESIGN.md), once rollouts can be off-policy (async
-workers, external inference engines): behaviour pi_b (what the sampler used, stored in
-the batch), proximal/old pi_prox (recomputed at the start of the update) and current
-pi. The policy losses clip pi / pi_prox; an off-policy correction (``OFF_POLICY``,
-``LossConfig.off_policy``) weights each token by a function of rho = pi_prox / pi_b:
+Aggregation (``rl/aggregation.py``), KL (``rl/kl.py``) and off-policy corrections
+(``rl/off_policy.py``) have their own modules; the shared token arithmetic is
+``rl/tokens.py``. The module is longer than most because it holds every registered
+policy loss next to the one signature they share.
 
-    none       1 (today's losses; rho is still measured and logged)
-    tis        min(rho_t, off_policy_tis_cap)        token-level truncated IS
-    mis        rho(y) = prod_t rho_t if it lies in [off_policy_mis_low, off_policy_mis_high],
-               else 0 for the whole sequence        sequence-level masked IS
-    decoupled  rho_t                                decoupled PPO (Hilton et al., 2021)
-
-With synchronous on-policy sampling pi_b = pi_prox, every weight is exactly 1 and each
-corrected loss is the plain one, bit for bit. ``policy_loss_terms(...,
-behaviour_logprobs=...)`` applies the correction and adds its ``behav_*`` metrics.
+Imports: jax, flax.struct, agentic_rl.registry and the rl modules above.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 
 import jax
 import jax.numpy as jnp
 from flax import struct
 
 from agentic_rl.registry import Registry
+from agentic_rl.rl.aggregation import aggregate
+from agentic_rl.rl.off_policy import OFF_POLICY, off_policy_weights
+from agentic_rl.rl.tokens import (
+    finalize,
+    log_ratio,
+    masked_mean,
+    ratio_metrics,
+    safe_div,
+    token_terms,
+)
 
 Array = jax.Array
 
@@ -60,12 +60,6 @@ Array = jax.Array
 # aggregation its objective is defined with (None: any).
 POLICY_LOSSES = Registry("policy loss", defaults={"reads": (), "aggregation": None})
 LOSS_INPUTS = ("turn_index", "ref_logprobs", "entropy", "values", "behaviour_logprobs")
-AGGREGATIONS = Registry("loss aggregation")
-KL_ESTIMATORS = Registry("KL estimator")
-OFF_POLICY = Registry("off-policy correction")
-
-# exp() of a log-ratio beyond this overflows float32 or is meaningless anyway.
-MAX_LOG_RATIO = 20.0
 
 
 @struct.dataclass
@@ -115,126 +109,6 @@ class LossConfig:
     off_policy_mis_high: float = 2.0
 
 
-# ----------------------------------------------------------------------------- helpers
-
-
-def safe_div(num: Array, den: Array) -> Array:
-    """num / den, and 0 where den == 0, with finite gradients (double-where)."""
-    ok = den > 0
-    return jnp.where(ok, num / jnp.where(ok, den, 1), 0)
-
-
-def finalize(loss_sum: Array, denominator: Array) -> Array:
-    """The loss value: loss_sum / denominator (0 for an empty batch)."""
-    return safe_div(loss_sum, denominator)
-
-
-def masked_mean(x: Array, mask: Array) -> Array:
-    """Mean of x over mask (0 if the mask is empty)."""
-    m = mask.astype(jnp.float32)
-    return safe_div(jnp.sum(jnp.where(mask, x, 0) * m), jnp.sum(m))
-
-
-def _masked_max(x: Array, mask: Array) -> Array:
-    return jnp.where(jnp.any(mask), jnp.max(jnp.where(mask, x, -jnp.inf)), 0)
-
-
-def _masked_min(x: Array, mask: Array) -> Array:
-    return jnp.where(jnp.any(mask), jnp.min(jnp.where(mask, x, jnp.inf)), 0)
-
-
-def log_ratio(logprobs: Array, sample_logprobs: Array, mask: Array) -> Array:
-    """log(pi / pi_sample) on action tokens, 0 elsewhere, clipped to +-MAX_LOG_RATIO.
-
-    Masking before the subtraction keeps padding (where log-probs may be -inf or
-    garbage) out of both the forward values and the gradients.
-    """
-    lr = jnp.where(mask, logprobs - sample_logprobs, 0.0)
-    return jnp.clip(lr, -MAX_LOG_RATIO, MAX_LOG_RATIO)
-
-
-def logprobs_from_logits(logits: Array, targets: Array) -> Array:
-    """log softmax(logits)[targets]: [..., V], int [...] -> [...]. Alignment of logits
-    with targets (the usual shift by one) is the caller's business."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, targets[..., None].astype(jnp.int32), axis=-1)[..., 0]
-
-
-def entropy_from_logits(logits: Array) -> Array:
-    """Entropy of softmax(logits) over the last axis; handles -inf (banned) logits."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    p = jnp.exp(logp)
-    return -jnp.sum(jnp.where(p > 0, p * jnp.where(p > 0, logp, 0), 0), axis=-1)
-
-
-def _ratio_metrics(lr: Array, mask: Array) -> dict[str, Array]:
-    ratio = jnp.exp(lr)
-    return {
-        # KL(pi_sample || pi) by the k3 estimator on the sampled tokens (Schulman 2020).
-        "approx_kl": masked_mean(jnp.expm1(lr) - lr, mask),
-        "ratio_mean": masked_mean(ratio, mask),
-        "ratio_max": _masked_max(ratio, mask),
-        "ratio_min": _masked_min(ratio, mask),
-    }
-
-
-# ----------------------------------------------------------------------------- aggregation
-
-
-@AGGREGATIONS.register("token_mean")
-def token_mean(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
-    """Mean over every action token of the batch (DAPO's token-level loss): each token
-    weighs the same, so an episode's weight grows with its length. Per-episode means
-    would instead shrink the per-token gradient of long episodes."""
-    m = mask.astype(jnp.float32)
-    return jnp.sum(jnp.where(mask, per_token, 0)), jnp.sum(m)
-
-
-@AGGREGATIONS.register("seq_mean_token_mean")
-def seq_mean_token_mean(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
-    """Mean over episodes of each episode's token mean (original GRPO): every episode
-    weighs the same whatever its length. Rows without action tokens are not counted."""
-    m = mask.astype(jnp.float32)
-    n = jnp.sum(m, axis=-1)
-    row = safe_div(jnp.sum(jnp.where(mask, per_token, 0), axis=-1), n)
-    return jnp.sum(row), jnp.sum(n > 0).astype(jnp.float32)
-
-
-@AGGREGATIONS.register("seq_mean_token_sum")
-def seq_mean_token_sum(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
-    """Mean over episodes of each episode's token sum (rows without tokens not counted)."""
-    n = jnp.sum(mask, axis=-1)
-    return jnp.sum(jnp.where(mask, per_token, 0)), jnp.sum(n > 0).astype(jnp.float32)
-
-
-@AGGREGATIONS.register("seq_sum_const")
-def seq_sum_const(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
-    """Token sums over a constant: sum / (B * cfg.loss_norm_const) (Dr.GRPO, Liu et al. 2025).
-
-    Why a constant: dividing each episode's loss by its own length gives the tokens
-    of long episodes smaller gradients, so for negative advantages long wrong
-    answers are penalised less per token and response length drifts upward. With a
-    denominator that does not depend on the sample (the generation budget) every
-    token's gradient has the same scale. Every row counts, even an empty one,
-    because the denominator must not depend on what was sampled.
-
-    Rows are counted over every leading axis of the mask: the update step passes a
-    minibatch as [n_micro, micro, T], which holds n_micro x micro episodes.
-    """
-    num_rows = jnp.asarray(math.prod(mask.shape[:-1]), jnp.float32)
-    return jnp.sum(jnp.where(mask, per_token, 0)), num_rows * cfg.loss_norm_const
-
-
-def aggregate(per_token: Array, mask: Array, cfg: LossConfig) -> tuple[Array, Array]:
-    """(sum, denominator) of a per-token loss with the mode named by cfg.aggregation."""
-    return AGGREGATIONS.get(cfg.aggregation)(per_token, mask, cfg)
-
-
-def _terms(per_token: Array, mask: Array, metrics: dict[str, Array]):
-    """(per-token loss, 0 off the mask, metrics): what every loss returns."""
-    return jnp.where(mask, per_token, 0.0), metrics
-
-
 # ----------------------------------------------------------------------------- policy losses
 
 
@@ -253,7 +127,7 @@ def clipped_surrogate(ratio: Array, advantages: Array, low: Array, high: Array):
 def _ppo_like(logprobs, old_logprobs, advantages, mask, cfg, low, high):
     lr = log_ratio(logprobs, old_logprobs, mask)
     loss, is_clipped = clipped_surrogate(jnp.exp(lr), advantages, low, high)
-    metrics = {"clip_frac": masked_mean(is_clipped, mask), **_ratio_metrics(lr, mask)}
+    metrics = {"clip_frac": masked_mean(is_clipped, mask), **ratio_metrics(lr, mask)}
     return loss, metrics, lr
 
 
@@ -263,7 +137,7 @@ def ppo(logprobs, old_logprobs, advantages, mask, cfg):
     loss, metrics, _ = _ppo_like(
         logprobs, old_logprobs, advantages, mask, cfg, 1 - cfg.clip_eps, 1 + cfg.clip_eps
     )
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("asym_clip")
@@ -280,7 +154,7 @@ def asym_clip(logprobs, old_logprobs, advantages, mask, cfg):
         1 - cfg.clip_eps_low,
         1 + cfg.clip_eps_high,
     )
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("dual_clip")
@@ -298,7 +172,7 @@ def dual_clip(logprobs, old_logprobs, advantages, mask, cfg):
     is_dual = (advantages < 0) & (capped < loss)
     loss = jnp.where(advantages < 0, capped, loss)
     metrics = {**metrics, "dual_clip_frac": masked_mean(is_dual, mask)}
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 def segment_mean_log_ratio(lr: Array, mask: Array, segment_ids: Array) -> Array:
@@ -350,9 +224,9 @@ def gspo(logprobs, old_logprobs, advantages, mask, cfg, *, turn_index=None):
     metrics = {
         "clip_frac": masked_mean(is_clipped, mask),
         "seq_ratio_mean": masked_mean(jnp.exp(seq_lr), mask),
-        **_ratio_metrics(lr, mask),
+        **ratio_metrics(lr, mask),
     }
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 def _weighted_pg(logprobs, weight, advantages, mask):
@@ -378,9 +252,9 @@ def cispo(logprobs, old_logprobs, advantages, mask, cfg):
     metrics = {
         "clip_frac": masked_mean(w != ratio, mask),
         "is_weight_mean": masked_mean(w, mask),
-        **_ratio_metrics(lr, mask),
+        **ratio_metrics(lr, mask),
     }
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("truncated_is")
@@ -398,9 +272,9 @@ def truncated_is(logprobs, old_logprobs, advantages, mask, cfg):
     metrics = {
         "clip_frac": masked_mean(ratio > cfg.tis_cap, mask),
         "is_weight_mean": masked_mean(w, mask),
-        **_ratio_metrics(lr, mask),
+        **ratio_metrics(lr, mask),
     }
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 @POLICY_LOSSES.register("pg")
@@ -412,7 +286,7 @@ def pg(logprobs, old_logprobs, advantages, mask, cfg):
     """
     lr = log_ratio(logprobs, old_logprobs, mask)
     loss = -advantages * jnp.where(mask, logprobs, 0.0)
-    return _terms(loss, mask, _ratio_metrics(lr, mask))
+    return token_terms(loss, mask, ratio_metrics(lr, mask))
 
 
 def policy_loss_terms(logprobs, old_logprobs, advantages, mask, cfg, *,
@@ -478,139 +352,6 @@ def _check_aggregation(name: str, cfg: LossConfig) -> None:
         )
 
 
-# ----------------------------------------------------------------------------- off-policy
-
-
-def off_policy_weights(old_logprobs: Array, behaviour_logprobs: Array, mask: Array,
-                       cfg: LossConfig) -> tuple[Array, dict[str, Array]]:
-    """Per-token weights [B, T] of the correction named by ``cfg.off_policy``, and metrics.
-
-    rho_t = pi_prox(y_t) / pi_behaviour(y_t) from the proximal (recomputed) and
-    behaviour (sampler) log-probs, log-ratio clipped to +-MAX_LOG_RATIO like every
-    ratio here. The weights are constants of the update (neither policy is the one
-    being differentiated). Metrics, over the action tokens: ``behav_ratio_mean/max/min``
-    of rho, ``behav_kl`` (k3 estimate of KL(pi_behaviour || pi_prox)), ``behav_weight_mean``,
-    and the correction's own (``behav_clip_frac``, ``behav_mask_frac``).
-    """
-    log_rho = log_ratio(old_logprobs, behaviour_logprobs, mask)
-    weights, metrics = OFF_POLICY.get(cfg.off_policy)(log_rho, mask, cfg)
-    rho = jnp.exp(log_rho)
-    return weights, {
-        "behav_ratio_mean": masked_mean(rho, mask),
-        "behav_ratio_max": _masked_max(rho, mask),
-        "behav_ratio_min": _masked_min(rho, mask),
-        "behav_kl": masked_mean(jnp.expm1(log_rho) - log_rho, mask),
-        "behav_weight_mean": masked_mean(weights, mask),
-        **metrics,
-    }
-
-
-@OFF_POLICY.register("none")
-def no_correction(log_rho: Array, mask: Array, cfg: LossConfig):
-    """No correction: weight 1 (the ratio is taken against the proximal policy only).
-
-    Right for synchronous on-policy sampling, where behaviour and proximal policies are
-    the same weights (up to the sampler's numerics, which the ``behav_*`` metrics show)."""
-    return jnp.ones_like(log_rho), {}
-
-
-@OFF_POLICY.register("tis")
-def tis(log_rho: Array, mask: Array, cfg: LossConfig):
-    """Token-level truncated IS: w_t = min(rho_t, off_policy_tis_cap) (Ionides, 2008; for
-    sampler/trainer mismatch, Yao et al., 2025). Corrects the token distribution from the
-    behaviour to the proximal policy with a bounded weight: a little bias for bounded
-    variance. ``behav_clip_frac``: share of tokens whose rho was truncated."""
-    rho = jnp.exp(log_rho)
-    w = jnp.minimum(rho, cfg.off_policy_tis_cap)
-    return w, {"behav_clip_frac": masked_mean(rho > cfg.off_policy_tis_cap, mask)}
-
-
-@OFF_POLICY.register("mis")
-def mis(log_rho: Array, mask: Array, cfg: LossConfig):
-    """Sequence-level masked IS: rho(y) = prod over the row's action tokens of rho_t, the
-    sequence's likelihood ratio; a row whose rho(y) lies outside
-    [off_policy_mis_low, off_policy_mis_high] is dropped (weight 0, no gradient), the
-    others are weighted by rho(y). Masking instead of truncating leaves no biased
-    weight on the sequences the behaviour policy got most wrong. Dropped rows still
-    count in the denominator (they are weight-0 samples, so the aggregation's
-    denominator does not depend on the weights). ``behav_mask_frac``: share of non-empty
-    rows dropped."""
-    seq = jnp.sum(jnp.where(mask, log_rho, 0.0), axis=-1, keepdims=True)
-    seq = jnp.clip(seq, -MAX_LOG_RATIO, MAX_LOG_RATIO)
-    ratio = jnp.exp(seq)
-    keep = (ratio >= cfg.off_policy_mis_low) & (ratio <= cfg.off_policy_mis_high)
-    w = jnp.broadcast_to(jnp.where(keep, ratio, 0.0), log_rho.shape)
-    rows = jnp.any(mask, axis=-1, keepdims=True)
-    return w, {"behav_mask_frac": masked_mean(~keep, rows)}
-
-
-@OFF_POLICY.register("decoupled")
-def decoupled(log_rho: Array, mask: Array, cfg: LossConfig):
-    """Decoupled PPO (Hilton et al., 2021; AReaL's asynchronous PPO): the clip is taken
-    against the proximal policy (the policy loss's ratio pi / pi_prox) and every token is
-    weighted by w_t = rho_t = pi_prox / pi_behaviour, the exact IS weight from the
-    sampler to the proximal policy. Unbounded: with a very stale sampler use tis."""
-    return jnp.exp(log_rho), {}
-
-
-# ----------------------------------------------------------------------------- KL
-
-
-def _ref_log_ratio(logprobs: Array, ref_logprobs: Array) -> Array:
-    """log(pi_ref / pi), clipped so exp() stays finite."""
-    return jnp.clip(ref_logprobs - logprobs, -MAX_LOG_RATIO, MAX_LOG_RATIO)
-
-
-@KL_ESTIMATORS.register("k1")
-def kl_k1(logprobs: Array, ref_logprobs: Array) -> Array:
-    """k1 = log(pi / pi_ref): unbiased for KL(pi || pi_ref) on samples of pi, high
-    variance, can be negative. As a loss its expected gradient is 0 (the score
-    function has mean 0), so use it as a reward penalty, not a loss term."""
-    return logprobs - ref_logprobs
-
-
-@KL_ESTIMATORS.register("k2")
-def kl_k2(logprobs: Array, ref_logprobs: Array) -> Array:
-    """k2 = 0.5 * log(pi / pi_ref)^2: biased but low variance, non-negative. As a loss
-    on on-policy samples its gradient is the gradient of KL(pi || pi_ref)."""
-    return 0.5 * jnp.square(logprobs - ref_logprobs)
-
-
-@KL_ESTIMATORS.register("k3")
-def kl_k3(logprobs: Array, ref_logprobs: Array) -> Array:
-    """k3 = (pi_ref / pi - 1) - log(pi_ref / pi) (Schulman 2020): unbiased, non-negative,
-    low variance. As a loss (GRPO's choice) its expected gradient is that of the
-    forward KL(pi_ref || pi), not of KL(pi || pi_ref)."""
-    lr = _ref_log_ratio(logprobs, ref_logprobs)
-    return jnp.expm1(lr) - lr
-
-
-def kl_per_token(logprobs: Array, ref_logprobs: Array, mask: Array, estimator: str) -> Array:
-    """Per-token KL estimate with the named estimator, 0 off the mask."""
-    lp = jnp.where(mask, logprobs, 0.0)
-    ref = jnp.where(mask, ref_logprobs, 0.0)
-    return jnp.where(mask, KL_ESTIMATORS.get(estimator)(lp, ref), 0.0)
-
-
-def kl_loss(logprobs, ref_logprobs, mask, cfg: LossConfig):
-    """KL to a reference policy as a loss term (GRPO style): (per_token, metrics).
-
-    Uses cfg.kl_estimator; the caller weights it by the KL coefficient and aggregates.
-    """
-    kl = kl_per_token(logprobs, ref_logprobs, mask, cfg.kl_estimator)
-    return _terms(kl, mask, {"kl": masked_mean(kl, mask)})
-
-
-def kl_penalty_rewards(logprobs, ref_logprobs, mask, coef, estimator: str = "k1") -> Array:
-    """KL to a reference as a per-token reward penalty (PPO-RLHF style): -coef * KL_t.
-
-    Gradient-free (it is a reward). Pass it as ``token_rewards`` to an advantage
-    estimator; k1 is the usual choice since only its expectation matters here.
-    """
-    kl = kl_per_token(logprobs, ref_logprobs, mask, estimator)
-    return -coef * jax.lax.stop_gradient(kl)
-
-
 # ----------------------------------------------------------------------------- value, entropy
 
 
@@ -630,7 +371,7 @@ def value_loss(values, old_values, returns, mask, cfg: LossConfig):
         "value_mean": masked_mean(values, mask),
         "return_mean": masked_mean(returns, mask),
     }
-    return _terms(loss, mask, metrics)
+    return token_terms(loss, mask, metrics)
 
 
 def entropy_loss(entropy, mask, cfg: LossConfig):
@@ -638,4 +379,4 @@ def entropy_loss(entropy, mask, cfg: LossConfig):
     added to the loss raises entropy. ``entropy`` is per token [B, T]
     (``entropy_from_logits``). Returns (per_token, metrics)."""
     h = jnp.where(mask, entropy, 0.0)
-    return _terms(-h, mask, {"entropy": masked_mean(h, mask)})
+    return token_terms(-h, mask, {"entropy": masked_mean(h, mask)})
