@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from agentic_rl import compile_cache
     from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.io.hf import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError, load_policy
     from agentic_rl.sampling import SamplingParams, generate
 

@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from agentic_rl.envs import ENVS
     from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.io.hf import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError, load_policy
     from agentic_rl.rollout import RolloutConfig, evaluate_policy, make_chat_format
     from agentic_rl.rollout.chat_format import _PRESETS

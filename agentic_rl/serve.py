@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     from agentic_rl import compile_cache
     from agentic_rl.agents import BatchingEngine, ChatService, Gateway, ServiceConfig
     from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.io.hf import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError
     from agentic_rl.rollout import make_chat_format
     from agentic_rl.rollout.sampler_policy import SamplerPolicy

@@ -3,6 +3,8 @@
 One frozen dataclass describes every supported architecture (Llama 2/3, SmolLM2,
 Qwen2/2.5, Qwen3): they differ only in a handful of switches (q/k/v bias, q/k
 RMSNorm, tied embeddings, RoPE scaling), so one decoder implementation serves all.
+
+Imports: jax.numpy and the standard library only.
 """
 
 from __future__ import annotations

@@ -3,6 +3,11 @@ a ready policy (NNX model + tokenizer).
 
 Names of embedded models resolve to files shipped inside pip packages (no network
 at run time on our machines); any local HF directory works too.
+
+`LoadedPolicy` is what it returns (model + tokenizer + path + name); LoRA is attached
+with `lora.attach_lora`.
+
+Imports: flax.nnx and agentic_rl.models.{config, io.hf, heads, lora}; io.gguf lazily.
 """
 
 from __future__ import annotations
@@ -18,8 +23,9 @@ from typing import Any
 from flax import nnx
 
 from agentic_rl.models.config import ModelConfig
-from agentic_rl.models.hf_io import CheckpointError, load_hf_model, read_hf_config, save_hf_model
-from agentic_rl.models.transformer import CriticModel, PolicyModel, add_lora
+from agentic_rl.models.heads import CriticModel, PolicyModel
+from agentic_rl.models.io.hf import CheckpointError, load_hf_model, read_hf_config, save_hf_model
+from agentic_rl.models.lora import attach_lora
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,7 +49,7 @@ class ModelNotFoundError(FileNotFoundError):
 
 
 @dataclasses.dataclass
-class Policy:
+class LoadedPolicy:
     """A loaded policy: the NNX model, its tokenizer and where it came from."""
 
     model: PolicyModel
@@ -80,7 +86,7 @@ def embedded_gguf_path(name: str) -> Path:
 def resolve_model_dir(name_or_path: str | os.PathLike) -> Path:
     """An embedded model name -> its converted HF directory (converting once, cached);
     a path -> that HF directory (checked)."""
-    from agentic_rl.models.gguf_convert import convert_gguf
+    from agentic_rl.models.io.gguf import convert_gguf
 
     key = str(name_or_path)
     if key.lower() in EMBEDDED_MODELS:
@@ -143,7 +149,7 @@ def load_policy(
     remat: bool | None = None,
     seed: int = 0,
     lora_adapters: int = 1,
-) -> Policy:
+) -> LoadedPolicy:
     """Load a policy from an embedded model name, a HF directory or a .gguf file.
 
     dtype / param_dtype: compute and storage dtypes ('float32', 'bfloat16').
@@ -155,12 +161,9 @@ def load_policy(
     lm = load_hf_model(model_dir, dtype=dtype, param_dtype=param_dtype, remat=remat)
     rngs = nnx.Rngs(seed)
     policy = PolicyModel(lm.cfg, rngs=rngs, value_head=value_head, lm=lm)
-    if lora_rank:
-        kw = {"targets": lora_targets} if lora_targets else {}
-        add_lora(policy, rank=lora_rank, alpha=lora_alpha, rngs=rngs,
-                 num_adapters=lora_adapters, **kw)
-    return Policy(model=policy, tokenizer=load_tokenizer(model_dir), path=model_dir,
-                  name=str(name_or_path))
+    attach_lora(policy, lora_rank, lora_alpha, lora_targets, lora_adapters, rngs=rngs)
+    return LoadedPolicy(model=policy, tokenizer=load_tokenizer(model_dir), path=model_dir,
+                        name=str(name_or_path))
 
 
 def load_critic(
@@ -179,6 +182,7 @@ def load_critic(
     return CriticModel(lm.cfg, rngs=nnx.Rngs(seed), lm=lm)
 
 
-def export_policy(policy: Policy, out_dir: str | os.PathLike, *, dtype: str = "float32") -> Path:
+def export_policy(policy: LoadedPolicy, out_dir: str | os.PathLike, *,
+                  dtype: str = "float32") -> Path:
     """Export the policy LM (LoRA merged) with its tokenizer to a HF directory."""
     return save_hf_model(policy.model.lm, out_dir, tokenizer=policy.tokenizer, dtype=dtype)

@@ -26,7 +26,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentic_rl.models.transformer import KVCache, Transformer, unstack_layers
+from agentic_rl.models.kv_cache import KVCache, cached_forward
+from agentic_rl.models.layers import unstack_layers
+from agentic_rl.models.transformer import Transformer
 
 Array = jax.Array
 
@@ -177,7 +179,7 @@ def prefill(
     `adapter_ids` [B]: each row's LoRA adapter (models with several).
     """
     model = nnx.merge(graphdef, state)
-    h, cache = model.forward_cached(tokens, cache, input_mask, layers, adapter_ids)
+    h, cache = cached_forward(model, layers, tokens, cache, input_mask, adapter_ids)
     n = input_mask.sum(axis=1).astype(jnp.int32)
     last = jnp.take_along_axis(h, jnp.maximum(n - 1, 0)[:, None, None], axis=1)[:, 0]
     return model.logits(last[:, None])[:, 0], cache
@@ -209,7 +211,7 @@ def decode(
     limit int32 [B]: per-row max new tokens (<= max_new); adapter_ids int32 [B]: each
     row's LoRA adapter (models with several; None otherwise).
 
-    `layers` are the per-layer weights (`unstack_layers`), see `Transformer.forward_cached`.
+    `layers` are the per-layer weights (`unstack_layers`), see `kv_cache.cached_forward`.
 
     Returns dict(tokens [B, max_new], logprob, logprob_raw, length [B],
     stopped [B] (hit a stop id), cache, keys). Every sampled token, including a
@@ -237,8 +239,8 @@ def decode(
         n = n + live.astype(jnp.int32)
         hit = jnp.any(tok[:, None] == stop_ids, axis=-1) & live
         stopped = stopped | hit
-        h, cache = model.forward_cached(tok[:, None], cache, live[:, None], layers,
-                                        adapter_ids)
+        h, cache = cached_forward(model, layers, tok[:, None], cache, live[:, None],
+                                  adapter_ids)
         # rows already finished keep the logits after their last real token
         logits = jnp.where(live[:, None], model.logits(h)[:, 0], logits)
         done = done | hit | (n >= limit)

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from agentic_rl.models.transformer import KVCache, Transformer, init_cache
+from agentic_rl.models.kv_cache import KVCache, cached_forward, init_cache
+from agentic_rl.models.transformer import Transformer
 from agentic_rl.sampling.sampler import SamplingParams, bucket, decode, prefill, split_model
 
 
@@ -90,7 +91,7 @@ def _prefill_shared(graphdef, state, layers, prefix: jax.Array, cache: KVCache,
     model = nnx.merge(graphdef, state)
     P = prefix.shape[0]
     one = init_cache(model.cfg, 1, P, cache.k[0].dtype)
-    _, one = model.forward_cached(prefix[None], one, jnp.ones((1, P), bool), layers, adapter)
+    _, one = cached_forward(model, layers, prefix[None], one, jnp.ones((1, P), bool), adapter)
     at = cache.cursor
     sel = rows[:, None, None, None]
 

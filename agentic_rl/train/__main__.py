@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from agentic_rl import compile_cache
     from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.hf_io import CheckpointError
+    from agentic_rl.models.io.hf import CheckpointError
     from agentic_rl.models.loading import ModelNotFoundError
     from agentic_rl.train import builders
     from agentic_rl.train.checkpoint import CheckpointNotFoundError, IncompatibleCheckpointError

@@ -15,7 +15,7 @@ from flax import nnx
 
 from agentic_rl.envs import ParserLimits, make_env_suite
 from agentic_rl.envs.registry import EnvSuite
-from agentic_rl.models import ModelConfig, PolicyModel, add_lora, critic_from
+from agentic_rl.models import ModelConfig, PolicyModel, attach_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
 from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
 from agentic_rl.sampling import SamplingParams
@@ -32,7 +32,7 @@ TINY = "tiny"
 
 
 @dataclass
-class BuiltPolicy:
+class PolicyBundle:
     """The policy module, its tokenizer (HF or CharTokenizer) and chat format."""
 
     model: PolicyModel
@@ -49,24 +49,20 @@ def tiny_model_config(cfg) -> ModelConfig:
                        remat=cfg.model.remat)
 
 
-def build_policy(cfg) -> BuiltPolicy:
+def build_policy(cfg) -> PolicyBundle:
     """Loads (or, for model.name='tiny', initialises) the policy, with LoRA adapters when
     model.lora_rank > 0 and, for critic-based algorithms, a critic: a value head on the
     trunk (rl.critic='shared') or a separate critic starting as a copy of the policy,
     adapters included (rl.critic='separate')."""
     m = cfg.model
     shared = uses_critic(cfg) and not separate_critic(cfg)
-    lora = {"targets": m.lora_targets} if m.lora_targets else {}
     n = num_adapters(cfg)
-    if n > 1:
-        lora["num_adapters"] = n
     if m.name == TINY:
         rngs = nnx.Rngs(cfg.seed)
         model = PolicyModel(tiny_model_config(cfg), rngs=rngs, value_head=shared)
-        if m.lora_rank:
-            add_lora(model, rank=m.lora_rank, alpha=m.lora_alpha, rngs=rngs, **lora)
+        attach_lora(model, m.lora_rank, m.lora_alpha, m.lora_targets, n, rngs=rngs)
         tok = CharTokenizer()
-        built = BuiltPolicy(model, tok, make_chat_format(m.chat_format, tok))
+        built = PolicyBundle(model, tok, make_chat_format(m.chat_format, tok))
     else:
         from agentic_rl.models import load_policy
 
@@ -75,7 +71,7 @@ def build_policy(cfg) -> BuiltPolicy:
                              lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed,
                              lora_adapters=n)
         fmt = make_chat_format(m.chat_format, policy.tokenizer)
-        built = BuiltPolicy(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+        built = PolicyBundle(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
     if separate_critic(cfg):
         built.model.critic = critic_from(built.model.lm, seed=cfg.seed)
     return built

@@ -475,7 +475,7 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def load_trained_policy(workdir: str | Path, which: str | int = "latest"):
-    """The policy of a training run at a checkpoint: (BuiltPolicy, config, step).
+    """The policy of a training run at a checkpoint: (PolicyBundle, config, step).
 
     Rebuilds the model from the run's saved `config.json` and restores the trained params
     into it (LoRA adapters stay attached; the sampler handles them). 'latest' is the newest

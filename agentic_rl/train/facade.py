@@ -8,7 +8,7 @@
 
 It fills a full trainer config (the same one the CLI takes), so anything the shell can
 set is reachable through `overrides={"rl.kl_coef": 0.01, ...}`; the common knobs have
-keyword shortcuts. A loaded `Policy` or a built `EnvSuite` can be passed in place of names.
+keyword shortcuts. A `LoadedPolicy` or a built `EnvSuite` can be passed in place of names.
 
 Imports: agentic_rl.models, envs, rollout, agents and the train modules.
 """
@@ -28,8 +28,7 @@ from agentic_rl.agents.system import AgentSystem
 from agentic_rl.envs.base import Task
 from agentic_rl.envs.registry import EnvSuite
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.models import Policy, ValueHead, add_lora, critic_from
-from agentic_rl.models.transformer import LoRAParam
+from agentic_rl.models import LoadedPolicy, LoRAWeight, ValueHead, attach_lora, critic_from
 from agentic_rl.rollout import make_chat_format
 from agentic_rl.train import builders
 from agentic_rl.train.config import (
@@ -61,28 +60,27 @@ SHORTCUTS = {
 }
 
 
-def _adopt_policy(policy: Policy, cfg) -> builders.BuiltPolicy:
+def _adopt_policy(policy: LoadedPolicy, cfg) -> builders.PolicyBundle:
     """Adds what the config asks for and a loaded policy lacks (critic, LoRA), in the
     order `builders.build_policy` does (a separate critic copies the adapters)."""
     model = policy.model
     separate = separate_critic(cfg)
     if uses_critic(cfg) and not separate and model.value_head is None:
         model.value_head = ValueHead(model.cfg.hidden_size, rngs=nnx.Rngs(cfg.seed))
-    has_lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model.lm))
+    has_lora = any(isinstance(v, LoRAWeight) for _, v in nnx.iter_graph(model.lm))
     if cfg.model.lora_rank and not has_lora:
-        kw = {"targets": cfg.model.lora_targets} if cfg.model.lora_targets else {}
-        add_lora(model.lm, rank=cfg.model.lora_rank, alpha=cfg.model.lora_alpha,
-                 rngs=nnx.Rngs(cfg.seed), num_adapters=num_adapters(cfg), **kw)
+        attach_lora(model.lm, cfg.model.lora_rank, cfg.model.lora_alpha,
+                    cfg.model.lora_targets, num_adapters(cfg), rngs=nnx.Rngs(cfg.seed))
     if separate and model.critic is None:
         model.critic = critic_from(model.lm, seed=cfg.seed)
     fmt = make_chat_format(cfg.model.chat_format, policy.tokenizer)
-    return builders.BuiltPolicy(model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
+    return builders.PolicyBundle(model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
 
 
 class AgentTrainer:
     """Train an LLM agent on an environment with GRPO or PPO in a few lines.
 
-    model: embedded model name, HF directory, "tiny", or a loaded `Policy`.
+    model: embedded model name, HF directory, "tiny", or a `LoadedPolicy`.
     environment: a name in `agentic_rl.envs.ENVS` or an `EnvSuite`.
     algo: "grpo", "ppo" or "dpo".
     workdir: where checkpoints/metrics go (default runs/<env>-<algo>-<time>).
@@ -103,13 +101,13 @@ class AgentTrainer:
         trainer.run(episodes=200)
     """
 
-    def __init__(self, model: str | Policy | AgentSystem = "smollm2-135m-instruct",
+    def __init__(self, model: str | LoadedPolicy | AgentSystem = "smollm2-135m-instruct",
                  environment: str | EnvSuite = "calculator", algo: str = "grpo", *,
                  workdir: str | Path | None = None, env_kwargs: dict[str, Any] | None = None,
                  overrides: dict[str, Any] | None = None, config=None,
                  agent: Callable | str | None = None, tasks=None,
                  reward: Callable | None = None, transport: str | None = None,
-                 method: str | None = None, policy: str | Policy | None = None,
+                 method: str | None = None, policy: str | LoadedPolicy | None = None,
                  adapters: str | None = None, train_agents: str | Sequence[str] | None = None,
                  **shortcuts: Any):
         unknown = sorted(set(shortcuts) - set(SHORTCUTS))
@@ -168,7 +166,7 @@ class AgentTrainer:
     def _build(self) -> Trainer:
         if self.trainer is None:
             validate(self.cfg)
-            policy = (_adopt_policy(self._model, self.cfg) if isinstance(self._model, Policy)
+            policy = (_adopt_policy(self._model, self.cfg) if isinstance(self._model, LoadedPolicy)
                       else None)
             self.trainer = Trainer(self.cfg, self.workdir, policy=policy, suite=self._suite,
                                    agent=self._agent, reward=self._reward)

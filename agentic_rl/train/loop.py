@@ -149,7 +149,7 @@ class Trainer:
     program and its reward function given as Python callables (else `cfg.agent.*`).
     """
 
-    def __init__(self, cfg, workdir: str | Path, *, policy: builders.BuiltPolicy | None = None,
+    def __init__(self, cfg, workdir: str | Path, *, policy: builders.PolicyBundle | None = None,
                  suite=None, agent=None, reward=None, progress: Progress | None = None):
         self.cfg = validate(cfg)
         self.progress = progress or Progress(enabled=bool(cfg.log.progress))

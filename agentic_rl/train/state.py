@@ -27,7 +27,7 @@ from flax import nnx
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from agentic_rl.models import LoRAParam, PolicyModel
+from agentic_rl.models import LoRAWeight, PolicyModel
 
 DATA_AXIS = "data"
 
@@ -55,14 +55,14 @@ def _is_var(x: Any) -> bool:
 def trainable_filter(lora: bool):
     """LoRA: adapters and the value head; full fine-tuning: every Param."""
     if lora:
-        return nnx.Any(LoRAParam, nnx.All(nnx.Param, nnx.PathContains("value_head")))
+        return nnx.Any(LoRAWeight, nnx.All(nnx.Param, nnx.PathContains("value_head")))
     return nnx.Param
 
 
 def zero_lora(params: nnx.State) -> nnx.State:
     """The params with every LoRA adapter zeroed: the base model, i.e. the reference policy."""
     return jax.tree.map(
-        lambda v: v.replace(value=jnp.zeros_like(v.get_value())) if isinstance(v, LoRAParam)
+        lambda v: v.replace(value=jnp.zeros_like(v.get_value())) if isinstance(v, LoRAWeight)
         else v,
         params,
         is_leaf=_is_var,
@@ -70,7 +70,7 @@ def zero_lora(params: nnx.State) -> nnx.State:
 
 
 def has_lora(params: nnx.State) -> bool:
-    return any(isinstance(v, LoRAParam) for v in jax.tree.leaves(params, is_leaf=_is_var))
+    return any(isinstance(v, LoRAWeight) for v in jax.tree.leaves(params, is_leaf=_is_var))
 
 
 def make_schedule(ocfg, total_updates: int, learning_rate: float | None = None
@@ -139,7 +139,7 @@ def init_train_state(
 ) -> TrainState:
     """Splits `model` and initialises the optimizer. `need_ref_copy`: keep a frozen copy of
     the initial params as the KL reference (only meaningful without LoRA)."""
-    lora = any(isinstance(v, LoRAParam) for _, v in nnx.iter_graph(model))
+    lora = any(isinstance(v, LoRAWeight) for _, v in nnx.iter_graph(model))
     graphdef, params, frozen = nnx.split(model, trainable_filter(lora), ...)
     # The reference is a policy: a separate critic's parameters are not copied (the
     # reference pass reads only log-probs; `reference_params` fills in the current ones).

@@ -16,7 +16,7 @@ from flax import nnx
 from agentic_rl.agents import Agent, AgentSystem, ServiceConfig, critique_loop
 from agentic_rl.agents.openai_format import APIError
 from agentic_rl.envs import Task
-from agentic_rl.models import LoRAParam
+from agentic_rl.models import LoRAWeight
 from agentic_rl.rollout import CharTokenizer, ScriptedPolicy, make_chat_format
 from agentic_rl.train import AgentTrainer
 from tests.agents.conftest import make_service
@@ -29,7 +29,7 @@ SYSTEM = AgentSystem([Agent("writer", "You write."), Agent("checker", "You check
 
 def adapter_slices(trainer, k: int, n: int = 2) -> list[np.ndarray]:
     """Adapter k's slices of every LoRA factor (A: last axis, B: axis 1)."""
-    lora = nnx.state(trainer.state.model(), LoRAParam)
+    lora = nnx.state(trainer.state.model(), LoRAWeight)
     out = []
     for path, v in nnx.to_flat_state(lora):
         x = np.asarray(v.get_value())

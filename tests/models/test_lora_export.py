@@ -11,7 +11,7 @@ import torch
 from flax import nnx
 
 from agentic_rl.models import (
-    LoRAParam,
+    LoRAWeight,
     PolicyModel,
     add_lora,
     load_hf_model,
@@ -62,21 +62,21 @@ def test_gradients_and_optimizer_state_only_for_adapters(tiny_dir):
     def loss(model):
         return -token_logprobs(model, toks)[0].sum()
 
-    grads = nnx.grad(loss, argnums=nnx.DiffState(0, LoRAParam))(m)
+    grads = nnx.grad(loss, argnums=nnx.DiffState(0, LoRAWeight))(m)
     leaves = jax.tree_util.tree_leaves_with_path(grads)
     assert leaves and all("lora" in jax.tree_util.keystr(p) for p, _ in leaves)
     # B starts at zero, so only B receives gradient at init (dL/dA = 0 exactly)
     gb = grads["layers"]["q_proj_lora_b"].value
     assert float(jnp.abs(gb).max()) > 0
 
-    opt = nnx.Optimizer(m, optax.adam(1e-2), wrt=LoRAParam)
+    opt = nnx.Optimizer(m, optax.adam(1e-2), wrt=LoRAWeight)
     n_opt = sum(x.size for x in jax.tree.leaves(nnx.state(opt, nnx.optimizer.OptState))
                 if x.ndim)  # scalars are step counts
-    n_lora = sum(x.size for x in jax.tree.leaves(nnx.state(m, LoRAParam)))
+    n_lora = sum(x.size for x in jax.tree.leaves(nnx.state(m, LoRAWeight)))
     assert n_opt == 2 * n_lora  # adam mu + nu for the adapters, nothing for the base
-    base_before = jax.tree.map(np.asarray, nnx.state(m, nnx.Not(LoRAParam)))
+    base_before = jax.tree.map(np.asarray, nnx.state(m, nnx.Not(LoRAWeight)))
     opt.update(m, grads)
-    base_after = jax.tree.map(np.asarray, nnx.state(m, nnx.Not(LoRAParam)))
+    base_after = jax.tree.map(np.asarray, nnx.state(m, nnx.Not(LoRAWeight)))
     jax.tree.map(np.testing.assert_array_equal, base_before, base_after)
 
 
@@ -92,7 +92,7 @@ def test_policy_model_lora_and_value_head(tiny_dir):
 def _perturb_adapters(m, seed=3):
     key = jax.random.key(seed)
     for _, var in nnx.iter_graph(m):
-        if isinstance(var, LoRAParam):
+        if isinstance(var, LoRAWeight):
             key, sub = jax.random.split(key)
             var.value = 0.05 * jax.random.normal(sub, var.value.shape)
 
@@ -104,10 +104,10 @@ def test_merge_and_unmerge(tiny_dir):
     before = np.asarray(forward(m, _toks()))
     saved = lora_state(m)
     merge_lora(m)
-    assert not nnx.state(m, LoRAParam)  # adapters removed after merging
+    assert not nnx.state(m, LoRAWeight)  # adapters removed after merging
     np.testing.assert_allclose(np.asarray(forward(m, _toks())), before, atol=1e-4)
     unmerge_lora(m, saved)
-    assert nnx.state(m, LoRAParam)
+    assert nnx.state(m, LoRAWeight)
     np.testing.assert_allclose(np.asarray(forward(m, _toks())), before, atol=1e-4)
 
 
@@ -121,7 +121,7 @@ def test_export_round_trip_with_transformers(kind, tmp_path):
     _perturb_adapters(m)
     ours = np.asarray(forward(m, _toks(2)))
     out = save_hf_model(m, tmp_path / "export")
-    assert nnx.state(m, LoRAParam)  # exporting merges into a copy, not the live model
+    assert nnx.state(m, LoRAWeight)  # exporting merges into a copy, not the live model
     hf = AutoModelForCausalLM.from_pretrained(str(out), dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf(torch.tensor(np.asarray(_toks(2)))).logits.numpy()

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from agentic_rl.models import LoRAParam, ModelConfig, PolicyModel, add_lora, merge_lora
-from agentic_rl.models.transformer import init_cache
+from agentic_rl.models import LoRAWeight, ModelConfig, PolicyModel, add_lora, merge_lora
+from agentic_rl.models.kv_cache import init_cache
 
 CFG = ModelConfig(vocab_size=61, hidden_size=32, intermediate_size=48, num_layers=2,
                   num_heads=4, num_kv_heads=2, max_position_embeddings=64)
@@ -22,7 +22,7 @@ def randomise_b(model, seed=1):
     """B = 0 at init makes every adapter the base model; give each its own B."""
     keys = iter(jax.random.split(jax.random.PRNGKey(seed), 64))
     for path, v in nnx.iter_graph(model):
-        if isinstance(v, LoRAParam) and str(path[-1]).endswith("_lora_b"):
+        if isinstance(v, LoRAWeight) and str(path[-1]).endswith("_lora_b"):
             v.value = 0.3 * jax.random.normal(next(keys), v.value.shape)
 
 
@@ -97,7 +97,7 @@ def test_gradients_reach_only_the_adapters_of_the_tokens():
     model = multi()
     tokens, mask = data()
     ids = jnp.asarray([0, 0, 2, 2])  # adapter 1 is used by no row
-    graphdef, lora, rest = nnx.split(model, LoRAParam, ...)
+    graphdef, lora, rest = nnx.split(model, LoRAWeight, ...)
 
     def loss(lora, rows):
         m = nnx.merge(graphdef, lora, rest)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gguf
 import pytest
 
-from agentic_rl.models.gguf_convert import gguf_tokenizer
+from agentic_rl.models.io.gguf import gguf_tokenizer
 from tests.conftest import smollm2_gguf_path
 
 TEXTS = [

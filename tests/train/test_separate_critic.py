@@ -89,7 +89,7 @@ def test_separate_critic_with_a_shared_prefix_matches_the_plain_pass():
 
 
 def test_a_policy_has_one_critic():
-    from agentic_rl.models.transformer import CriticModel
+    from agentic_rl.models.heads import CriticModel
 
     with pytest.raises(ValueError, match="not both"):
         PolicyModel(CFG, rngs=nnx.Rngs(0), value_head=True,
@@ -254,21 +254,21 @@ def test_ppo_with_a_separate_critic_trains_both_and_resumes_exactly(tiny_config,
 
 
 def test_a_loaded_policy_gets_the_critic_the_config_asks_for(tiny_config, tmp_path):
-    """AgentTrainer(model=Policy, ...): LoRA first, then the critic copies the adapters,
+    """AgentTrainer(model=LoadedPolicy, ...): LoRA first, then the critic copies the adapters,
     as builders.build_policy does."""
-    from agentic_rl.models import LoRAParam, Policy
+    from agentic_rl.models import LoadedPolicy, LoRAWeight
     from agentic_rl.rollout import CharTokenizer
     from agentic_rl.train.facade import _adopt_policy
 
     cfg = apply_overrides(tiny_config("ppo"), {"rl.critic": "separate", "model.lora_rank": "2"})
-    policy = Policy(model=PolicyModel(CFG, rngs=nnx.Rngs(0)), tokenizer=CharTokenizer(),
-                    path=tmp_path, name="tiny")
+    policy = LoadedPolicy(model=PolicyModel(CFG, rngs=nnx.Rngs(0)), tokenizer=CharTokenizer(),
+                          path=tmp_path, name="tiny")
     model = _adopt_policy(policy, cfg).model
     assert model.value_head is None and model.critic is not None
     adapters = lambda m: sorted(jax.tree_util.keystr(p) for p, _ in
-                                jax.tree_util.tree_flatten_with_path(nnx.state(m, LoRAParam))[0])
+                                jax.tree_util.tree_flatten_with_path(nnx.state(m, LoRAWeight))[0])
     assert adapters(model.lm) and adapters(model.lm) == adapters(model.critic.lm)
-    shared = _adopt_policy(Policy(model=PolicyModel(CFG, rngs=nnx.Rngs(0)),
-                                  tokenizer=CharTokenizer(), path=tmp_path, name="tiny"),
+    shared = _adopt_policy(LoadedPolicy(model=PolicyModel(CFG, rngs=nnx.Rngs(0)),
+                                        tokenizer=CharTokenizer(), path=tmp_path, name="tiny"),
                            tiny_config("ppo")).model
     assert shared.value_head is not None and shared.critic is None

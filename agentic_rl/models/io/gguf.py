@@ -11,6 +11,9 @@ Three details matter:
   pairs; HF-style rotate-half RoPE needs the original order, so we undo it.
 - The tokenizer is rebuilt from the GGUF metadata (byte-level BPE vocab, merges,
   control tokens, chat template) with the `tokenizers` library: no torch needed.
+
+Imports: numpy and agentic_rl.models.io.hf only; gguf, safetensors, tokenizers and
+transformers lazily.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agentic_rl.models.hf_io import CheckpointError
+from agentic_rl.models.io.hf import CheckpointError
 
 # GGUF tensor name (per layer, after "blk.{i}.") -> HF name template
 _LAYER_MAP = {

@@ -4,6 +4,9 @@ HF stores one tensor per layer and weight, `[out, in]`; we store one stacked
 array per weight name, `[layers, in, out]`. This module is the only place that
 knows both layouts, so every loader (safetensors dirs, converted GGUF files) and
 the exporter go through the same two functions.
+
+Imports: jax.numpy, numpy, flax.nnx and agentic_rl.models.{config, layers, lora,
+transformer}; safetensors and ml_dtypes lazily.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ import numpy as np
 from flax import nnx
 
 from agentic_rl.models.config import ModelConfig
-from agentic_rl.models.transformer import PROJ_AXES, Transformer, lora_state, merge_lora
+from agentic_rl.models.layers import PROJ_AXES
+from agentic_rl.models.lora import lora_state, merge_lora
+from agentic_rl.models.transformer import Transformer
 
 _ATTN = ("q_proj", "k_proj", "v_proj", "o_proj")
 _MLP = ("gate_proj", "up_proj", "down_proj")
