@@ -8,145 +8,32 @@ Design:
 - `decode` runs `lax.while_loop` for up to `max_new` steps inside one XLA program,
   with the cache donated so it is updated in place; rows stop independently on
   their own stop-token ids.
-- Shapes are bucketed by the caller (`bucket`) so a run compiles a few times.
+  The loop carry is a `DecodeState`.
+- Shapes are bucketed by the caller (`agentic_rl.shapes.bucket`) so a run compiles
+  a few times.
 
 Log-probs: `logprob` is the log-prob of the sampled token under the distribution
 it was actually drawn from (after temperature / top-k / top-p), which is what an
 importance ratio against the sampling policy needs; `logprob_raw` is under the
 untempered model (temperature 1, no truncation), which is what the trainer's
-full-sequence forward recomputes.
+full-sequence forward recomputes (see `agentic_rl.sampling.params.choose`).
+
+Imports: jax, flax, agentic_rl.models.transformer and agentic_rl.sampling.params.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from agentic_rl.models.transformer import KVCache, Transformer, unstack_layers
+from agentic_rl.sampling.params import SamplingParams, choose
 
 Array = jax.Array
-
-
-@dataclasses.dataclass(frozen=True)
-class SamplingParams:
-    """How to pick the next token. temperature 0 or greedy=True means argmax."""
-
-    temperature: float = 1.0
-    top_k: int = 0  # 0: off
-    top_p: float = 1.0  # 1.0: off
-    greedy: bool = False
-
-    def __post_init__(self):
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.top_k < 0:
-            raise ValueError(f"top_k must be >= 0, got {self.top_k}")
-
-    @property
-    def is_greedy(self) -> bool:
-        return self.greedy or self.temperature == 0.0
-
-
-def bucket(n: int, minimum: int = 16) -> int:
-    """Round up to a power of two (at least `minimum`), to bound recompilations."""
-    b = minimum
-    while b < n:
-        b *= 2
-    return b
-
-
-def _bisect_threshold(values: Array, enough, iters: int = 32) -> Array:
-    """Per row, the largest threshold tau with enough(values >= tau) true, by bisection.
-
-    Why bisection: on CPU, XLA's sort and top_k over a 49k vocabulary cost hundreds
-    of ms per decode step at batch 64; 32 masked reductions cost a few ms.
-    """
-    lo = jnp.min(values, axis=-1)
-    hi = jnp.max(values, axis=-1)
-
-    def body(_, bounds):
-        lo, hi = bounds
-        mid = 0.5 * (lo + hi)
-        ok = enough(values >= mid[:, None])
-        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid)
-
-    lo, _ = jax.lax.fori_loop(0, iters, body, (lo, hi))
-    return lo
-
-
-def process_logits(logits: Array, params: SamplingParams) -> Array:
-    """Float32 logits [B, V] -> the log-distribution actually sampled from.
-
-    Temperature scales; top-k keeps the k largest logits (all of them on exact ties
-    at the k-th value); top-p then keeps the smallest set of tokens whose probability
-    reaches p (always at least the top token). Order as in HF: temperature, k, p.
-    """
-    logits = logits.astype(jnp.float32)
-    if params.is_greedy:
-        return jax.nn.log_softmax(logits, axis=-1)
-    logits = logits / params.temperature
-    neg = jnp.finfo(jnp.float32).min
-    if params.top_k and params.top_k < logits.shape[-1]:
-        k = params.top_k
-        tau = _bisect_threshold(logits, lambda keep: keep.sum(-1) >= k, iters=40)
-        logits = jnp.where(logits >= tau[:, None], logits, neg)
-    if params.top_p < 1.0:
-        probs = jax.nn.softmax(logits, axis=-1)
-        top_p = params.top_p
-        tau = _bisect_threshold(
-            probs, lambda keep: jnp.sum(jnp.where(keep, probs, 0.0), -1) >= top_p, iters=40
-        )
-        logits = jnp.where(probs >= tau[:, None], logits, neg)
-    return jax.nn.log_softmax(logits, axis=-1)
-
-
-def sample_categorical(logp: Array, u: Array, block: int = 256) -> Array:
-    """Inverse-CDF sampling: one uniform per row instead of a Gumbel per vocab entry.
-
-    Exact sampling from exp(logp). A two-level search (block sums, then within the
-    chosen block) avoids a full-vocabulary cumsum, which XLA's CPU backend runs slowly.
-    logp [B, V], u [B] in [0, 1) -> int32 [B].
-    """
-    B, V = logp.shape
-    pad = (-V) % block
-    p = jnp.exp(logp)
-    if pad:
-        p = jnp.pad(p, ((0, 0), (0, pad)))
-    nb = p.shape[-1] // block
-    pb = p.reshape(B, nb, block)
-    sums = pb.sum(-1)
-    cum = jnp.cumsum(sums, -1)
-    target = u * cum[:, -1]
-    bi = jnp.minimum(jnp.sum(cum <= target[:, None], -1), nb - 1)
-    before = jnp.take_along_axis(cum - sums, bi[:, None], -1)[:, 0]
-    inner = jnp.take_along_axis(pb, bi[:, None, None], 1)[:, 0]
-    cin = jnp.cumsum(inner, -1) + before[:, None]
-    ii = jnp.minimum(jnp.sum(cin <= target[:, None], -1), block - 1)
-    tok = (bi * block + ii).astype(jnp.int32)
-    # guard against landing on a zero-probability entry through rounding
-    ok = jnp.take_along_axis(logp, jnp.minimum(tok, V - 1)[:, None], -1)[:, 0] > -1e30
-    return jnp.where(ok & (tok < V), tok, jnp.argmax(logp, -1).astype(jnp.int32))
-
-
-def choose(logits: Array, keys: Array, params: SamplingParams):
-    """Pick one token per row. logits [B, V] float32; keys [B] PRNG keys (one per row,
-    so a row's samples do not depend on what else is in the batch).
-    Returns (token, logprob under the sampled distribution, logprob untempered)."""
-    logp = process_logits(logits, params)
-    if params.is_greedy:
-        tok = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    else:
-        u = jax.vmap(lambda k: jax.random.uniform(k, ()))(keys)
-        tok = sample_categorical(logp, u)
-    lp = jnp.take_along_axis(logp, tok[:, None], axis=-1)[:, 0]
-    raw = jnp.take_along_axis(jax.nn.log_softmax(logits, axis=-1), tok[:, None], axis=-1)[:, 0]
-    return tok, lp, raw
 
 
 def split_model(model: Transformer) -> tuple[nnx.GraphDef, nnx.State, tuple]:
@@ -183,6 +70,31 @@ def prefill(
     return model.logits(last[:, None])[:, 0], cache
 
 
+class DecodeState(NamedTuple):
+    """The carry of `decode`'s while-loop (B rows, M = max_new)."""
+
+    step: Array  # int32 []: loop step, the column written next
+    logits: Array  # f32 [B, V]: next-token logits of each row
+    cache: KVCache
+    done: Array  # bool [B]: row finished (stopped, at its limit, or inactive)
+    keys: Array  # [B] per-row PRNG keys, split once per step
+    n: Array  # int32 [B]: tokens sampled so far
+    stopped: Array  # bool [B]: hit a stop id
+    out_tok: Array  # int32 [B, M]
+    out_lp: Array  # f32 [B, M]: log-prob under the sampled distribution
+    out_raw: Array  # f32 [B, M]: log-prob under the untempered model
+
+    @classmethod
+    def start(cls, logits, cache, keys, active, limit, max_new: int) -> DecodeState:
+        B = logits.shape[0]
+        return cls(step=jnp.int32(0), logits=logits, cache=cache,
+                   done=~active | (limit <= 0), keys=keys, n=jnp.zeros((B,), jnp.int32),
+                   stopped=jnp.zeros((B,), bool),
+                   out_tok=jnp.zeros((B, max_new), jnp.int32),
+                   out_lp=jnp.zeros((B, max_new), jnp.float32),
+                   out_raw=jnp.zeros((B, max_new), jnp.float32))
+
+
 @functools.partial(
     jax.jit, static_argnums=(0,), static_argnames=("params", "max_new"), donate_argnames=("cache",)
 )
@@ -216,40 +128,31 @@ def decode(
     stop token, is written to the cache, so a later `prefill` continues after it.
     """
     model: Transformer = nnx.merge(graphdef, state)
-    B = logits.shape[0]
-    out_tok = jnp.zeros((B, max_new), jnp.int32)
-    out_lp = jnp.zeros((B, max_new), jnp.float32)
-    out_raw = jnp.zeros((B, max_new), jnp.float32)
 
-    def cond(state):
-        step, _, _, done, *_ = state
-        return (step < max_new) & ~jnp.all(done)
+    def cond(s: DecodeState):
+        return (s.step < max_new) & ~jnp.all(s.done)
 
-    def body(state):
-        step, logits, cache, done, keys, n, stopped, out_tok, out_lp, out_raw = state
-        split = jax.vmap(jax.random.split)(keys)
+    def body(s: DecodeState):
+        split = jax.vmap(jax.random.split)(s.keys)
         keys, sub = split[:, 0], split[:, 1]
-        tok, lp, raw = choose(logits, sub, params)
-        live = ~done
-        out_tok = out_tok.at[:, step].set(jnp.where(live, tok, 0))
-        out_lp = out_lp.at[:, step].set(jnp.where(live, lp, 0.0))
-        out_raw = out_raw.at[:, step].set(jnp.where(live, raw, 0.0))
-        n = n + live.astype(jnp.int32)
+        tok, lp, raw = choose(s.logits, sub, params)
+        live = ~s.done
+        out_tok = s.out_tok.at[:, s.step].set(jnp.where(live, tok, 0))
+        out_lp = s.out_lp.at[:, s.step].set(jnp.where(live, lp, 0.0))
+        out_raw = s.out_raw.at[:, s.step].set(jnp.where(live, raw, 0.0))
+        n = s.n + live.astype(jnp.int32)
         hit = jnp.any(tok[:, None] == stop_ids, axis=-1) & live
-        stopped = stopped | hit
-        h, cache = model.forward_cached(tok[:, None], cache, live[:, None], layers,
+        stopped = s.stopped | hit
+        h, cache = model.forward_cached(tok[:, None], s.cache, live[:, None], layers,
                                         adapter_ids)
         # rows already finished keep the logits after their last real token
-        logits = jnp.where(live[:, None], model.logits(h)[:, 0], logits)
-        done = done | hit | (n >= limit)
-        return step + 1, logits, cache, done, keys, n, stopped, out_tok, out_lp, out_raw
+        logits = jnp.where(live[:, None], model.logits(h)[:, 0], s.logits)
+        done = s.done | hit | (n >= limit)
+        return DecodeState(step=s.step + 1, logits=logits, cache=cache, done=done, keys=keys,
+                           n=n, stopped=stopped, out_tok=out_tok, out_lp=out_lp,
+                           out_raw=out_raw)
 
-    done0 = ~active | (limit <= 0)
-    zeros = jnp.zeros((B,), jnp.int32)
-    state = (jnp.int32(0), logits, cache, done0, keys, zeros, jnp.zeros((B,), bool),
-             out_tok, out_lp, out_raw)
-    _, logits, cache, _, keys, n, stopped, out_tok, out_lp, out_raw = jax.lax.while_loop(
-        cond, body, state
-    )
-    return dict(tokens=out_tok, logprob=out_lp, logprob_raw=out_raw, length=n,
-                stopped=stopped, cache=cache, keys=keys, next_logits=logits)
+    s = jax.lax.while_loop(cond, body, DecodeState.start(logits, cache, keys, active, limit,
+                                                         max_new))
+    return dict(tokens=s.out_tok, logprob=s.out_lp, logprob_raw=s.out_raw, length=s.n,
+                stopped=s.stopped, cache=s.cache, keys=s.keys, next_logits=s.logits)
