@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from agentic_rl.models.transformer import Transformer
-from agentic_rl.sampling.sampler import SamplingParams, bucket
+from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler, Completion
+from agentic_rl.shapes import bucket
 
 
 def generate(

@@ -18,7 +18,7 @@ import numpy as np
 
 def stop_id_array(stops: Mapping[int, Sequence[int]], num_rows: int) -> np.ndarray:
     """int32 [num_rows, S] of each row's stop token ids, -1 padded (S >= 1)."""
-    n_stop = max(1, max((len(v) for v in stops.values()), default=0))
+    n_stop = max(1, max(len(v) for v in stops.values()))
     out = np.full((num_rows, n_stop), -1, np.int32)
     for r, ids in stops.items():
         out[r, : len(ids)] = ids
