@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from agentic_rl.models.transformer import Transformer
 from agentic_rl.rollout.policy import Generation, GenerationRequest
-from agentic_rl.sampling.sampler import SamplingParams
+from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler
 
 

@@ -167,8 +167,8 @@ class BatchSampler:
             rows[fresh] = True
             self.cache = prefill_shared(self.graphdef, self.state, self.layers,
                                         jnp.asarray(items[fresh[0]][:n], jnp.int32),
-                                         self.cache, jnp.asarray(rows),
-                                         self._adapter_ids([fresh[0]]))
+                                        self.cache, jnp.asarray(rows),
+                                        self._adapter_ids([fresh[0]]))
             for r in fresh:
                 self.history[r].extend(items[r][:n])
                 items[r] = items[r][n:]
@@ -197,3 +197,122 @@ class BatchSampler:
         return _row_keys(self.seed, jnp.asarray(kid.astype(np.uint32)),
                          jnp.asarray(self._turn.astype(np.uint32)))
 
+    def sample(
+        self,
+        rows: Sequence[int],
+        *,
+        max_new_tokens: int | Mapping[int, int] = 128,
+        params: SamplingParams | None = None,
+        stop_token_ids: Sequence[int] | Mapping[int, Sequence[int]] = (),
+        stop_strings: Sequence[str] | Mapping[int, Sequence[str]] = (),
+        key_ids: Mapping[int, int] | None = None,
+    ) -> dict[int, Completion]:
+        """Sample the next turn for `rows`. Per-row settings may be given as mappings.
+
+        `key_ids` names the PRNG stream of each row (default: the row index); the turn
+        counter of the row is folded in, so turn k of stream s is always the same draw.
+        """
+        params = params or SamplingParams()
+        rows = list(dict.fromkeys(rows))
+        self._check_can_continue(rows)
+        limits, stop_ids, sstops = self._turn_settings(rows, max_new_tokens, stop_token_ids,
+                                                       stop_strings)
+        out = {r: Completion([], [], [], "length") for r in rows}
+        remaining = np.zeros(self.rows, np.int32)
+        for r in rows:
+            remaining[r] = limits[r]
+        keys = self._keys(rows, key_ids)
+        start_len = {r: len(self.history[r]) for r in rows}
+        live = {r for r in rows if remaining[r] > 0}
+        use_chunks = any(sstops.values())
+        while live:
+            res, keys = self._decode_chunk(live, remaining, keys, stop_ids, params, use_chunks)
+            rollback = {}
+            for r in list(live):
+                finished, kept = self._take(r, res, out[r], remaining, sstops[r])
+                if kept is not None:
+                    rollback[r] = kept
+                if finished:
+                    live.discard(r)
+            if rollback:
+                self._roll_back(rollback)
+        for r in rows:
+            self._turn[r] += 1
+            assert len(self.history[r]) == start_len[r] + len(out[r].tokens)
+        return out
+
+    def _check_can_continue(self, rows: Sequence[int]) -> None:
+        self._check_rows(rows)
+        for r in rows:
+            if not self._logits_valid[r]:
+                raise ValueError(
+                    f"row {r} has nothing to continue from: extend it with a prompt or an "
+                    "observation first"
+                )
+
+    def _turn_settings(self, rows, max_new_tokens, stop_token_ids, stop_strings):
+        """Per-row (token limits, stop id array [rows, S] on device, stop strings)."""
+
+        def per_row(x, r, default):
+            return x.get(r, default) if isinstance(x, Mapping) else x
+
+        limits = {r: int(per_row(max_new_tokens, r, 128)) for r in rows}
+        stops = {r: list(per_row(stop_token_ids, r, ())) for r in rows}
+        sstops = {r: [s for s in per_row(stop_strings, r, ()) if s] for r in rows}
+        if any(sstops.values()) and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer: BatchSampler(..., tokenizer=tok)")
+        return limits, jnp.asarray(stop_id_array(stops, self.rows)), sstops
+
+    def _decode_chunk(self, live, remaining, keys, stop_ids, params, use_chunks):
+        """One compiled decode call for the `live` rows -> (host results, next keys)."""
+        step = max(int(remaining[r]) for r in live)
+        # With stop strings, always the same chunk program (one compile), else
+        # the whole budget in one call.
+        M = self.decode_chunk if use_chunks else bucket(step, minimum=16)
+        step = min(step, M)
+        self._ensure_capacity(M)
+        active = np.zeros(self.rows, bool)
+        active[list(live)] = True
+        limit = np.minimum(remaining, step).astype(np.int32)
+        res = decode(self.graphdef, self.state, self.layers, self.next_logits, self.cache,
+                     keys, stop_ids, jnp.asarray(active), jnp.asarray(limit),
+                     self._adapter_ids(), params=params, max_new=M)
+        self.cache, self.next_logits = res["cache"], res["next_logits"]
+        host = {name: np.asarray(res[name])
+                for name in ("tokens", "logprob", "logprob_raw", "length", "stopped")}
+        return host, res["keys"]
+
+    def _take(self, r: int, res, c: Completion, remaining: np.ndarray, sstops: Sequence[str]):
+        """Append row r's new tokens of a chunk to its completion and history ->
+        (row finished, new history length to roll its cache back to, or None)."""
+        k = int(res["length"][r])
+        c.tokens += res["tokens"][r, :k].tolist()
+        c.logprobs += res["logprob"][r, :k].tolist()
+        c.logprobs_raw += res["logprob_raw"][r, :k].tolist()
+        self.history[r].extend(res["tokens"][r, :k].tolist())
+        remaining[r] -= k
+        if res["stopped"][r]:
+            c.finish_reason, c.stop = "stop", c.tokens[-1]
+            return True, None
+        if sstops:
+            cut = stop_string_cut(self.tokenizer.decode, c.tokens, k, sstops)
+            if cut is not None:
+                keep, s = cut
+                dropped = len(c.tokens) - keep
+                del c.tokens[keep:], c.logprobs[keep:], c.logprobs_raw[keep:]
+                kept = None
+                if dropped:
+                    del self.history[r][len(self.history[r]) - dropped:]
+                    kept = len(self.history[r])
+                    self._logits_valid[r] = False
+                c.finish_reason, c.stop = "stop", s
+                return True, kept
+        return remaining[r] <= 0, None
+
+    def _roll_back(self, lengths: Mapping[int, int]) -> None:
+        """Forget the cached tokens of rows past their new lengths (speculative tokens
+        sampled after a stop string)."""
+        new_len = np.asarray(self.cache.length).copy()
+        for r, L in lengths.items():
+            new_len[r] = L
+        self.cache = truncate(self.cache, jnp.asarray(new_len, jnp.int32))

@@ -12,7 +12,7 @@ from flax import nnx
 from agentic_rl.models import ModelConfig, Transformer, add_lora, token_logprobs
 from agentic_rl.rollout import CharTokenizer
 from agentic_rl.sampling import BatchSampler, SamplingParams, generate
-from agentic_rl.sampling.sampler import process_logits, sample_categorical
+from agentic_rl.sampling.params import process_logits, sample_categorical
 
 VOCAB = 3 + 128  # CharTokenizer: 3 special tokens + ASCII
 
