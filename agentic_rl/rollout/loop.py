@@ -40,8 +40,8 @@ from agentic_rl.rollout.metrics import episode_metrics
 from agentic_rl.rollout.policy import (
     Generation,
     GenerationRequest,
-    Policy,
     PolicyContractError,
+    RolloutPolicy,
     check_generation,
 )
 
@@ -231,7 +231,7 @@ class _Runner:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: RolloutPolicy,
         fmt: ChatMLFormat,
         make_env: Callable[[], Env],
         cfg: RolloutConfig,
@@ -460,7 +460,7 @@ class _Runner:
 
 
 def run_episodes(
-    policy: Policy,
+    policy: RolloutPolicy,
     chat_format: ChatMLFormat,
     make_env: Callable[[], Env],
     tasks: Sequence[Task],

@@ -5,7 +5,6 @@ from agentic_rl.sampling.decode import decode, prefill
 from agentic_rl.sampling.generate import generate
 from agentic_rl.sampling.params import SamplingParams, choose
 from agentic_rl.sampling.session import BatchSampler, Completion
-from agentic_rl.shapes import bucket
 
-__all__ = ["BatchSampler", "Completion", "SamplingParams", "bucket", "choose", "decode",
+__all__ = ["BatchSampler", "Completion", "SamplingParams", "choose", "decode",
            "generate", "prefill"]

@@ -30,7 +30,9 @@ import numpy as np
 
 from agentic_rl.models.transformer import Transformer, init_cache
 from agentic_rl.sampling.cache import compact, grow, prefill_shared, truncate
-from agentic_rl.sampling.decode import prefill, split_model
+from agentic_rl.sampling.decode import decode, prefill, split_model
+from agentic_rl.sampling.params import SamplingParams
+from agentic_rl.sampling.stop import stop_id_array, stop_string_cut
 from agentic_rl.shapes import bucket, shared_prefix
 
 
