@@ -1,4 +1,4 @@
-"""Dynamic batching in front of a `Policy`: requests from many threads (agent programs,
+"""Dynamic batching in front of a `RolloutPolicy`: requests from many threads (agent programs,
 HTTP handlers) become one `policy.generate` call.
 
 One worker thread owns the policy (the KV-cache sampler is not thread-safe). It takes the
@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from agentic_rl.rollout.policy import Generation, GenerationRequest, Policy
+from agentic_rl.rollout.policy import Generation, GenerationRequest, RolloutPolicy
 
 
 @dataclass
@@ -42,8 +42,9 @@ class BatchingEngine:
     max_wait_windows: a batch waits at most this many windows after its first request.
     """
 
-    def __init__(self, policy: Policy, *, max_batch: int | None = None, window_s: float = 0.005,
-                 expected: Callable[[], int] | None = None, max_wait_windows: float = 20.0):
+    def __init__(self, policy: RolloutPolicy, *, max_batch: int | None = None,
+                 window_s: float = 0.005, expected: Callable[[], int] | None = None,
+                 max_wait_windows: float = 20.0):
         self.policy = policy
         self.max_rows = getattr(policy, "max_rows", None)
         self.max_batch = max_batch or self.max_rows or 64
@@ -79,7 +80,7 @@ class BatchingEngine:
         if ids and not self._closed.is_set():
             self._queue.put(("release", list(ids)))
 
-    def call(self, fn: Callable[[Policy], object]) -> object:
+    def call(self, fn: Callable[[RolloutPolicy], object]) -> object:
         """Runs `fn(policy)` on the worker thread between batches (e.g. a weight update)
         and returns its result."""
         future: Future = Future()

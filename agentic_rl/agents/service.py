@@ -52,7 +52,7 @@ from agentic_rl.envs.tools import schema_system_prompt
 from agentic_rl.rollout.batch import EpisodeRecord
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.policy import Generation, GenerationRequest
-from agentic_rl.sampling.sampler import SamplingParams
+from agentic_rl.sampling.params import SamplingParams
 
 SERVE_SCOPE = "serve"
 

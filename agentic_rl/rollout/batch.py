@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 from flax import struct
 
+from agentic_rl.shapes import bucket
+
 
 class HostMetadata(Sequence):
     """Per-episode host-side metadata (one dict per row), carried as a static pytree field.
@@ -222,18 +224,6 @@ class EpisodeRecord:
         self.agent_id.extend([agent] * len(ids))
 
 
-def bucket_length(n: int, bucket: int | str = 64) -> int:
-    """Padded length for `n` tokens: next multiple of `bucket`, or next power of two for
-    "pow2". Bucketing bounds how many distinct shapes (hence jit compilations) a run sees."""
-    if n < 0:
-        raise ValueError(f"length must be >= 0, got {n}")
-    if bucket == "pow2":
-        return 1 << max(0, (max(n, 1) - 1).bit_length())
-    if isinstance(bucket, int) and not isinstance(bucket, bool) and bucket > 0:
-        return max(bucket, -(-n // bucket) * bucket)
-    raise ValueError(f"bucket must be a positive int or 'pow2', got {bucket!r}")
-
-
 def collate(
     records: Sequence[EpisodeRecord],
     *,
@@ -252,7 +242,7 @@ def collate(
         raise ValueError("collate needs at least one episode")
     longest = max(len(r) for r in records)
     most_turns = max(len(r.turn_ends) for r in records)
-    T = bucket_length(longest, length_bucket) if length is None else length
+    T = bucket(longest, length_bucket) if length is None else length
     K = max(most_turns, 1) if num_turns is None else num_turns
     if longest > T:
         raise ValueError(f"an episode has {longest} tokens > length={T}")
@@ -311,23 +301,6 @@ def pad_rows(batch: EpisodeBatch, rows: int) -> EpisodeBatch:
         out[name] = np.concatenate([a, pad])
     metadata = HostMetadata([*batch.metadata, *({"padding": True} for _ in range(missing))])
     return batch.replace(**out, metadata=metadata)
-
-
-def shared_prefix_length(tokens: np.ndarray, mask: np.ndarray, multiple: int = 32) -> int:
-    """The longest run of leading real tokens that every non-empty row shares, rounded
-    down to `multiple` (so a run sees few distinct values, hence few compilations) and
-    leaving every row at least one token of its own; 0 when shorter than `multiple`.
-
-    A shared system prompt, tool descriptions, few-shot examples or one GRPO group's
-    question are computed once per micro-batch instead of once per row."""
-    tokens, mask = np.asarray(tokens), np.asarray(mask)
-    real = mask.any(axis=1)
-    if multiple < 2 or not real.any():
-        return 0
-    t, m = tokens[real], mask[real]
-    same = (t == t[:1]).all(axis=0) & m.all(axis=0)
-    n = t.shape[1] if same.all() else int(np.argmin(same))
-    return min(n, t.shape[1] - 1) // multiple * multiple
 
 
 def share_prefix(batch: EpisodeBatch, prefix_len: int) -> EpisodeBatch:

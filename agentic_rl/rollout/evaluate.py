@@ -18,7 +18,7 @@ from agentic_rl.envs.registry import EnvSuite, make_env_suite
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.loop import EpisodeError, RolloutConfig, run_episodes
 from agentic_rl.rollout.metrics import episode_metrics, subset_metrics
-from agentic_rl.rollout.policy import Policy
+from agentic_rl.rollout.policy import RolloutPolicy
 
 
 @dataclass
@@ -39,7 +39,7 @@ class EvalReport:
 
 
 def evaluate_policy(
-    policy: Policy,
+    policy: RolloutPolicy,
     chat_format: ChatMLFormat,
     env: str | EnvSuite,
     *,

@@ -42,8 +42,8 @@ from agentic_rl.rollout.metrics import episode_metrics
 from agentic_rl.rollout.policy import (
     Generation,
     GenerationRequest,
-    Policy,
     PolicyContractError,
+    RolloutPolicy,
     check_generation,
 )
 
@@ -233,7 +233,7 @@ class _Runner:
 
     def __init__(
         self,
-        policy: Policy,
+        policy: RolloutPolicy,
         fmt: ChatMLFormat,
         make_env: Callable[[], Env],
         cfg: RolloutConfig,
@@ -462,7 +462,7 @@ class _Runner:
 
 
 def run_episodes(
-    policy: Policy,
+    policy: RolloutPolicy,
     chat_format: ChatMLFormat,
     make_env: Callable[[], Env],
     tasks: Sequence[Task],

@@ -1,4 +1,5 @@
-"""The policy side of the rollout: requests, generations, the `Policy` protocol, a scripted policy.
+"""The policy side of the rollout: requests, generations, the `RolloutPolicy` protocol, a
+scripted policy.
 
 The rollout calls `policy.generate(requests)` with one request per live episode that
 awaits an action, batched across episodes. A request carries the episode's *full*
@@ -64,7 +65,10 @@ class Generation:
 
 
 @runtime_checkable
-class Policy(Protocol):
+class RolloutPolicy(Protocol):
+    """The interface the rollout loop samples from: generate(requests) -> generations.
+    Implemented by `ScriptedPolicy` and `rollout.sampler_policy.SamplerPolicy`."""
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """One `Generation` per request, in request order."""
         ...
@@ -110,6 +114,7 @@ ScriptFn = Callable[[GenerationRequest, str], str]
 @dataclass
 class ScriptedPolicy:
     """A policy with fixed outputs, so environments and the rollout are testable without a model.
+    Implements `RolloutPolicy`.
 
     `script` is either a list of texts (turn k of every episode says `script[k]`) or a
     function `(request, history_text) -> text`. Each text is tokenized and treated like a

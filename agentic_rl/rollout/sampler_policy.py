@@ -1,4 +1,4 @@
-"""The real policy for rollouts: the KV-cached JAX sampler behind the `Policy` protocol.
+"""The real policy for rollouts: the KV-cached JAX sampler behind the `RolloutPolicy` protocol.
 
 Each live episode owns one row of a `BatchSampler`. A request's new tokens (the
 prompt on turn 0; afterwards the end-of-turn token the rollout may have appended plus
@@ -17,12 +17,12 @@ from collections.abc import Sequence
 
 from agentic_rl.models.transformer import Transformer
 from agentic_rl.rollout.policy import Generation, GenerationRequest
-from agentic_rl.sampling.sampler import SamplingParams
+from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler
 
 
 class SamplerPolicy:
-    """`Policy` implementation over `BatchSampler`.
+    """`RolloutPolicy` implementation over `BatchSampler`.
 
     max_rows: most episodes alive at once (rows of the KV cache).
     params: sampling settings (temperature, top-k, top-p, greedy).

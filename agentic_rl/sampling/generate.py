@@ -1,12 +1,16 @@
-"""One-shot batched generation: lists of prompt token ids in, completions out."""
+"""One-shot batched generation: lists of prompt token ids in, completions out.
+
+Imports: agentic_rl.models.transformer, agentic_rl.shapes and agentic_rl.sampling.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from agentic_rl.models.transformer import Transformer
-from agentic_rl.sampling.sampler import SamplingParams, bucket
+from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler, Completion
+from agentic_rl.shapes import bucket
 
 
 def generate(
@@ -30,7 +34,9 @@ def generate(
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     n = len(prompts)
-    capacity = bucket(max(len(p) for p in prompts)) + bucket(max_new_tokens) + 1
+    # (a negative budget samples nothing; its bucket is the smallest, as for 0)
+    capacity = (bucket(max(len(p) for p in prompts), minimum=16)
+                + bucket(max(max_new_tokens, 0), minimum=16) + 1)
     sampler = BatchSampler(model, n, capacity=capacity, tokenizer=tokenizer, seed=seed)
     sampler.extend(dict(enumerate(prompts)))
     out = sampler.sample(range(n), max_new_tokens=max_new_tokens, params=params,

@@ -5,32 +5,36 @@ tokens (a prompt, or an observation after a turn) to some rows, prefilling only
 those new tokens; `sample` decodes the next turn for some rows. The cost of turn k
 is therefore its own new tokens, never a re-prefill of the history.
 
-Stop handling:
+Stop handling (rules in `agentic_rl.sampling.stop`):
 - stop token ids stop a row inside the compiled decode loop;
-- stop strings (e.g. `</tool_call>`, which spans several tokens) need detokenising,
-  so when any are given decoding runs in compiled chunks and the host checks the
-  text after each chunk; a row is cut right after the token that completes the
-  stop string and its cache is rolled back to that point (later tokens were
-  sampled speculatively and are forgotten).
+- with stop strings, decoding runs in compiled chunks and the host checks the text
+  after each chunk; a row is cut right after the token that completes the stop
+  string and its cache is rolled back to that point (later tokens were sampled
+  speculatively and are forgotten).
 
 PRNG: every (row key, turn) pair gets its own key, so samples reproduce from the
 seed and do not depend on which other rows share the batch.
+
+Imports: jax, numpy, agentic_rl.models.transformer, agentic_rl.shapes and the other
+agentic_rl.sampling modules.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from agentic_rl.models.kv_cache import KVCache, cached_forward, init_cache
+from agentic_rl.models.kv_cache import init_cache
 from agentic_rl.models.transformer import Transformer
-from agentic_rl.sampling.sampler import SamplingParams, bucket, decode, prefill, split_model
+from agentic_rl.sampling.cache import compact, grow, prefill_shared, truncate
+from agentic_rl.sampling.decode import decode, prefill, split_model
+from agentic_rl.sampling.params import SamplingParams
+from agentic_rl.sampling.stop import stop_id_array, stop_string_cut
+from agentic_rl.shapes import bucket, shared_prefix
 
 
 @dataclasses.dataclass
@@ -45,86 +49,12 @@ class Completion:
     stop: str | int | None = None  # the stop string or token id that ended the turn
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _truncate(cache: KVCache, new_length: jax.Array) -> KVCache:
-    """Keep the first new_length[b] real tokens of each row (later slots become holes)."""
-    keep = jnp.cumsum(cache.mask, axis=1) <= new_length[:, None]
-    return cache.replace(mask=cache.mask & keep, length=new_length)
-
-
-@functools.partial(jax.jit, donate_argnums=(0,))
-def _compact(cache: KVCache) -> KVCache:
-    """Move each row's real tokens to the front of the cache, in order, and reset the
-    shared cursor to the longest row: reclaims the holes left by padding, finished
-    rows and reset rows."""
-    order = jnp.argsort(~cache.mask, axis=1, stable=True)  # [B, S] real slots first
-    idx = order[:, None, :, None]
-    k = tuple(jnp.take_along_axis(a, idx, axis=2) for a in cache.k)
-    v = tuple(jnp.take_along_axis(a, idx, axis=2) for a in cache.v)
-    mask = jnp.take_along_axis(cache.mask, order, axis=1)
-    return KVCache(k=k, v=v, mask=mask, length=cache.length,
-                   cursor=jnp.max(cache.mask.sum(axis=1)).astype(jnp.int32))
-
-
 @jax.jit
 def _row_keys(seed, key_ids: jax.Array, turns: jax.Array) -> jax.Array:
     """PRNG key of each row: fold_in(fold_in(key(seed), key_id), turn)."""
     base = jax.random.key(seed)
     return jax.vmap(lambda k, t: jax.random.fold_in(jax.random.fold_in(base, k), t))(
         key_ids, turns)
-
-
-def _grow(cache: KVCache, capacity: int) -> KVCache:
-    extra = capacity - cache.capacity
-    pad = ((0, 0), (0, 0), (0, extra), (0, 0))
-    return cache.replace(k=tuple(jnp.pad(a, pad) for a in cache.k),
-                         v=tuple(jnp.pad(a, pad) for a in cache.v),
-                         mask=jnp.pad(cache.mask, ((0, 0), (0, extra))))
-
-
-@functools.partial(jax.jit, static_argnums=(0,), donate_argnums=(4,))
-def _prefill_shared(graphdef, state, layers, prefix: jax.Array, cache: KVCache,
-                    rows: jax.Array, adapter: jax.Array | None = None) -> KVCache:
-    """Prefill `prefix` [P] once and write its keys/values into every row where `rows`
-    [B] is true (fresh rows: length 0), at the shared cursor. The other rows get holes.
-    `adapter` [1]: the LoRA adapter those rows share (models with several)."""
-    model = nnx.merge(graphdef, state)
-    P = prefix.shape[0]
-    one = init_cache(model.cfg, 1, P, cache.k[0].dtype)
-    _, one = cached_forward(model, layers, prefix[None], one, jnp.ones((1, P), bool), adapter)
-    at = cache.cursor
-    sel = rows[:, None, None, None]
-
-    def put(buf, new):
-        old = jax.lax.dynamic_slice_in_dim(buf, at, P, axis=2)
-        return jax.lax.dynamic_update_slice_in_dim(buf, jnp.where(sel, new, old), at, axis=2)
-
-    old_mask = jax.lax.dynamic_slice_in_dim(cache.mask, at, P, axis=1)
-    mask = jax.lax.dynamic_update_slice_in_dim(cache.mask, old_mask | rows[:, None], at, axis=1)
-    return KVCache(k=tuple(put(b, n) for b, n in zip(cache.k, one.k)),
-                   v=tuple(put(b, n) for b, n in zip(cache.v, one.v)),
-                   mask=mask, length=cache.length + rows.astype(jnp.int32) * P,
-                   cursor=at + P)
-
-
-def shared_prefix(seqs: Sequence[Sequence[int]], multiple: int = 32) -> int:
-    """Length of the prefix all `seqs` share, rounded down to `multiple` (few distinct
-    lengths, hence few compilations), leaving each at least one token of its own."""
-    if len(seqs) < 2:
-        return 0
-    n = min(len(s) for s in seqs) - 1
-    first = seqs[0]
-    for s in seqs[1:]:
-        i = 0
-        while i < n and s[i] == first[i]:
-            i += 1
-        n = i
-    return n // multiple * multiple
-
-
-def _find_stop(text: str, stops: Sequence[str]) -> str | None:
-    hits = [(text.find(s), s) for s in stops if s and s in text]
-    return min(hits)[1] if hits else None
 
 
 class BatchSampler:
@@ -143,12 +73,12 @@ class BatchSampler:
     ):
         self.model = model
         self.graphdef, self.state, self.layers = split_model(model)
-        self.rows = bucket(max_rows, minimum=1)
+        self.rows = bucket(max_rows)
         self.max_rows = max_rows
         self.tokenizer = tokenizer
         self.seed = seed
         self.decode_chunk = decode_chunk
-        self.cache = init_cache(model.cfg, self.rows, bucket(capacity), cache_dtype)
+        self.cache = init_cache(model.cfg, self.rows, bucket(capacity, minimum=16), cache_dtype)
         self.next_logits = jnp.zeros((self.rows, model.cfg.vocab_size), jnp.float32)
         self.history: list[list[int]] = [[] for _ in range(self.rows)]
         self._logits_valid = np.zeros(self.rows, bool)
@@ -195,10 +125,10 @@ class BatchSampler:
         cursor = int(self.cache.cursor)
         if cursor + new_slots + 1 <= self.cache.capacity:
             return
-        self.cache = _compact(self.cache)
+        self.cache = compact(self.cache)
         cursor = int(self.cache.cursor)
         if cursor + new_slots + 1 > self.cache.capacity:
-            self.cache = _grow(self.cache, bucket(cursor + new_slots + 1))
+            self.cache = grow(self.cache, bucket(cursor + new_slots + 1, minimum=16))
 
     def reset(self, rows: Sequence[int]) -> None:
         """Forget rows (their slots can start new sequences)."""
@@ -209,7 +139,7 @@ class BatchSampler:
             self.history[r] = []
             self._logits_valid[r] = False
             self._turn[r] = 0
-        self.cache = _truncate(self.cache, jnp.asarray(new_len, jnp.int32))
+        self.cache = truncate(self.cache, jnp.asarray(new_len, jnp.int32))
         if not any(self.history):
             self.cache = self.cache.replace(cursor=jnp.zeros((), jnp.int32))
 
@@ -235,17 +165,17 @@ class BatchSampler:
         share_prefix = share_prefix and len({int(self.adapters[r]) for r in fresh}) <= 1
         n = shared_prefix([items[r] for r in fresh]) if share_prefix else 0
         if n:
-            self._ensure_capacity(n + bucket(max(len(v) for v in items.values()) - n))
+            self._ensure_capacity(n + bucket(max(len(v) for v in items.values()) - n, minimum=16))
             rows = np.zeros(self.rows, bool)
             rows[fresh] = True
-            self.cache = _prefill_shared(self.graphdef, self.state, self.layers,
-                                         jnp.asarray(items[fresh[0]][:n], jnp.int32),
-                                         self.cache, jnp.asarray(rows),
-                                         self._adapter_ids([fresh[0]]))
+            self.cache = prefill_shared(self.graphdef, self.state, self.layers,
+                                        jnp.asarray(items[fresh[0]][:n], jnp.int32),
+                                        self.cache, jnp.asarray(rows),
+                                        self._adapter_ids([fresh[0]]))
             for r in fresh:
                 self.history[r].extend(items[r][:n])
                 items[r] = items[r][n:]
-        t = bucket(max(len(v) for v in items.values()))
+        t = bucket(max(len(v) for v in items.values()), minimum=16)
         self._ensure_capacity(t)
         toks = np.zeros((self.rows, t), np.int32)
         mask = np.zeros((self.rows, t), bool)
@@ -287,28 +217,9 @@ class BatchSampler:
         """
         params = params or SamplingParams()
         rows = list(dict.fromkeys(rows))
-        self._check_rows(rows)
-        for r in rows:
-            if not self._logits_valid[r]:
-                raise ValueError(
-                    f"row {r} has nothing to continue from: extend it with a prompt or an "
-                    "observation first"
-                )
-
-        def per_row(x, r, default):
-            return x.get(r, default) if isinstance(x, Mapping) else x
-
-        limits = {r: int(per_row(max_new_tokens, r, 128)) for r in rows}
-        stops = {r: list(per_row(stop_token_ids, r, ())) for r in rows}
-        sstops = {r: [s for s in per_row(stop_strings, r, ()) if s] for r in rows}
-        if any(sstops.values()) and self.tokenizer is None:
-            raise ValueError("stop strings need a tokenizer: BatchSampler(..., tokenizer=tok)")
-        n_stop = max(1, max(len(v) for v in stops.values()))
-        stop_arr = np.full((self.rows, n_stop), -1, np.int32)
-        for r in rows:
-            stop_arr[r, : len(stops[r])] = stops[r]
-        stop_arr = jnp.asarray(stop_arr)
-
+        self._check_can_continue(rows)
+        limits, stop_ids, sstops = self._turn_settings(rows, max_new_tokens, stop_token_ids,
+                                                       stop_strings)
         out = {r: Completion([], [], [], "length") for r in rows}
         remaining = np.zeros(self.rows, np.int32)
         for r in rows:
@@ -318,68 +229,93 @@ class BatchSampler:
         live = {r for r in rows if remaining[r] > 0}
         use_chunks = any(sstops.values())
         while live:
-            step = max(int(remaining[r]) for r in live)
-            # With stop strings, always the same chunk program (one compile), else
-            # the whole budget in one call.
-            M = self.decode_chunk if use_chunks else bucket(step)
-            step = min(step, M)
-            self._ensure_capacity(M)
-            active = np.zeros(self.rows, bool)
-            active[list(live)] = True
-            limit = np.minimum(remaining, step).astype(np.int32)
-            res = decode(self.graphdef, self.state, self.layers, self.next_logits, self.cache,
-                         keys, stop_arr, jnp.asarray(active), jnp.asarray(limit),
-                         self._adapter_ids(), params=params, max_new=M)
-            self.cache, keys, self.next_logits = res["cache"], res["keys"], res["next_logits"]
-            toks = np.asarray(res["tokens"])
-            lps, raws = np.asarray(res["logprob"]), np.asarray(res["logprob_raw"])
-            n, stopped = np.asarray(res["length"]), np.asarray(res["stopped"])
-            truncate = {}
+            res, keys = self._decode_chunk(live, remaining, keys, stop_ids, params, use_chunks)
+            rollback = {}
             for r in list(live):
-                k = int(n[r])
-                c = out[r]
-                c.tokens += toks[r, :k].tolist()
-                c.logprobs += lps[r, :k].tolist()
-                c.logprobs_raw += raws[r, :k].tolist()
-                self.history[r].extend(toks[r, :k].tolist())
-                remaining[r] -= k
-                if stopped[r]:
-                    c.finish_reason, c.stop = "stop", c.tokens[-1]
+                finished, kept = self._take(r, res, out[r], remaining, sstops[r])
+                if kept is not None:
+                    rollback[r] = kept
+                if finished:
                     live.discard(r)
-                    continue
-                if sstops[r]:
-                    cut = self._stop_string_cut(c.tokens, k, sstops[r])
-                    if cut is not None:
-                        keep, s = cut
-                        dropped = len(c.tokens) - keep
-                        del c.tokens[keep:], c.logprobs[keep:], c.logprobs_raw[keep:]
-                        if dropped:
-                            del self.history[r][len(self.history[r]) - dropped:]
-                            truncate[r] = len(self.history[r])
-                            self._logits_valid[r] = False
-                        c.finish_reason, c.stop = "stop", s
-                        live.discard(r)
-                        continue
-                if remaining[r] <= 0:
-                    live.discard(r)
-            if truncate:
-                new_len = np.asarray(self.cache.length).copy()
-                for r, L in truncate.items():
-                    new_len[r] = L
-                self.cache = _truncate(self.cache, jnp.asarray(new_len, jnp.int32))
+            if rollback:
+                self._roll_back(rollback)
         for r in rows:
             self._turn[r] += 1
             assert len(self.history[r]) == start_len[r] + len(out[r].tokens)
         return out
 
-    def _stop_string_cut(self, tokens: list[int], n_new: int, stops: Sequence[str]):
-        """(number of tokens to keep, stop string) if a stop string occurs in the text."""
-        text = self.tokenizer.decode(tokens)
-        if _find_stop(text, stops) is None:
-            return None
-        # The text before this chunk held no stop string, so the cut lies in the chunk.
-        for keep in range(max(0, len(tokens) - n_new) + 1, len(tokens) + 1):
-            s = _find_stop(self.tokenizer.decode(tokens[:keep]), stops)
-            if s is not None:
-                return keep, s
-        return len(tokens), _find_stop(text, stops)
+    def _check_can_continue(self, rows: Sequence[int]) -> None:
+        self._check_rows(rows)
+        for r in rows:
+            if not self._logits_valid[r]:
+                raise ValueError(
+                    f"row {r} has nothing to continue from: extend it with a prompt or an "
+                    "observation first"
+                )
+
+    def _turn_settings(self, rows, max_new_tokens, stop_token_ids, stop_strings):
+        """Per-row (token limits, stop id array [rows, S] on device, stop strings)."""
+
+        def per_row(x, r, default):
+            return x.get(r, default) if isinstance(x, Mapping) else x
+
+        limits = {r: int(per_row(max_new_tokens, r, 128)) for r in rows}
+        stops = {r: list(per_row(stop_token_ids, r, ())) for r in rows}
+        sstops = {r: [s for s in per_row(stop_strings, r, ()) if s] for r in rows}
+        if any(sstops.values()) and self.tokenizer is None:
+            raise ValueError("stop strings need a tokenizer: BatchSampler(..., tokenizer=tok)")
+        return limits, jnp.asarray(stop_id_array(stops, self.rows)), sstops
+
+    def _decode_chunk(self, live, remaining, keys, stop_ids, params, use_chunks):
+        """One compiled decode call for the `live` rows -> (host results, next keys)."""
+        step = max(int(remaining[r]) for r in live)
+        # With stop strings, always the same chunk program (one compile), else
+        # the whole budget in one call.
+        M = self.decode_chunk if use_chunks else bucket(step, minimum=16)
+        step = min(step, M)
+        self._ensure_capacity(M)
+        active = np.zeros(self.rows, bool)
+        active[list(live)] = True
+        limit = np.minimum(remaining, step).astype(np.int32)
+        res = decode(self.graphdef, self.state, self.layers, self.next_logits, self.cache,
+                     keys, stop_ids, jnp.asarray(active), jnp.asarray(limit),
+                     self._adapter_ids(), params=params, max_new=M)
+        self.cache, self.next_logits = res["cache"], res["next_logits"]
+        host = {name: np.asarray(res[name])
+                for name in ("tokens", "logprob", "logprob_raw", "length", "stopped")}
+        return host, res["keys"]
+
+    def _take(self, r: int, res, c: Completion, remaining: np.ndarray, sstops: Sequence[str]):
+        """Append row r's new tokens of a chunk to its completion and history ->
+        (row finished, new history length to roll its cache back to, or None)."""
+        k = int(res["length"][r])
+        c.tokens += res["tokens"][r, :k].tolist()
+        c.logprobs += res["logprob"][r, :k].tolist()
+        c.logprobs_raw += res["logprob_raw"][r, :k].tolist()
+        self.history[r].extend(res["tokens"][r, :k].tolist())
+        remaining[r] -= k
+        if res["stopped"][r]:
+            c.finish_reason, c.stop = "stop", c.tokens[-1]
+            return True, None
+        if sstops:
+            cut = stop_string_cut(self.tokenizer.decode, c.tokens, k, sstops)
+            if cut is not None:
+                keep, s = cut
+                dropped = len(c.tokens) - keep
+                del c.tokens[keep:], c.logprobs[keep:], c.logprobs_raw[keep:]
+                kept = None
+                if dropped:
+                    del self.history[r][len(self.history[r]) - dropped:]
+                    kept = len(self.history[r])
+                    self._logits_valid[r] = False
+                c.finish_reason, c.stop = "stop", s
+                return True, kept
+        return remaining[r] <= 0, None
+
+    def _roll_back(self, lengths: Mapping[int, int]) -> None:
+        """Forget the cached tokens of rows past their new lengths (speculative tokens
+        sampled after a stop string)."""
+        new_len = np.asarray(self.cache.length).copy()
+        for r, L in lengths.items():
+            new_len[r] = L
+        self.cache = truncate(self.cache, jnp.asarray(new_len, jnp.int32))

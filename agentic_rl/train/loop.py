@@ -40,10 +40,10 @@ from agentic_rl.rollout import (
     run_episodes,
     share_prefix,
 )
-from agentic_rl.rollout.batch import shared_prefix_length
 from agentic_rl.rollout.loop import RolloutResult
 from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
+from agentic_rl.shapes import leading_rows, shared_prefix
 from agentic_rl.train import builders, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
 from agentic_rl.train.config import (
@@ -406,7 +406,8 @@ class Trainer:
         if not self.cfg.train.shared_prefix or self.mesh.devices.size > 1 or \
                 self.num_adapters > 1:  # rows of different agents differ from token 0 on
             return 0
-        return shared_prefix_length(tokens, attention_mask)
+        return shared_prefix(leading_rows(tokens, attention_mask), min_rows=1,
+                             width=np.shape(tokens)[1])
 
     def learner_batch(self, episodes) -> tuple[LearnerBatch, LearnerConfig]:
         """An EpisodeBatch of this step -> (host LearnerBatch, learner config for it):

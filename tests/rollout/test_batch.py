@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from agentic_rl.rollout import EpisodeBatch, EpisodeRecord, HostMetadata, bucket_length, collate
+from agentic_rl.rollout import EpisodeBatch, EpisodeRecord, HostMetadata, collate
 
 
 def record(
@@ -23,30 +23,6 @@ def record(
         if k < turns - 1:
             r.append([20] * obs, sampled=False, turn=k, agent=-1)
     return r
-
-
-@pytest.mark.parametrize(
-    "n, bucket, expected",
-    [
-        (0, 64, 64),
-        (1, 64, 64),
-        (64, 64, 64),
-        (65, 64, 128),
-        (0, "pow2", 1),
-        (5, "pow2", 8),
-        (64, "pow2", 64),
-        (65, "pow2", 128),
-        (7, 3, 9),
-    ],
-)
-def test_bucket_length(n, bucket, expected):
-    assert bucket_length(n, bucket) == expected
-
-
-@pytest.mark.parametrize("bucket", [0, -8, "p2", True, 1.5])
-def test_bucket_length_rejects_bad_buckets(bucket):
-    with pytest.raises(ValueError, match="bucket must be"):
-        bucket_length(3, bucket)
 
 
 def test_collate_pads_and_lays_out_fields():

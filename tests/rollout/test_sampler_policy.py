@@ -1,4 +1,4 @@
-"""The real KV-cached sampler behind the rollout's Policy protocol: the EpisodeBatch's
+"""The real KV-cached sampler behind the rollout's RolloutPolicy protocol: the EpisodeBatch's
 sampling log-probs equal a full-sequence recomputation (the invariant importance
 ratios rely on), and no episode's history is ever re-prefilled."""
 

@@ -12,7 +12,7 @@ from flax import nnx
 from agentic_rl.models import ModelConfig, Transformer, add_lora, token_logprobs
 from agentic_rl.rollout import CharTokenizer
 from agentic_rl.sampling import BatchSampler, SamplingParams, generate
-from agentic_rl.sampling.sampler import process_logits, sample_categorical
+from agentic_rl.sampling.params import process_logits, sample_categorical
 
 VOCAB = 3 + 128  # CharTokenizer: 3 special tokens + ASCII
 
@@ -233,15 +233,9 @@ def test_lora_and_bf16(model):
 def test_shared_prefix_prefill_is_exact(model):
     """Fresh rows that share a long prompt prefix: prefilled once and copied, the same
     samples and log-probs as prefilling every row; rows mid-episode are unaffected."""
-    from agentic_rl.sampling.session import shared_prefix
-
     rng = np.random.default_rng(0)
     common = [int(x) for x in rng.integers(3, VOCAB, 40)]
     prompts = {0: common + [5, 6, 7], 1: common + [9], 2: common + [11, 12]}
-    assert shared_prefix(list(prompts.values()), 8) == 40
-    assert shared_prefix(list(prompts.values()), 32) == 32
-    assert shared_prefix([common, common], 8) == 32  # keeps one token of its own
-    assert shared_prefix([common], 8) == 0
     g = SamplingParams(greedy=True)
     outs = []
     for share in (False, True):

@@ -8,30 +8,9 @@ import numpy as np
 import pytest
 
 from agentic_rl.rl import LossConfig
-from agentic_rl.rollout import EpisodeBatch, HostMetadata, share_prefix, shared_prefix_length
+from agentic_rl.rollout import EpisodeBatch, HostMetadata, share_prefix
 from agentic_rl.train.step import StepConfig, TrainBatch, make_train_fn, score
 from tests.train.test_step import B, T, V, leaves, make_state
-
-
-def test_shared_prefix_length_rounds_down_and_ignores_empty_rows():
-    tokens = np.tile(np.arange(100), (3, 1))
-    mask = np.ones((3, 100), bool)
-    tokens[1, 70] = -1  # rows differ from position 70
-    assert shared_prefix_length(tokens, mask, 32) == 64
-    assert shared_prefix_length(tokens, mask, 16) == 64
-    assert shared_prefix_length(tokens, mask, 7) == 70
-    mask[2, 40:] = False  # a row ending early bounds the prefix (it must be real tokens)
-    assert shared_prefix_length(tokens, mask, 8) == 40
-    # an all-padding row (a dropped episode) does not count
-    empty = np.zeros((1, 100), bool)
-    t = np.concatenate([tokens[:2], np.zeros((1, 100), int)])
-    assert shared_prefix_length(t, np.concatenate([np.ones((2, 100), bool), empty]), 8) == 64
-    # identical rows keep at least one token of their own
-    assert shared_prefix_length(np.ones((2, 65), int), np.ones((2, 65), bool), 32) == 64
-    assert shared_prefix_length(np.ones((2, 64), int), np.ones((2, 64), bool), 32) == 32
-    # nothing shared, or nothing real
-    assert shared_prefix_length(np.arange(20).reshape(2, 10), np.ones((2, 10), bool), 2) == 0
-    assert shared_prefix_length(tokens, np.zeros_like(mask), 8) == 0
 
 
 def test_share_prefix_fills_empty_rows_only():
