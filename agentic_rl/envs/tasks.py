@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.calculator import evaluate_expression, format_number
+from agentic_rl.envs.tools.calculator import evaluate_expression, format_number
 
 GSM8K_DIR_ENV = "AGENTIC_RL_GSM8K_DIR"
 _GSM8K_MARKER = "####"

@@ -24,7 +24,7 @@ from flax import nnx
 
 from agentic_rl.agents.system import AgentSystem
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.envs.suite import EnvSuite
 from agentic_rl.envs.tasks import TaskSet
 from agentic_rl.models import Policy, ValueHead, add_lora, critic_from
 from agentic_rl.models.transformer import LoRAParam

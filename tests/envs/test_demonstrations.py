@@ -9,9 +9,9 @@ import pytest
 
 from agentic_rl.envs import calculator_tool, make_env_suite
 from agentic_rl.envs.base import Action
-from agentic_rl.envs.calculator import evaluate_expression, format_number
-from agentic_rl.envs.math_env import COMPACT_CALCULATOR_INSTRUCTIONS, calculator_demonstrations
-from agentic_rl.envs.tool_parser import parse_action
+from agentic_rl.envs.suites.math import COMPACT_CALCULATOR_INSTRUCTIONS, calculator_demonstrations
+from agentic_rl.envs.tools.calculator import evaluate_expression, format_number
+from agentic_rl.envs.tools.parser import parse_action
 
 
 def test_demonstrations_are_correct_parseable_episodes():

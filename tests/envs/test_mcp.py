@@ -22,8 +22,8 @@ from agentic_rl.envs import (
     parse_action,
     stdio_server,
 )
-from agentic_rl.envs.mcp_tools import content_to_text
-from agentic_rl.envs.tools import ToolExecutionError
+from agentic_rl.envs.tools.base import ToolExecutionError
+from agentic_rl.envs.tools.mcp import content_to_text
 
 SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
 
@@ -356,7 +356,7 @@ def test_the_tool_listing_is_bounded():
         assert any("too many tools" in reason for reason in ts.skipped.values())
         assert len(ts.skipped) <= 101
         assert echo(ts, "hi").content == "hi"
-    from agentic_rl.envs.mcp_tools import McpLimits
+    from agentic_rl.envs.tools.mcp import McpLimits
 
     with within(60, hostile, "many_tools", "3000", limits=McpLimits(max_tools=50)) as ts:
         assert len(ts.tools) == 50

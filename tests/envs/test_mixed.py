@@ -18,9 +18,9 @@ from agentic_rl.envs import (
     make_env_suite,
     parse_action,
 )
-from agentic_rl.envs.code_env import _count_divisible
-from agentic_rl.envs.code_sandbox import _processes_of_uid
-from agentic_rl.envs.mixed_env import corpus_numbers
+from agentic_rl.envs.suites.code import _count_divisible
+from agentic_rl.envs.suites.mixed import corpus_numbers
+from agentic_rl.envs.tools.sandbox.sandbox import _processes_of_uid
 from agentic_rl.rollout import (
     CharTokenizer,
     RolloutConfig,

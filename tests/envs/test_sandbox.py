@@ -22,7 +22,7 @@ from agentic_rl.envs import (
     namespaces_available,
     python_tool,
 )
-from agentic_rl.envs.code_sandbox import _processes_of_uid
+from agentic_rl.envs.tools.sandbox.sandbox import _processes_of_uid
 
 needs_namespaces = pytest.mark.skipif(
     not namespaces_available(), reason="needs root and util-linux unshare (namespace sandbox)"
@@ -55,7 +55,7 @@ def test_errors_are_tracebacks_and_state_survives_them(sandbox):
     sandbox.run("y = 5")
     r = sandbox.run("print('before')\n1 / 0")
     assert r.output == "before\n" and "ZeroDivisionError: division by zero" in r.error
-    assert 'File "<cell>", line 2' in r.error and "_sandbox_worker" not in r.error
+    assert 'File "<cell>", line 2' in r.error and "_worker.py" not in r.error
     r = sandbox.run("def f(:\n  pass")
     assert "SyntaxError" in r.error
     assert sandbox.run("raise SystemExit(3)").error.strip().endswith("SystemExit: 3")

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from agentic_rl.envs.code_sandbox import CodeSandbox, SandboxLimits, _processes_of_uid
-from agentic_rl.envs.sandbox_system import kill_uid
+from agentic_rl.envs.tools.sandbox.sandbox import CodeSandbox, SandboxLimits, _processes_of_uid
+from agentic_rl.envs.tools.sandbox.system import kill_uid
 from scripts.attacks import Hung, bounded
 
 is_root = os.name == "posix" and os.geteuid() == 0
@@ -494,7 +494,7 @@ def test_no_key_survives_the_sandbox_and_io_uring_is_refused(make, monkeypatch, 
 KILLED_HOST = """
 import json, os, signal, sys, threading, time
 sys.path.insert(0, {repo!r})
-from agentic_rl.envs.code_sandbox import CodeSandbox, SandboxLimits
+from agentic_rl.envs.tools.sandbox.sandbox import CodeSandbox, SandboxLimits
 sb = CodeSandbox(SandboxLimits(wall_s=600.0, cpu_s=600.0, memory_mb=256))
 sb.run("open('left.txt', 'w').write('x')")
 threading.Thread(target=sb.run, args=("import time; time.sleep(600)",), daemon=True).start()

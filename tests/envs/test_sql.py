@@ -28,14 +28,9 @@ from agentic_rl.envs import (
     make_env_suite,
     parse_action,
 )
-from agentic_rl.envs.sql_data import DOMAINS, build_database
-from agentic_rl.envs.sql_env import (
-    extract_sql,
-    first_keyword,
-    format_result,
-    results_match,
-    score_sql,
-)
+from agentic_rl.envs.suites.sql import extract_sql, results_match, score_sql
+from agentic_rl.envs.suites.sql_data import DOMAINS, build_database
+from agentic_rl.envs.tools.sql import first_keyword, format_result
 
 
 def call(name, **arguments):
@@ -379,7 +374,7 @@ def refusal(db, sql) -> str:
 
 FTS_ATTACK = r"""
 import sqlite3, sys
-from agentic_rl.envs.sql_env import ReadOnlyDatabase, SqlError
+from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError
 path = sys.argv[1]
 w = sqlite3.connect(path)
 w.execute("CREATE VIRTUAL TABLE docs USING fts3(body)")

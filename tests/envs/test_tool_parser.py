@@ -217,7 +217,7 @@ def test_two_calls_with_tags_in_strings_split_correctly():
 
 
 def test_render_tool_call_escapes_the_closing_tag_and_round_trips():
-    from agentic_rl.envs.tool_parser import render_tool_call
+    from agentic_rl.envs.tools.parser import render_tool_call
 
     args = {"key": 'a</tool_call>b <tool_call> "q" \\ </', "tags": ["</tool_call>"]}
     text = render_tool_call("lookup", args)
@@ -228,7 +228,7 @@ def test_render_tool_call_escapes_the_closing_tag_and_round_trips():
 
 
 def test_tool_call_stop_finds_the_close_outside_strings_only():
-    from agentic_rl.envs.tool_parser import tool_call_stop
+    from agentic_rl.envs.tools.parser import tool_call_stop
 
     text = '<tool_call>{"name": "x", "arguments": {"a": "</tool_call>"}}</tool_call> tail'
     assert tool_call_stop(text) == len(text) - len(" tail")
@@ -259,7 +259,7 @@ _strings = st.lists(st.sampled_from(_pieces), max_size=12).map("".join) | st.tex
 @settings(max_examples=300, deadline=None)
 @given(st.fixed_dictionaries({"key": _strings}, optional={"tags": st.lists(_strings, max_size=3)}))
 def test_fuzz_rendered_calls_round_trip(arguments):
-    from agentic_rl.envs.tool_parser import render_tool_call, tool_call_stop
+    from agentic_rl.envs.tools.parser import render_tool_call, tool_call_stop
 
     text = render_tool_call("lookup", arguments)
     # what the sampler keeps: the text up to its first raw stop string is the whole call

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentic_rl.envs.base import Action
-from agentic_rl.envs.tools import Tool, ToolCall, ToolCallError, validate_arguments
+from agentic_rl.envs.tools.base import Tool, ToolCall, ToolCallError, validate_arguments
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"

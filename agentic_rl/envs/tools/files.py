@@ -52,7 +52,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentic_rl.envs.tools import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC

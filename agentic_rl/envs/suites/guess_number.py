@@ -9,6 +9,9 @@ Rewards per turn (dense): +`win_reward` for the secret; otherwise
 `info_weight` x (fraction of the initial range eliminated by this guess), or
 `inconsistent_penalty` for a guess outside the interval already known to hold the
 secret, or for a reply with no integer. Episodes end on a win or after `max_guesses`.
+Registers the `guess_number` suite.
+
+Imports: stdlib and agentic_rl.envs (base, suite, tasks, tools.base) only; never jax.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass, field
+from functools import partial
 
 from agentic_rl.envs.base import Action, Message, StepResult, Task, message
-from agentic_rl.envs.tools import Tool
+from agentic_rl.envs.suite import ENVS, EnvSuite
+from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tools.base import Tool
 
 _GUESS_TAG_RE = re.compile(r"<guess>\s*(-?\d+)\s*</guess>")
 _INT_RE = re.compile(r"-?\d+")
@@ -167,3 +173,56 @@ class GuessNumberEnv:
         if done:
             info["success"] = success
         return StepResult([message("user", text)], reward, done, info)
+
+
+@ENVS.register("guess_number")
+def guess_number_suite(
+    *,
+    low: int = 1,
+    high: int = 100,
+    num_train: int = 1000,
+    num_eval: int = 100,
+    seed: int = 0,
+    max_guesses: int = 10,
+    win_reward: float = 1.0,
+    info_weight: float = 0.5,
+    inconsistent_penalty: float = -0.1,
+    gamma: float = 0.95,
+    instructions: str = GUESS_INSTRUCTIONS,
+    too_low_feedback: str = TOO_LOW_FEEDBACK,
+    too_high_feedback: str = TOO_HIGH_FEEDBACK,
+) -> EnvSuite:
+    """Guess-the-number with higher/lower feedback (multi-turn, memory needed, dense reward).
+
+    `instructions`: the prompt template ({low}, {high}); see `generate_guess_tasks`.
+    `too_low_feedback` / `too_high_feedback`: the reply to a wrong guess ({guess})."""
+    tasks = TaskSet(
+        {
+            "train": generate_guess_tasks(
+                num_train,
+                seed,
+                low=low,
+                high=high,
+                id_prefix="guess-train",
+                instructions=instructions,
+            ),
+            "eval": generate_guess_tasks(
+                num_eval,
+                seed + 1,
+                low=low,
+                high=high,
+                id_prefix="guess-eval",
+                instructions=instructions,
+            ),
+        }
+    )
+    make = partial(
+        GuessNumberEnv,
+        max_guesses=max_guesses,
+        win_reward=win_reward,
+        info_weight=info_weight,
+        inconsistent_penalty=inconsistent_penalty,
+        too_low_feedback=too_low_feedback,
+        too_high_feedback=too_high_feedback,
+    )
+    return EnvSuite("guess_number", make, tasks, gamma)

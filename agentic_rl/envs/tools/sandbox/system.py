@@ -23,8 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from agentic_rl.envs.sandbox_cgroup import PREFIX, mountinfo, remove_stale_cgroup
-from agentic_rl.envs.sandbox_cgroup import stale_cgroup_dirs as _stale_cgroup_dirs
+from agentic_rl.envs.tools.sandbox.cgroup import PREFIX, mountinfo, remove_stale_cgroup
+from agentic_rl.envs.tools.sandbox.cgroup import stale_cgroup_dirs as _stale_cgroup_dirs
 
 UID_BASE, UID_SPAN = 200_000, 1_000_000
 MNT_DETACH = 2

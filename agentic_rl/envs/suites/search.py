@@ -1,15 +1,15 @@
-"""Search and retrieval QA over a local corpus: a BM25 index (bm25s), the `search`/`open`
-tools, an offline generator of a fictional world with multi-hop questions, and loaders.
+"""Search QA: an offline generator of a fictional world with multi-hop questions, corpus /
+QA loaders, and the `search_qa` suite (a `MathToolEnv` with the `search`/`open` tools).
 
 The generated world (people, companies, cities, plus news items that mention them) is
 invented from syllables, so no model can answer from memory: every question needs the
 corpus. Each question takes two hops (e.g. "In which city was the founder of X born?":
 find X's page, read its founder, find the founder's page), so one search is not enough.
-Mixed questions also need arithmetic on retrieved numbers (see `mixed_env`).
+Mixed questions also need arithmetic on retrieved numbers (see `suites.mixed`).
+The index and tools are in `agentic_rl.envs.tools.search`.
 
-bm25s is imported lazily, and with jax hidden from it: bm25s probes `import jax` at import
-time to pick a top-k backend, but this package must not import jax. Scores come from
-`BM25.get_scores` and the top-k is taken here with numpy, so no jax backend is ever used.
+Imports: stdlib and agentic_rl.envs (base, rewards, suite, tasks, tools, suites.math) only;
+never jax.
 """
 
 from __future__ import annotations
@@ -17,147 +17,23 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
-import sys
-import threading
-from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.tools import Tool, ToolExecutionError
+from agentic_rl.envs.rewards import CompositeReward, format_reward, string_answer_reward
+from agentic_rl.envs.suite import ENVS, EnvSuite
+from agentic_rl.envs.suites.math import MathToolEnv
+from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tools.search import Document, SearchIndex, search_tools
 
-_TOKEN_RE = re.compile(r"[a-z0-9]+")
-_STOPWORDS = frozenset(
-    "a an and are as at be by did do does for from has have in is it its of on or that the "
-    "their this to was were what when where which who whom whose why with how".split()
+SEARCH_INSTRUCTIONS = (
+    "You answer questions about a document collection. Use search to find documents and open "
+    "to read them; questions may need several searches (find one fact, then search for "
+    "the next). When you know the answer, reply with <answer>ANSWER</answer> and no tool call."
 )
-_IMPORT_LOCK = threading.Lock()
-
-
-def import_bm25s():
-    """Imports bm25s without letting it import jax (see the module docstring)."""
-    with _IMPORT_LOCK:
-        if "bm25s" in sys.modules:
-            return sys.modules["bm25s"]
-        hide = "jax" not in sys.modules
-        if hide:
-            sys.modules["jax"] = None  # makes `import jax` raise ImportError inside bm25s
-        try:
-            import bm25s
-        except ImportError as e:
-            raise ImportError("the search environments need bm25s: pip install 'bm25s>=0.2'") from e
-        finally:
-            if hide:
-                del sys.modules["jax"]
-        return bm25s
-
-
-def tokenize(text: str) -> list[str]:
-    """Lower-cased alphanumeric words without English stop words (corpus and queries alike)."""
-    return [t for t in _TOKEN_RE.findall(text.lower()) if t not in _STOPWORDS]
-
-
-@dataclass(frozen=True)
-class Document:
-    id: str
-    title: str
-    text: str
-
-
-class SearchIndex:
-    """A BM25 index over `documents` (title + text). Read-only after construction, and
-    thread-safe (episodes share one index)."""
-
-    def __init__(self, documents: Sequence[Document]):
-        if not documents:
-            raise ValueError("SearchIndex needs at least one document")
-        self.documents = list(documents)
-        self._by_id = {d.id: d for d in self.documents}
-        if len(self._by_id) != len(self.documents):
-            raise ValueError("document ids must be unique")
-        bm25s = import_bm25s()
-        self._bm25 = bm25s.BM25()
-        corpus = [tokenize(f"{d.title} {d.text}") or ["<empty>"] for d in self.documents]
-        self._bm25.index(corpus, show_progress=False)
-        self._lock = threading.Lock()
-
-    def __len__(self) -> int:
-        return len(self.documents)
-
-    def search(self, query: str, k: int = 5) -> list[tuple[Document, float]]:
-        """The top-`k` documents with a positive score, best first (ties: corpus order)."""
-        import numpy as np
-
-        tokens = tokenize(query)
-        if not tokens:
-            return []
-        with self._lock:
-            scores = np.asarray(self._bm25.get_scores(tokens), dtype=np.float64)
-        order = np.argsort(-scores, kind="stable")[: max(0, k)]
-        return [(self.documents[i], float(scores[i])) for i in order if scores[i] > 0]
-
-    def get(self, doc_id: str) -> Document | None:
-        return self._by_id.get(doc_id)
-
-
-def _snippet(text: str, chars: int) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= chars else text[: chars - 3].rsplit(" ", 1)[0] + "..."
-
-
-def search_tools(
-    index: SearchIndex, *, max_k: int = 10, snippet_chars: int = 160, max_open_chars: int = 3000
-) -> tuple[Tool, Tool]:
-    """`search(query, k)` lists matching documents with snippets; `open(doc_id)` reads one."""
-
-    def search(query: str, k: int = 5) -> str:
-        if not tokenize(query):
-            raise ToolExecutionError("the query has no searchable words; use names or keywords")
-        hits = index.search(query, int(k))
-        if not hits:
-            return f"No documents match {query!r}."
-        return "\n".join(f"[{d.id}] {d.title}: {_snippet(d.text, snippet_chars)}" for d, _ in hits)
-
-    def open_doc(doc_id: str) -> str:
-        doc = index.get(doc_id.strip().strip("[]"))
-        if doc is None:
-            example = index.documents[0].id
-            raise ToolExecutionError(
-                f"no document with id {doc_id[:80]!r}; use an id from search results, "
-                f"e.g. {example!r}"
-            )
-        text = doc.text if len(doc.text) <= max_open_chars else doc.text[:max_open_chars] + "..."
-        return f"{doc.title}\n\n{text}"
-
-    search_tool = Tool(
-        "search",
-        "Search the document collection (BM25 keyword search). Returns document ids, titles "
-        "and snippets, best match first.",
-        {
-            "type": "object",
-            "properties": {
-                "query": {"type": "string", "minLength": 1, "maxLength": 500},
-                "k": {"type": "integer", "minimum": 1, "maximum": max_k},
-            },
-            "required": ["query"],
-            "additionalProperties": False,
-        },
-        search,
-    )
-    open_tool = Tool(
-        "open",
-        "Open a document by its id (from search results) and read its full text.",
-        {
-            "type": "object",
-            "properties": {"doc_id": {"type": "string", "minLength": 1, "maxLength": 100}},
-            "required": ["doc_id"],
-            "additionalProperties": False,
-        },
-        open_doc,
-    )
-    return search_tool, open_tool
 
 
 # -- the generated world -----------------------------------------------------------------------
@@ -375,3 +251,58 @@ def load_qa_jsonl(path: str | os.PathLike, *, id_prefix: str | None = None) -> l
     if not tasks:
         raise ValueError(f"{path}: no questions")
     return tasks
+
+
+# -- the suite ---------------------------------------------------------------------------------
+
+
+def _search_reward(format_weight: float) -> CompositeReward:
+    return CompositeReward(
+        {"correct": (string_answer_reward(), 1.0), "format": (format_reward(), format_weight)}
+    )
+
+
+@ENVS.register("search_qa")
+def search_qa_suite(
+    *,
+    corpus_path: str | os.PathLike | None = None,
+    train_path: str | os.PathLike | None = None,
+    eval_path: str | os.PathLike | None = None,
+    num_train: int = 800,
+    num_eval: int = 200,
+    world_seed: int = 0,
+    seed: int = 0,
+    num_people: int = 400,
+    num_companies: int = 100,
+    num_cities: int = 60,
+    max_k: int = 10,
+    format_weight: float = 0.1,
+    gamma: float = 1.0,
+) -> EnvSuite:
+    """Multi-hop QA with `search`/`open` over a BM25 index.
+
+    Default: a generated fictional world (corpus + two-hop questions, eval questions
+    disjoint from train). With `corpus_path` (JSONL {"id","title","text"}) the questions
+    come from `train_path`/`eval_path` (JSONL {"question","answer"}).
+    """
+    if corpus_path is not None:
+        if train_path is None or eval_path is None:
+            raise ValueError("search_qa with corpus_path also needs train_path and eval_path")
+        index = SearchIndex(load_corpus_jsonl(corpus_path))
+        splits = {"train": load_qa_jsonl(train_path), "eval": load_qa_jsonl(eval_path)}
+    else:
+        world = generate_world(world_seed, num_people=num_people, num_companies=num_companies,
+                               num_cities=num_cities)  # fmt: skip
+        index = SearchIndex(world.documents)
+        train = generate_search_tasks(world, num_train, seed, id_prefix="search-train")
+        exclude = {t.prompt for t in train}
+        evals = generate_search_tasks(world, num_eval, seed + 1, id_prefix="search-eval",
+                                      exclude=exclude)  # fmt: skip
+        splits = {"train": train, "eval": evals}
+    make = partial(
+        MathToolEnv,
+        tools=search_tools(index, max_k=max_k),
+        reward=_search_reward(format_weight),
+        instructions=SEARCH_INSTRUCTIONS,
+    )
+    return EnvSuite("search_qa", make, TaskSet(splits), gamma)

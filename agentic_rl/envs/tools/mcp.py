@@ -68,7 +68,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentic_rl.envs.tools import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError
 
 MARKER_VAR = "AGENTIC_RL_MCP_SESSION"
 _TOOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")  # fullmatch: no trailing "\n"

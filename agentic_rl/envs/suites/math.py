@@ -5,18 +5,33 @@ message is the problem. Each turn the agent either calls a tool (the observation
 the tool's result, reward 0) or answers without a tool call, which ends the episode
 with the verifiable reward (sparse, terminal). Malformed tool calls are answered with
 an error observation so the agent can recover within the episode.
+Registers the `calculator` and `gsm8k` suites (`calculator_suite`, `gsm8k_suite`).
+
+Imports: stdlib and agentic_rl.envs (base, rewards, suite, tasks, tools) only; never jax.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
 
-from agentic_rl.envs.base import Action, Message, StepResult, Task, message
+from agentic_rl.envs.base import Action, Env, Message, StepResult, Task, message
 from agentic_rl.envs.rewards import CompositeReward, format_reward, numeric_answer_reward
-from agentic_rl.envs.tool_parser import format_errors
-from agentic_rl.envs.tools import Tool, ToolCall, execute_tool, tool_system_prompt
+from agentic_rl.envs.suite import ENVS, EnvSuite
+from agentic_rl.envs.tasks import (
+    GSM8K_DIR_ENV,
+    TaskSet,
+    generate_arithmetic_tasks,
+    load_gsm8k_jsonl,
+    resolve_gsm8k_dir,
+)
+from agentic_rl.envs.tools.base import Tool, ToolCall, execute_tool, tool_system_prompt
+from agentic_rl.envs.tools.calculator import calculator_tool
+from agentic_rl.envs.tools.parser import format_errors
 
 MATH_INSTRUCTIONS = (
     "You are a careful math assistant. Solve the problem step by step. Use the calculator "
@@ -141,3 +156,106 @@ class MathToolEnv:
             "answer": self._task.answer,
         }
         return StepResult([], self.reward.total(components), True, info)
+
+
+# -- the suites -------------------------------------------------------------------------------
+
+
+def _math_env_factory(
+    format_weight: float, demonstrations: int = 0, compact_prompt: bool = False
+) -> Callable[[], Env]:
+    tool = calculator_tool()
+    demos = tuple(calculator_demonstrations(demonstrations, tool))
+    extra: dict[str, Any] = {"demonstrations": demos}
+    if compact_prompt:
+        extra.update(instructions=COMPACT_CALCULATOR_INSTRUCTIONS, describe_tools=False)
+    return partial(MathToolEnv, tools=(tool,), reward=default_math_reward(format_weight), **extra)
+
+
+@ENVS.register("calculator")
+def calculator_suite(
+    *,
+    train_path: str | os.PathLike | None = None,
+    eval_path: str | os.PathLike | None = None,
+    num_train: int = 2000,
+    num_eval: int = 200,
+    seed: int = 0,
+    min_ops: int = 2,
+    max_ops: int = 4,
+    limit: int | None = None,
+    format_weight: float = 0.1,
+    gamma: float = 1.0,
+    demonstrations: int = 0,
+    compact_prompt: bool = False,
+    max_operand: int = 99,
+    num_eval_hard: int = 0,
+    hard_max_operand: int = 999,
+) -> EnvSuite:
+    """Multi-step arithmetic with the safe calculator tool.
+
+    Splits are generated (train from `seed`, eval from `seed + 1`, operands up to
+    `max_operand`) unless a GSM8K-format file is given for that split (`train_path` /
+    `eval_path`, at most `limit` tasks). `num_eval_hard` more eval tasks (from `seed + 2`)
+    have operands up to `hard_max_operand`, larger than any seen in training, so the eval
+    number measures generalisation too; their `data["subset"]` is "larger_operands" (the
+    others' "in_distribution"), and evaluation reports both subsets apart as well.
+    `demonstrations` worked examples (0-4) precede each problem and `compact_prompt`
+    replaces the JSON-schema tool prompt by a short shown format: what a small model
+    needs to call the tool at all (see `calculator_demonstrations`).
+    """
+    if num_eval_hard < 0 or hard_max_operand < 2:
+        raise ValueError(f"num_eval_hard={num_eval_hard} must be >= 0 and hard_max_operand="
+                         f"{hard_max_operand} >= 2")
+    subset = "in_distribution" if num_eval_hard else None
+
+    def split(path, n, split_seed, prefix, subset=None):
+        if path is not None:
+            return load_gsm8k_jsonl(path, limit=limit)
+        return generate_arithmetic_tasks(
+            n, split_seed, min_ops=min_ops, max_ops=max_ops, max_operand=max_operand,
+            id_prefix=prefix, subset=subset,
+        )
+
+    hard = generate_arithmetic_tasks(
+        num_eval_hard, seed + 2, min_ops=min_ops, max_ops=max_ops,
+        max_operand=hard_max_operand, id_prefix="arith-eval-hard", subset="larger_operands")
+    tasks = TaskSet(
+        {
+            "train": split(train_path, num_train, seed, "arith-train"),
+            "eval": [*split(eval_path, num_eval, seed + 1, "arith-eval", subset), *hard],
+        }
+    )
+    factory = _math_env_factory(format_weight, demonstrations, compact_prompt)
+    return EnvSuite("calculator", factory, tasks, gamma)
+
+
+@ENVS.register("gsm8k")
+def gsm8k_suite(
+    *,
+    data_dir: str | os.PathLike | None = None,
+    train_file: str = "train.jsonl",
+    eval_file: str = "test.jsonl",
+    limit: int | None = None,
+    format_weight: float = 0.1,
+    gamma: float = 1.0,
+) -> EnvSuite:
+    """The real GSM8K problems with the calculator tool.
+
+    Data directory: `data_dir`, else $AGENTIC_RL_GSM8K_DIR, else ../shared/data/gsm8k
+    relative to the repository root.
+    """
+    root = resolve_gsm8k_dir(data_dir)
+    train, test = root / train_file, root / eval_file
+    missing = [str(p) for p in (train, test) if not p.is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"GSM8K data not found: {', '.join(missing)}. Pass data_dir=... or set "
+            f"${GSM8K_DIR_ENV} to the directory holding {train_file} and {eval_file}."
+        )
+    tasks = TaskSet(
+        {
+            "train": load_gsm8k_jsonl(train, limit=limit, id_prefix="gsm8k-train"),
+            "eval": load_gsm8k_jsonl(test, limit=limit, id_prefix="gsm8k-test"),
+        }
+    )
+    return EnvSuite("gsm8k", _math_env_factory(format_weight), tasks, gamma)

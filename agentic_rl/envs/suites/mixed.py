@@ -1,11 +1,14 @@
 """Tasks that need two different tools: search (retrieve numbers) + calculator (combine them).
 
 Multi-tool, multi-turn use is where agents are weakest: the agent must search for two
-or three entities of the generated world (`search_env`), read the numbers off their
+or three entities of the generated world (`suites.search`), read the numbers off their
 pages, and combine them exactly. The questions contain no numbers, so the calculator
 alone cannot answer them; and the answers are sums, differences or means of large
 numbers that appear in no document, so search alone cannot either (the generator
-checks the second property for every task).
+checks the second property for every task). Registers the `search_calc` suite.
+
+Imports: stdlib and agentic_rl.envs (base, suite, tasks, tools, suites.math, suites.search)
+only; never jax.
 """
 
 from __future__ import annotations
@@ -15,9 +18,12 @@ import re
 from functools import partial
 
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.calculator import calculator_tool, format_number
-from agentic_rl.envs.math_env import MathToolEnv, default_math_reward
-from agentic_rl.envs.search_env import SearchIndex, World, search_tools
+from agentic_rl.envs.suite import ENVS, EnvSuite
+from agentic_rl.envs.suites.math import MathToolEnv, default_math_reward
+from agentic_rl.envs.suites.search import World, generate_world
+from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tools.calculator import calculator_tool, format_number
+from agentic_rl.envs.tools.search import SearchIndex, search_tools
 
 MIXED_INSTRUCTIONS = (
     "You are a research assistant with a document search engine and a calculator. Find the "
@@ -108,3 +114,26 @@ def make_mixed_env_factory(index: SearchIndex, format_weight: float = 0.1):
         reward=default_math_reward(format_weight),
         instructions=MIXED_INSTRUCTIONS,
     )
+
+
+@ENVS.register("search_calc")
+def search_calc_suite(
+    *,
+    num_train: int = 1000,
+    num_eval: int = 200,
+    world_seed: int = 0,
+    seed: int = 0,
+    num_people: int = 160,
+    num_companies: int = 50,
+    num_cities: int = 40,
+    format_weight: float = 0.1,
+    gamma: float = 1.0,
+) -> EnvSuite:
+    """Questions that need search (facts) and the calculator (arithmetic on them)."""
+    world = generate_world(world_seed, num_people=num_people, num_companies=num_companies,
+                           num_cities=num_cities)  # fmt: skip
+    train = generate_mixed_tasks(world, num_train, seed, id_prefix="mixed-train")
+    evals = generate_mixed_tasks(world, num_eval, seed + 1, id_prefix="mixed-eval",
+                                 exclude={t.prompt for t in train})  # fmt: skip
+    make = make_mixed_env_factory(SearchIndex(world.documents), format_weight)
+    return EnvSuite("search_calc", make, TaskSet({"train": train, "eval": evals}), gamma)

@@ -1,7 +1,7 @@
 """The code-sandbox worker: a persistent Python process that runs notebook-style cells.
 
-This file is executed as a script (`python -I -S _sandbox_worker.py`) by
-`agentic_rl.envs.code_sandbox`; it imports only the standard library because it runs
+This file is executed as a script (`python -I -S _worker.py`) by
+`agentic_rl.envs.tools.sandbox.sandbox`; it imports only the standard library because it runs
 before (and after) the file system is narrowed to a few read-only directories. Its
 configuration arrives as the first frame on the control channel (fd 0, a Unix socket),
 never on the command line, which other users can read in /proc.

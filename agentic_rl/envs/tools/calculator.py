@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from agentic_rl.envs.tools import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError
 
 Number = int | float
 

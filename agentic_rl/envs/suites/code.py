@@ -8,6 +8,10 @@ calculator environment.
 
 Each episode owns one `CodeSandbox` (a persistent interpreter: variables survive across
 turns); `close()` kills it, and `reset()` starts the next episode with a fresh one.
+Registers the `python_code` suite.
+
+Imports: stdlib and agentic_rl.envs (base, suite, tasks, tools.sandbox, suites.math) only;
+never jax.
 """
 
 from __future__ import annotations
@@ -16,10 +20,18 @@ import functools
 import math
 import random
 from dataclasses import dataclass, field
+from functools import partial
 
 from agentic_rl.envs.base import Message, Task
-from agentic_rl.envs.code_sandbox import CodeSandbox, SandboxLimits, python_tool
-from agentic_rl.envs.math_env import MathToolEnv, default_math_reward
+from agentic_rl.envs.suite import ENVS, EnvSuite
+from agentic_rl.envs.suites.math import MathToolEnv, default_math_reward
+from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tools.sandbox.sandbox import (
+    CodeSandbox,
+    SandboxLimits,
+    python_tool,
+    resolve_isolation,
+)
 
 CODE_INSTRUCTIONS = (
     "You are a careful programmer. Solve the problem by writing and running Python code with "
@@ -148,3 +160,31 @@ def make_code_env(
         instructions=CODE_INSTRUCTIONS,
         sandbox=sandbox,
     )
+
+
+@ENVS.register("python_code")
+def python_code_suite(
+    *,
+    num_train: int = 1000,
+    num_eval: int = 200,
+    seed: int = 0,
+    isolation: str = "auto",
+    wall_s: float = 10.0,
+    memory_mb: int = 1024,
+    max_processes: int = 32,
+    format_weight: float = 0.1,
+    gamma: float = 1.0,
+) -> EnvSuite:
+    """Computation problems solved with a sandboxed, stateful Python interpreter.
+
+    `isolation`: "auto" (namespaces when available, else resource limits with a warning),
+    "namespaces" (required) or "rlimits"; see `agentic_rl.envs.tools.sandbox.sandbox`.
+    """
+    limits = SandboxLimits(wall_s=wall_s, cpu_s=wall_s, memory_mb=memory_mb,
+                           max_processes=max_processes)  # fmt: skip
+    train = generate_code_tasks(num_train, seed, id_prefix="code-train")
+    evals = generate_code_tasks(num_eval, seed + 1, id_prefix="code-eval",
+                                exclude={t.prompt for t in train})  # fmt: skip
+    isolation = resolve_isolation(isolation)  # once per suite: one warning, not one per episode
+    make = partial(make_code_env, limits, isolation=isolation, format_weight=format_weight)
+    return EnvSuite("python_code", make, TaskSet({"train": train, "eval": evals}), gamma)

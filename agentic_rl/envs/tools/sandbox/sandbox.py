@@ -1,6 +1,6 @@
 """A sandboxed, stateful Python interpreter for model-written code, and the `python` tool.
 
-`CodeSandbox` runs cells in a persistent worker process (`_sandbox_worker.py`), so
+`CodeSandbox` runs cells in a persistent worker process (`_worker.py`), so
 variables and imports survive across the turns of one episode, like a notebook kernel.
 Each sandbox has its own empty workspace directory (the cell's working directory) and a
 clean environment (no inherited variables, so no secrets from the host's environment).
@@ -9,7 +9,7 @@ Threat model: the cell is hostile. It runs inside the worker's interpreter, so i
 rewrite anything the worker does (its per-cell CPU limit, its clean-up of child
 processes, its replies). Every limit that matters is therefore enforced by the host or
 the kernel from outside the sandboxed processes, and everything the worker sends back is
-validated (`sandbox_channel`). `CodeSandbox.protections` says exactly what a running
+validated (`channel`). `CodeSandbox.protections` says exactly what a running
 sandbox got; the "namespaces" isolation refuses to start without its core protections.
 
 Process layout: host -> supervisor (trusted, root when the host is; never runs cell code)
@@ -112,8 +112,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agentic_rl.envs.sandbox_cgroup import PREFIX, SandboxCgroup
-from agentic_rl.envs.sandbox_channel import (
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError
+from agentic_rl.envs.tools.sandbox.cgroup import PREFIX, SandboxCgroup
+from agentic_rl.envs.tools.sandbox.channel import (
     Channel,
     ChannelClosed,
     ChannelTimeout,
@@ -122,7 +123,7 @@ from agentic_rl.envs.sandbox_channel import (
     validate_hello,
     validate_reply,
 )
-from agentic_rl.envs.sandbox_system import (
+from agentic_rl.envs.tools.sandbox.system import (
     allocate_uid,
     clean_stale_sandboxes,
     cpu_seconds_of,
@@ -136,7 +137,6 @@ from agentic_rl.envs.sandbox_system import (
     task_count,
     unmount,
 )
-from agentic_rl.envs.tools import Tool, ToolExecutionError
 
 __all__ = [
     "CellResult",
@@ -149,12 +149,12 @@ __all__ = [
     "resolve_isolation",
 ]
 
-_WORKER = Path(__file__).with_name("_sandbox_worker.py")
+_WORKER = Path(__file__).with_name("_worker.py")
 _ISOLATIONS = ("auto", "namespaces", "rlimits")
 # Read-only system paths visible inside the namespace sandbox (when they exist on the host).
 _SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc/ld.so.cache")
 _CPU_GRACE_S = 2.0  # the host kills a cell at cpu_s + this (the worker's own limit is first)
-_EXIT_SETUP, _EXIT_CHANNEL = 70, 71  # the worker's own exit codes (see _sandbox_worker.py)
+_EXIT_SETUP, _EXIT_CHANNEL = 70, 71  # the worker's own exit codes (see _worker.py)
 
 # Kept for callers of the old private helpers.
 _processes_of_uid = processes_of_uid
