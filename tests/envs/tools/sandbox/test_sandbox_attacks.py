@@ -27,7 +27,7 @@ from scripts.attacks import Hung, bounded
 is_root = os.name == "posix" and os.geteuid() == 0
 needs_root = pytest.mark.skipif(not is_root, reason="needs root (a uid per sandbox, cgroups)")
 FAST = SandboxLimits(wall_s=5.0, cpu_s=3.0, memory_mb=512, max_processes=16)
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[4]
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from agentic_rl.envs import (
 from agentic_rl.envs.tools.base import ToolExecutionError
 from agentic_rl.envs.tools.mcp import content_to_text
 
-SERVER = str(Path(__file__).with_name("mcp_test_server.py"))
+SERVER = str(Path(__file__).parents[1] / "mcp_test_server.py")
 
 
 def server_processes(marker: str) -> list[int]:
@@ -211,7 +211,7 @@ def test_fuzzed_arguments_give_observations_not_crashes(toolset):
 
 # -- hostile servers (issue item 12): tests/envs/mcp_hostile_server.py breaks the protocol -----
 
-HOSTILE = str(Path(__file__).with_name("mcp_hostile_server.py"))
+HOSTILE = str(Path(__file__).parents[1] / "mcp_hostile_server.py")
 
 
 def hostile(mode: str, *args: str, **kwargs) -> McpToolset:
