@@ -9,6 +9,8 @@ and the tool-call metrics are counted in one place.
 
 This package is plain Python (no jax/flax): environments run in worker threads and
 must be importable without an accelerator stack.
+
+Imports: stdlib only (agentic_rl.envs.tools.base for type hints only); never jax.
 """
 
 from __future__ import annotations

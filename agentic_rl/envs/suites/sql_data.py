@@ -8,6 +8,8 @@ counting, grouping with HAVING, joins, nested subqueries, ORDER BY with LIMIT, D
 Every question is checked against its database when generated: the gold result must be
 non-empty, and "top-k" questions must have no tie at the cut-off, so each question has
 exactly one correct result.
+
+Imports: stdlib and agentic_rl.envs.base only; never jax.
 """
 
 from __future__ import annotations

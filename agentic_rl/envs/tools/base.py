@@ -4,6 +4,8 @@ Everything a tool receives comes from the policy, i.e. is untrusted: arguments a
 validated against the schema before execution, execution runs in a daemon thread with
 a timeout (a hung tool cannot hang the episode), exceptions become error text, and the
 output is truncated. `execute_tool` therefore never raises for anything a model can do.
+
+Imports: stdlib only; never jax.
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@ Never `eval`: the expression is parsed into a Python AST and only numeric litera
 + - * / // % **, unary + -, parentheses, the constants `pi`/`e` and a few math
 functions are interpreted. Length, node count, exponent size and every intermediate
 magnitude are bounded, so no input can allocate a huge integer or spin the CPU.
+
+Imports: stdlib and agentic_rl.envs.tools.base only; never jax.
 """
 
 from __future__ import annotations

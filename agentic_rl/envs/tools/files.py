@@ -36,6 +36,8 @@ at most `max_list_entries` names, sorted among the first `max_list_scan` entries
 `repr`-style escapes when they hold undecodable bytes or control characters, so an
 observation is always valid Unicode and one line per entry. Case is significant, as
 on the Linux file systems this runs on.
+
+Imports: stdlib and agentic_rl.envs.tools.base only; never jax.
 """
 
 from __future__ import annotations

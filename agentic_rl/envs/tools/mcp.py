@@ -50,6 +50,9 @@ Uses only what the SDK's 1.x and 2.x APIs share (`ClientSession`, `SessionMessag
 streamable HTTP client under its 1.x or 2.x name; tested with mcp 2.3, and with 1.26
 before the stdio transport was ours). The SDK is imported lazily, so
 `import agentic_rl.envs` does not pull it in.
+
+Imports: stdlib, the optional `mcp` package (lazily) and agentic_rl.envs.tools.base only;
+never jax.
 """
 
 from __future__ import annotations

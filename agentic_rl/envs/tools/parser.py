@@ -22,6 +22,8 @@ Cost is linear in the text: the lexer jumps between `"`, `\\` and `<` with a reg
 body is lexed for at most `2 * max_call_chars + 1024` characters (a longer one is
 `too_large` without further lexing), and each search for a stray closing tag covers
 only the text up to the next opening tag.
+
+Imports: stdlib, agentic_rl.envs.base and agentic_rl.envs.tools.base only; never jax.
 """
 
 from __future__ import annotations

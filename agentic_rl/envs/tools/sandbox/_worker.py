@@ -41,6 +41,9 @@ capped by RLIMIT_FSIZE; the soft CPU limit is re-armed so an over-long cell gets
 this interpreter and can undo any of it, so the host enforces the real limits from
 outside (cgroups, hard rlimits, its own clocks, killing stray processes, stopping the
 worker between cells) and treats every reply as untrusted.
+
+Imports: stdlib only, never agentic_rl: it runs as a script by path (`python -I -S`),
+outside the package and inside the sandbox.
 """
 
 import ast

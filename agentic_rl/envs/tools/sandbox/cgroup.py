@@ -17,6 +17,8 @@ one. What each controller gives the sandbox:
 
 Everything is best effort: a controller that is missing or not writable is simply absent
 from `limits` / `controllers`, and the caller reports that.
+
+Imports: stdlib only; never jax.
 """
 
 from __future__ import annotations

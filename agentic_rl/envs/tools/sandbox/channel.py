@@ -16,6 +16,8 @@ it at any time, so everything read from it is untrusted input:
 
 The caller (`CodeSandbox`) answers every violation by killing the worker and starting a
 fresh one; nothing here ever raises anything but the three errors below.
+
+Imports: stdlib only; never jax.
 """
 
 from __future__ import annotations

@@ -93,6 +93,11 @@ Not enforced in any mode: the kernel itself is shared (syscalls outside the filt
 remain reachable); the interpreter's and site-packages' files are readable; /proc shows
 the sandbox's own mount table (host paths of its binds); timing and CPU-load side
 channels; stale state of a host in another pid namespace is not recognised as stale.
+
+Imports: stdlib, agentic_rl.envs.tools.base and agentic_rl.envs.tools.sandbox (cgroup,
+channel, system) only; never jax. One cohesive module over 400 lines: the host side of one
+worker's lifecycle (start, protections, cells, kill); its seams (channel, cgroup, system)
+are already split out.
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ where the owner is the host process and its start time (in clock ticks since boo
 /proc/<pid>/stat) tells it apart from a later process that reuses the pid. At start-up a
 sandbox removes those whose owner is dead (`clean_stale_sandboxes`): it kills their
 processes, unmounts their workspace and removes their directories and cgroups.
+
+Imports: stdlib and agentic_rl.envs.tools.sandbox.cgroup only; never jax.
 """
 
 from __future__ import annotations
