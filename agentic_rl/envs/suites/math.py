@@ -29,7 +29,13 @@ from agentic_rl.envs.tasks import (
     load_gsm8k_jsonl,
     resolve_gsm8k_dir,
 )
-from agentic_rl.envs.tools.base import Tool, ToolCall, execute_tool, tool_system_prompt
+from agentic_rl.envs.tools.base import (
+    Tool,
+    ToolCall,
+    execute_tool,
+    run_tool_calls,
+    tool_system_prompt,
+)
 from agentic_rl.envs.tools.calculator import calculator_tool
 from agentic_rl.envs.tools.parser import format_errors
 
@@ -135,16 +141,7 @@ class MathToolEnv:
         return self._finish(action.text)
 
     def _run_tools(self, calls: Sequence[ToolCall]) -> StepResult:
-        by_name = {t.name: t for t in self.tools}
-        observations, exec_errors = [], []
-        for call in calls:
-            result = execute_tool(by_name[call.name], call.arguments)
-            observations.append(
-                message("tool", result.content, name=call.name, tool_call_id=call.id)
-            )
-            if not result.ok:
-                exec_errors.append(result.error)
-        return StepResult(observations, 0.0, False, {"tool_exec_errors": exec_errors})
+        return run_tool_calls(self.tools, calls)
 
     def _finish(self, text: str) -> StepResult:
         assert self._task is not None

@@ -30,7 +30,7 @@ from agentic_rl.envs.rewards import ANSWER_TAG_RE
 from agentic_rl.envs.suite import ENVS, EnvSuite, temporary_dir
 from agentic_rl.envs.suites.sql_data import generate_sql_tasks, load_spider_tasks
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError, execute_tool, tool_system_prompt
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError, run_tool_calls, tool_system_prompt
 from agentic_rl.envs.tools.parser import format_errors
 from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError, SqlLimits, sql_tools
 
@@ -152,16 +152,7 @@ class SqlEnv:
                 [obs], 0.0, False, {"tool_error_kinds": [e.kind for e in action.errors]}
             )
         if action.tool_calls:
-            by_name = {t.name: t for t in self.tools}
-            observations, errors = [], []
-            for call in action.tool_calls:
-                result = execute_tool(by_name[call.name], call.arguments)
-                observations.append(
-                    message("tool", result.content, name=call.name, tool_call_id=call.id)
-                )
-                if not result.ok:
-                    errors.append(result.error)
-            return StepResult(observations, 0.0, False, {"tool_exec_errors": errors})
+            return run_tool_calls(self.tools, action.tool_calls)
         return self._finish(action.text)
 
     def _finish(self, text: str) -> StepResult:

@@ -5,7 +5,10 @@ validated against the schema before execution, execution runs in a daemon thread
 a timeout (a hung tool cannot hang the episode), exceptions become error text, and the
 output is truncated. `execute_tool` therefore never raises for anything a model can do.
 
-Imports: stdlib only; never jax.
+`require_positive` is the one check shared by the tools' limits dataclasses and
+`run_tool_calls` the one way an env turns a turn's tool calls into observations.
+
+Imports: stdlib and agentic_rl.envs.base only; never jax.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from agentic_rl.envs.base import StepResult, message
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 
@@ -306,3 +311,23 @@ def schema_system_prompt(schemas: Sequence[Mapping[str, Any]], max_calls_per_tur
         '<tool_call>\n{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call>\n'
         f"{limit} Each result comes back inside <tool_response></tool_response> tags."
     )
+
+
+def require_positive(limits: Any) -> None:
+    """Raises ValueError unless every field of the limits dataclass `limits` is > 0."""
+    for name, value in vars(limits).items():
+        if not value > 0:
+            raise ValueError(f"{type(limits).__name__}.{name} must be > 0, got {value!r}")
+
+
+def run_tool_calls(tools: Sequence[Tool], calls: Sequence[ToolCall]) -> StepResult:
+    """Runs one turn's (already validated) calls: one tool observation each, reward 0, not
+    done; `info["tool_exec_errors"]` lists the execution errors."""
+    by_name = {t.name: t for t in tools}
+    observations, exec_errors = [], []
+    for call in calls:
+        result = execute_tool(by_name[call.name], call.arguments)
+        observations.append(message("tool", result.content, name=call.name, tool_call_id=call.id))
+        if not result.ok:
+            exec_errors.append(result.error)
+    return StepResult(observations, 0.0, False, {"tool_exec_errors": exec_errors})

@@ -54,7 +54,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError, require_positive
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
@@ -104,9 +104,7 @@ class FsLimits:
     max_list_scan: int = 10_000
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if not value > 0:
-                raise ValueError(f"FsLimits.{name} must be > 0, got {value!r}")
+        require_positive(self)
 
 
 def _encodable(text: str) -> bool:

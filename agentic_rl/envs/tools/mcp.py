@@ -71,7 +71,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError, require_positive
 
 MARKER_VAR = "AGENTIC_RL_MCP_SESSION"
 _TOOL_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")  # fullmatch: no trailing "\n"
@@ -95,9 +95,7 @@ class McpLimits:
     close_grace_s: float = 1.0
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if not value > 0:
-                raise ValueError(f"McpLimits.{name} must be > 0, got {value!r}")
+        require_positive(self)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError, require_positive
 
 # Functions the agent may call (the authorizer's SQLITE_FUNCTION action), by lower-case
 # name. An allow-list: a function not named here - one compiled into this SQLite build or
@@ -176,9 +176,7 @@ class SqlLimits:
     max_pattern_calls: int = 8
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if not value > 0:
-                raise ValueError(f"SqlLimits.{name} must be > 0, got {value!r}")
+        require_positive(self)
 
 
 @dataclass(frozen=True)

@@ -117,7 +117,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError
+from agentic_rl.envs.tools.base import Tool, ToolExecutionError, require_positive
 from agentic_rl.envs.tools.sandbox.cgroup import PREFIX, SandboxCgroup
 from agentic_rl.envs.tools.sandbox.channel import (
     Channel,
@@ -198,9 +198,7 @@ class SandboxLimits:
     cpu_cores: float = 1.0
 
     def __post_init__(self):
-        for name, value in vars(self).items():
-            if not value > 0:
-                raise ValueError(f"SandboxLimits.{name} must be > 0, got {value!r}")
+        require_positive(self)
         if self.max_processes < 2:
             raise ValueError("SandboxLimits.max_processes must be >= 2 (the worker needs one)")
 
