@@ -37,7 +37,8 @@ at most `max_list_entries` names, sorted among the first `max_list_scan` entries
 observation is always valid Unicode and one line per entry. Case is significant, as
 on the Linux file systems this runs on.
 
-Imports: stdlib and agentic_rl.envs.tools.base only; never jax.
+Imports: stdlib and agentic_rl.envs.tools.base only; never jax. One cohesive module over
+400 lines: every operation goes through the same confinement checks.
 """
 
 from __future__ import annotations

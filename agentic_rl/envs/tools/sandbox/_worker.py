@@ -43,7 +43,8 @@ outside (cgroups, hard rlimits, its own clocks, killing stray processes, stoppin
 worker between cells) and treats every reply as untrusted.
 
 Imports: stdlib only, never agentic_rl: it runs as a script by path (`python -I -S`),
-outside the package and inside the sandbox.
+outside the package and inside the sandbox. It stays one file over 400 lines: it is run
+by path as a single script, so it cannot import siblings.
 """
 
 import ast
