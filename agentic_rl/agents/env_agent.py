@@ -24,7 +24,7 @@ from typing import Any
 from agentic_rl.agents.openai_format import APIError
 from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult
 from agentic_rl.envs.base import Env, Task
-from agentic_rl.envs.tool_parser import ParserLimits, parse_action
+from agentic_rl.envs.tools.parser import ParserLimits, parse_action
 
 # Refusals that end an episode the way the environment loop's limits do (truncated).
 LIMIT_CODES = ("context_length_exceeded", "max_turns_exceeded")

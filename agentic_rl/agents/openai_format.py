@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from agentic_rl.envs.tool_parser import TOOL_CALL_CLOSE, render_tool_call, split_tool_blocks
+from agentic_rl.envs.tools.parser import TOOL_CALL_CLOSE, render_tool_call, split_tool_blocks
 
 Message = dict[str, Any]
 ROLES = ("system", "developer", "user", "assistant", "tool")

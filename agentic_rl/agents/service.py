@@ -48,7 +48,7 @@ from agentic_rl.agents.openai_format import (
     parse_completion_request,
     same_message,
 )
-from agentic_rl.envs.tools import schema_system_prompt
+from agentic_rl.envs.tools.base import schema_system_prompt
 from agentic_rl.rollout.batch import EpisodeRecord
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.policy import Generation, GenerationRequest

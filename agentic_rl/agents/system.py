@@ -32,7 +32,7 @@ from typing import Any
 from agentic_rl.agents.openai_format import APIError
 from agentic_rl.agents.runtime import AgentLLM, AgentResult, _as_result
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.tools import Tool, execute_tool
+from agentic_rl.envs.tools.base import Tool, execute_tool
 
 
 @dataclass(frozen=True)

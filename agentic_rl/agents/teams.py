@@ -22,14 +22,8 @@ from typing import Any
 from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult
 from agentic_rl.agents.system import Agent, AgentSystem, critique_loop
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.sql_env import (
-    ReadOnlyDatabase,
-    SqlError,
-    SqlLimits,
-    extract_sql,
-    score_sql,
-    sql_tools,
-)
+from agentic_rl.envs.suites.sql import extract_sql, score_sql
+from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError, SqlLimits, sql_tools
 
 WRITER = ("You write SQLite queries. Reply with one query that answers the question inside "
           "<answer></answer> tags, for example <answer>SELECT name FROM t</answer>. When a "

@@ -4,37 +4,26 @@ Entry points: `ENVS` / `make_env_suite(name, **config)` give an `EnvSuite` (a fa
 of `Env` instances + task splits + gamma); `parse_action` turns assistant text into an
 `Action` with validated tool calls.
 
-Real-tool environments (registered by `tool_suites`): `text2sql` (SQLite, read-only),
-`search_qa` (BM25 over a local corpus), `search_calc` (search + calculator), and
-`python_code` (a sandboxed, stateful interpreter). `McpToolset` turns any MCP server
-into tools and `file_tools` gives file access confined to one directory. Optional heavy
-dependencies (bm25s, mcp) are imported only when used.
+Map of the package:
+
+- `base`: Task, Action, StepResult, the `Env` protocol, `message`.
+- `suite`: `EnvSuite`, the `ENVS` registry, `make_env_suite`; importing it registers
+  every suite in `suites/` (registration in one place).
+- `tasks`: task sets, GSM8K loading, arithmetic generation. `rewards`: verifiable rewards.
+- `tools/`: `base` (Tool, ToolCall, ToolResult, schema validation, execute_tool, tool
+  prompts), `parser`, `calculator`, `files` (file access confined to one directory),
+  `mcp` (`McpToolset` turns any MCP server into tools), `search` (BM25 index),
+  `sql` (read-only SQLite), `sandbox/` (sandboxed, stateful Python interpreter).
+- `suites/`: one module per environment family (env class, task generation, registered
+  suites): `math` (calculator, gsm8k), `guess_number`, `code` (python_code), `search`
+  (search_qa), `mixed` (search_calc), `sql` (text2sql; databases in `sql_data`).
+
+Optional heavy dependencies (bm25s, mcp) are imported only when used.
+
+Imports: stdlib, agentic_rl.registry and agentic_rl.envs only; never jax.
 """
 
-from agentic_rl.envs import tool_suites  # noqa: F401 - registers the real-tool envs
 from agentic_rl.envs.base import Action, Env, Message, StepResult, Task, message
-from agentic_rl.envs.calculator import (
-    CalculatorError,
-    CalculatorLimits,
-    calculator_tool,
-    evaluate_expression,
-    format_number,
-)
-from agentic_rl.envs.code_env import CodeToolEnv, generate_code_tasks, make_code_env
-from agentic_rl.envs.code_sandbox import (
-    CellResult,
-    CodeSandbox,
-    SandboxError,
-    SandboxLimits,
-    namespaces_available,
-    python_tool,
-)
-from agentic_rl.envs.fs_tool import ConfinedFiles, FsLimits, PathRefused, file_tools
-from agentic_rl.envs.guess_number import GuessNumberEnv, extract_guess, generate_guess_tasks
-from agentic_rl.envs.math_env import MathToolEnv, default_math_reward
-from agentic_rl.envs.mcp_tools import HttpServer, McpToolset, StdioServer, stdio_server
-from agentic_rl.envs.mixed_env import generate_mixed_tasks, make_mixed_env_factory
-from agentic_rl.envs.registry import ENVS, EnvSuite, make_env_suite
 from agentic_rl.envs.rewards import (
     CompositeReward,
     RewardFn,
@@ -47,18 +36,20 @@ from agentic_rl.envs.rewards import (
     string_answer_reward,
     string_match,
 )
-from agentic_rl.envs.search_env import (
-    Document,
-    SearchIndex,
+from agentic_rl.envs.suite import ENVS, EnvSuite, make_env_suite
+from agentic_rl.envs.suites.code import CodeToolEnv, generate_code_tasks, make_code_env
+from agentic_rl.envs.suites.guess_number import GuessNumberEnv, extract_guess, generate_guess_tasks
+from agentic_rl.envs.suites.math import MathToolEnv, default_math_reward
+from agentic_rl.envs.suites.mixed import generate_mixed_tasks, make_mixed_env_factory
+from agentic_rl.envs.suites.search import (
     World,
     generate_search_tasks,
     generate_world,
     load_corpus_jsonl,
     load_qa_jsonl,
-    search_tools,
 )
-from agentic_rl.envs.sql_data import generate_sql_tasks, load_spider_tasks
-from agentic_rl.envs.sql_env import ReadOnlyDatabase, SqlEnv, SqlError, SqlLimits, score_sql
+from agentic_rl.envs.suites.sql import SqlEnv, score_sql
+from agentic_rl.envs.suites.sql_data import generate_sql_tasks, load_spider_tasks
 from agentic_rl.envs.tasks import (
     GSM8K_DIR_ENV,
     TaskSet,
@@ -67,8 +58,7 @@ from agentic_rl.envs.tasks import (
     parse_gsm8k_answer,
     resolve_gsm8k_dir,
 )
-from agentic_rl.envs.tool_parser import ParserLimits, format_errors, parse_action
-from agentic_rl.envs.tools import (
+from agentic_rl.envs.tools.base import (
     Tool,
     ToolCall,
     ToolCallError,
@@ -78,6 +68,26 @@ from agentic_rl.envs.tools import (
     tool_system_prompt,
     validate_arguments,
 )
+from agentic_rl.envs.tools.calculator import (
+    CalculatorError,
+    CalculatorLimits,
+    calculator_tool,
+    evaluate_expression,
+    format_number,
+)
+from agentic_rl.envs.tools.files import ConfinedFiles, FsLimits, PathRefused, file_tools
+from agentic_rl.envs.tools.mcp import HttpServer, McpToolset, StdioServer, stdio_server
+from agentic_rl.envs.tools.parser import ParserLimits, format_errors, parse_action
+from agentic_rl.envs.tools.sandbox.sandbox import (
+    CellResult,
+    CodeSandbox,
+    SandboxError,
+    SandboxLimits,
+    namespaces_available,
+    python_tool,
+)
+from agentic_rl.envs.tools.search import Document, SearchIndex, search_tools
+from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError, SqlLimits
 
 __all__ = [
     "ENVS",

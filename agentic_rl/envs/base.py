@@ -3,12 +3,14 @@
 An environment is a multi-turn POMDP over chat messages. The agent never sees the
 environment's state, only the messages it returns (observations). The action space
 is hybrid: every action is free text, which may contain structured tool calls; the
-rollout parses the text once (`agentic_rl.envs.tool_parser.parse_action`) and hands
+rollout parses the text once (`agentic_rl.envs.tools.parser.parse_action`) and hands
 the environment an `Action` holding both, so environments never re-implement parsing
 and the tool-call metrics are counted in one place.
 
 This package is plain Python (no jax/flax): environments run in worker threads and
 must be importable without an accelerator stack.
+
+Imports: stdlib only (agentic_rl.envs.tools.base for type hints only); never jax.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
-    from agentic_rl.envs.tools import Tool, ToolCall, ToolCallError
+    from agentic_rl.envs.tools.base import Tool, ToolCall, ToolCallError
 
 # One chat message in OpenAI format: {"role": "system"|"user"|"assistant"|"tool",
 # "content": str, ...optional "name", "tool_call_id", "tool_calls"}.

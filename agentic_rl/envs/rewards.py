@@ -3,6 +3,8 @@
 A reward function maps (final assistant text, task) to a float. They compose with
 weights through `CompositeReward`, which also reports each term so a run can log
 "correct" and "format" separately instead of one opaque number.
+
+Imports: stdlib and agentic_rl.envs.base only; never jax.
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@
 Tasks are data. Any file of `{"question", "answer"}` lines whose answer ends with
 `#### <final answer>` (the GSM8K format) works, so any such file can serve as an
 evaluation set. Generators are seeded, so a split is reproducible from its seed.
+
+Imports: stdlib, agentic_rl.envs.base and agentic_rl.envs.tools.calculator only; never jax.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.calculator import evaluate_expression, format_number
+from agentic_rl.envs.tools.calculator import evaluate_expression, format_number
 
 GSM8K_DIR_ENV = "AGENTIC_RL_GSM8K_DIR"
 _GSM8K_MARKER = "####"

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agentic_rl.envs.registry import EnvSuite, make_env_suite
+from agentic_rl.envs.suite import EnvSuite, make_env_suite
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.loop import EpisodeError, RolloutConfig, run_episodes
 from agentic_rl.rollout.metrics import episode_metrics, subset_metrics

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentic_rl.envs.base import Action, Env, Message, StepResult, Task
-from agentic_rl.envs.tool_parser import ParserLimits, parse_action
+from agentic_rl.envs.tools.parser import ParserLimits, parse_action
 from agentic_rl.rollout.batch import EpisodeBatch, EpisodeRecord, collate
 from agentic_rl.rollout.chat_format import ChatMLFormat
 from agentic_rl.rollout.metrics import episode_metrics

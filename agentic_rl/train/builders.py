@@ -14,7 +14,7 @@ import numpy as np
 from flax import nnx
 
 from agentic_rl.envs import ParserLimits, make_env_suite
-from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.envs.suite import EnvSuite
 from agentic_rl.models import ModelConfig, PolicyModel, attach_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
 from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format

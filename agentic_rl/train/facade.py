@@ -26,7 +26,7 @@ from flax import nnx
 
 from agentic_rl.agents.system import AgentSystem
 from agentic_rl.envs.base import Task
-from agentic_rl.envs.registry import EnvSuite
+from agentic_rl.envs.suite import EnvSuite
 from agentic_rl.envs.tasks import TaskSet
 from agentic_rl.models import LoadedPolicy, LoRAWeight, ValueHead, attach_lora, critic_from
 from agentic_rl.rollout import make_chat_format

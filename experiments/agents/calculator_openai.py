@@ -23,7 +23,7 @@ import openai
 
 from agentic_rl.agents import AgentResult
 from agentic_rl.envs import calculator_tool, execute_tool
-from agentic_rl.envs.math_env import COMPACT_CALCULATOR_INSTRUCTIONS, default_math_reward
+from agentic_rl.envs.suites.math import COMPACT_CALCULATOR_INSTRUCTIONS, default_math_reward
 
 EXAMPLES = (("What is 12 * 7?", "12 * 7"), ("What is 95 - 38?", "95 - 38"),
             ("What is (6 + 9) / 5?", "(6 + 9) / 5"))

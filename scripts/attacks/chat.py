@@ -70,8 +70,8 @@ def _tool_result(tok_fn):
 
 def _file_read(tok_fn):
     """A file in the agent's workspace holding ChatML markers, read with the file tool."""
-    from agentic_rl.envs.fs_tool import ConfinedFiles, file_tools
-    from agentic_rl.envs.tools import execute_tool
+    from agentic_rl.envs.tools.base import execute_tool
+    from agentic_rl.envs.tools.files import ConfinedFiles, file_tools
 
     with tempfile.TemporaryDirectory() as root:
         Path(root, "notes.txt").write_text(FORGED)

@@ -27,8 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentic_rl.envs import SandboxLimits, Task, execute_tool, make_code_env, parse_action
-from agentic_rl.envs.code_sandbox import CodeSandbox, _processes_of_uid
-from agentic_rl.envs.sandbox_system import kill_uid
+from agentic_rl.envs.tools.sandbox.sandbox import CodeSandbox, _processes_of_uid
+from agentic_rl.envs.tools.sandbox.system import kill_uid
 from scripts.attacks import Attack, Hung, bounded
 
 REPO = Path(__file__).resolve().parents[2]
@@ -723,7 +723,7 @@ print(libc.unshare(0x10000000), ctypes.get_errno())
 KILLED_HOST = """
 import json, os, signal, sys, threading, time
 sys.path.insert(0, {repo!r})
-from agentic_rl.envs.code_sandbox import CodeSandbox, SandboxLimits
+from agentic_rl.envs.tools.sandbox.sandbox import CodeSandbox, SandboxLimits
 sb = CodeSandbox(SandboxLimits(wall_s=600.0, cpu_s=600.0, memory_mb=256))
 sb.run("open('left.txt', 'w').write('x')")
 threading.Thread(target=sb.run, args=("import time; time.sleep(600)",), daemon=True).start()

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agentic_rl.envs import SqlEnv, SqlLimits, Task, parse_action
-from agentic_rl.envs.sql_data import DOMAINS, build_database
+from agentic_rl.envs.suites.sql_data import DOMAINS, build_database
 from scripts.attacks import Attack
 
 LIMIT_S = 2.0  # the SQL time limit the attacks run under

@@ -642,7 +642,7 @@ def mcp_paginate_forever() -> str | None:
 
 
 def mcp_deaf_server() -> str | None:
-    from agentic_rl.envs.tools import ToolExecutionError
+    from agentic_rl.envs.tools.base import ToolExecutionError
 
     before = _servers("deaf")
     ts = _hostile("deaf")
@@ -706,7 +706,7 @@ def parser_close_tag_in_string() -> str | None:
 
 def parser_escaped_close_round_trip() -> str | None:
     from agentic_rl.envs import parse_action
-    from agentic_rl.envs.tool_parser import render_tool_call
+    from agentic_rl.envs.tools.parser import render_tool_call
 
     for key in ("</tool_call>", "</", "<\\/tool_call>", "a</tool_call>b</tool_call>", "\ud800</"):
         text = render_tool_call("lookup", {"key": key})
@@ -826,7 +826,7 @@ def calc_power_towers() -> str | None:
 
 def calc_deep_nesting_and_many_terms() -> str | None:
     from agentic_rl.envs import calculator_tool
-    from agentic_rl.envs.calculator import CalculatorError, evaluate_expression
+    from agentic_rl.envs.tools.calculator import CalculatorError, evaluate_expression
 
     tool = calculator_tool()
     exprs = [

@@ -79,7 +79,7 @@ def test_openai_sdk_chat_with_tools_and_streaming(scripted, gateway, fmt):
 
 
 def _tool_prompt():
-    from agentic_rl.envs.tools import schema_system_prompt
+    from agentic_rl.envs.tools.base import schema_system_prompt
 
     return schema_system_prompt([ADD_TOOL])
 

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from agentic_rl.envs import make_env_suite
-from agentic_rl.envs.calculator import evaluate_expression
+from agentic_rl.envs.tools.calculator import evaluate_expression
 from agentic_rl.rollout.evaluate import eval_metrics
 from agentic_rl.rollout.metrics import subset_metrics
 

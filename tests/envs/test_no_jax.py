@@ -11,7 +11,7 @@ import agentic_rl.envs
 
 def test_envs_never_import_jax():
     modules = [m.name for m in pkgutil.walk_packages(agentic_rl.envs.__path__, "agentic_rl.envs.")]
-    assert "agentic_rl.envs.calculator" in modules
+    assert "agentic_rl.envs.tools.calculator" in modules
     code = (
         "import importlib, sys\n"
         f"for m in {modules!r}: importlib.import_module(m)\n"

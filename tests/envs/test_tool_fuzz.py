@@ -28,7 +28,7 @@ from agentic_rl.envs import (
     python_tool,
     search_tools,
 )
-from agentic_rl.envs.sql_data import DOMAINS, build_database
+from agentic_rl.envs.suites.sql_data import DOMAINS, build_database
 
 FUZZ = settings(
     max_examples=60,

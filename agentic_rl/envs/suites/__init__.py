@@ -1,0 +1,17 @@
+"""One module per environment family: its env class, task generation and registered suites.
+
+math (calculator, gsm8k), guess_number, code (python_code), search (search_qa),
+mixed (search_calc), sql (text2sql; generated databases in sql_data). Importing this
+package registers every suite in `agentic_rl.envs.suite.ENVS` (done by `suite.py`).
+
+Imports: stdlib and agentic_rl.envs only; never jax.
+"""
+
+from agentic_rl.envs.suites import (  # noqa: F401 - registers the suites
+    code,
+    guess_number,
+    math,
+    mixed,
+    search,
+    sql,
+)
