@@ -2,6 +2,8 @@
 
 Heavy submodules load lazily, so `import agentic_rl` stays cheap and the
 environment layer can be used without importing JAX.
+
+Imports: agentic_rl.models, lazily (`load_policy`).
 """
 
 import logging as _logging

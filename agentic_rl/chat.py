@@ -54,16 +54,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from agentic_rl import compile_cache
-    from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.io.hf import CheckpointError
-    from agentic_rl.models.loading import ModelNotFoundError, load_policy
+    from agentic_rl.models.loading import LOAD_ERRORS, load_policy
     from agentic_rl.sampling import SamplingParams, generate
 
     compile_cache.enable()
     t0 = time.time()
     try:
         policy = load_policy(args.model, dtype=args.dtype)
-    except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+    except LOAD_ERRORS as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     tok = policy.tokenizer

@@ -97,9 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from agentic_rl.envs import ENVS
-    from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.io.hf import CheckpointError
-    from agentic_rl.models.loading import ModelNotFoundError, load_policy
+    from agentic_rl.models.loading import LOAD_ERRORS, load_policy
     from agentic_rl.rollout import RolloutConfig, evaluate_policy, make_chat_format
     from agentic_rl.rollout.chat_format import _PRESETS
     from agentic_rl.rollout.sampler_policy import SamplerPolicy
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             lm, tokenizer = policy.model.lm, policy.tokenizer
             chat_format = args.chat_format or "smollm2"
             label = str(args.model or "smollm2-135m-instruct")
-    except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+    except LOAD_ERRORS as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     if chat_format not in _PRESETS:  # a run directory's own config.json

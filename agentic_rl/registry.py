@@ -4,6 +4,8 @@ One class serves every layer (advantage estimators, policy losses, aggregations,
 estimators, off-policy corrections in rl/; environment suites in envs/). It imports
 nothing, so envs/ can use it without pulling in jax.
 
+Imports: the standard library only.
+
 Adding a variant is adding one decorated function; a typo in a config fails loudly
 with the list of valid names instead of silently falling back. Metadata declared at
 registration says what a variant needs (an advantage estimator's `needs_values`, a

@@ -101,9 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from agentic_rl import compile_cache
     from agentic_rl.agents import BatchingEngine, ChatService, Gateway, ServiceConfig
-    from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.io.hf import CheckpointError
-    from agentic_rl.models.loading import ModelNotFoundError
+    from agentic_rl.models.loading import LOAD_ERRORS
     from agentic_rl.rollout import make_chat_format
     from agentic_rl.rollout.sampler_policy import SamplerPolicy
     from agentic_rl.sampling import SamplingParams
@@ -113,8 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         model, tokenizer, chat_format, label, agents = load(args)
         fmt = make_chat_format(args.chat_format or chat_format, tokenizer)
-    except (ModelNotFoundError, CheckpointError, UnsupportedModelError,
-            CheckpointNotFoundError, ValueError) as e:
+    except (*LOAD_ERRORS, CheckpointNotFoundError, ValueError) as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     sampler = SamplerPolicy(model, tokenizer, max_rows=args.max_rows, seed=args.seed,

@@ -90,3 +90,13 @@ def test_the_check_catches_a_violation(tmp_path):
     f.write_text("def f():\n    from agentic_rl import models\n    import jax.numpy\n")
     names = [n for _, n in _imports(f)]
     assert "agentic_rl.models" in names and "jax.numpy" in names
+
+
+@pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
+                         ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_every_module_says_what_it_may_import(path: Path):
+    """Each module's opening docstring says what lives there and, in an `Imports:` line,
+    what it may import: the layer table, module by module, where a reader looks first."""
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    assert doc, f"{path.relative_to(PACKAGE)} has no module docstring"
+    assert "Imports:" in doc, f"{path.relative_to(PACKAGE)}: its docstring has no `Imports:` line"

@@ -321,6 +321,15 @@ class ChatService:
         return replace(base, temperature=t, top_p=p, greedy=base.greedy and req_temperature
                        is None)
 
+    def _check_context(self, prompt: list[int], param: str) -> None:
+        """`APIError` 400 (context_length_exceeded) for a prompt that leaves no room to
+        sample (2 tokens: one sampled, one end-of-turn)."""
+        if len(prompt) + 2 > self.cfg.max_context_tokens:
+            self._count("context_overflows")
+            raise APIError(400, f"the prompt has {len(prompt)} tokens; the context limit is "
+                           f"{self.cfg.max_context_tokens}", param=param,
+                           code="context_length_exceeded")
+
     def _budget(self, n_tokens: int, max_tokens: int | None) -> int:
         room = self.cfg.max_context_tokens - n_tokens - 1
         want = self.cfg.max_new_tokens if max_tokens is None else min(max_tokens,
@@ -365,11 +374,7 @@ class ChatService:
             elif firsts:
                 self._count("new_conversations")
             prompt = self._render_prompt(req.messages, req.tools)
-            if len(prompt) + 2 > self.cfg.max_context_tokens:
-                self._count("context_overflows")
-                raise APIError(400, f"the prompt has {len(prompt)} tokens; the context limit is "
-                               f"{self.cfg.max_context_tokens}", param="messages",
-                               code="context_length_exceeded")
+            self._check_context(prompt, "messages")
             for _ in range(req.sampling.n):
                 plans.append((self._new_chain(scope, agent, tools), prompt, list(req.messages)))
         for c, _, _ in plans:
@@ -451,18 +456,22 @@ class ChatService:
         return Choice(message, tuple(gen.token_ids), tuple(gen.logprobs),
                       tuple(tok.decode([t]) for t in gen.token_ids), finish)
 
+    def _accept(self, parse, body: Any, rollout_id: str | None, agent: str | None):
+        """A request counted, parsed (`APIError`, counted, for a bad one), and placed:
+        (request, its rollout's scope, the calling agent's name)."""
+        self._count("requests")
+        try:
+            req = parse(body)
+        except APIError:
+            self._count("bad_requests")
+            raise
+        return req, self._scope(rollout_id), agent or req.model or self.cfg.model_name
+
     def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None
              ) -> tuple[dict[str, Any], list[Choice], list[str]]:
         """One chat completion: (response body, choices, the chain id of each choice).
         Raises `APIError` for a bad request."""
-        self._count("requests")
-        try:
-            req = parse_chat_request(body)
-        except APIError:
-            self._count("bad_requests")
-            raise
-        scope = self._scope(rollout_id)
-        agent = agent or req.model or self.cfg.model_name
+        req, scope, agent = self._accept(parse_chat_request, body, rollout_id, agent)
         with scope.lock:
             plans = self._plan(scope, req, agent)
         stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
@@ -497,23 +506,12 @@ class ChatService:
                     agent: str | None = None) -> dict[str, Any]:
         """A text completion per prompt (x n): raw text in, no chat template; each prompt
         is a row of its own."""
-        self._count("requests")
-        try:
-            req = parse_completion_request(body)
-        except APIError:
-            self._count("bad_requests")
-            raise
-        scope = self._scope(rollout_id)
-        agent = agent or req.model or self.cfg.model_name
+        req, scope, agent = self._accept(parse_completion_request, body, rollout_id, agent)
         plans = []
         with scope.lock:
             for prompt in req.prompts:
                 ids = self.fmt.tok.encode(prompt)
-                if len(ids) + 2 > self.cfg.max_context_tokens:
-                    self._count("context_overflows")
-                    raise APIError(400, f"the prompt has {len(ids)} tokens; the context limit "
-                                   f"is {self.cfg.max_context_tokens}", param="prompt",
-                                   code="context_length_exceeded")
+                self._check_context(ids, "prompt")
                 for _ in range(req.sampling.n):
                     c = self._new_chain(scope, agent, "[]", kind="completion")
                     c.pending = True

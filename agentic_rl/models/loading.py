@@ -22,7 +22,7 @@ from typing import Any
 
 from flax import nnx
 
-from agentic_rl.models.config import ModelConfig
+from agentic_rl.models.config import ModelConfig, UnsupportedModelError
 from agentic_rl.models.heads import CriticModel, PolicyModel
 from agentic_rl.models.io.hf import CheckpointError, load_hf_model, read_hf_config, save_hf_model
 from agentic_rl.models.lora import attach_lora
@@ -46,6 +46,11 @@ EMBEDDED_MODELS = {
 
 class ModelNotFoundError(FileNotFoundError):
     """A model name or path that resolves to nothing loadable."""
+
+
+# What `load_policy` raises for input that is not a loadable model (a missing path, a broken
+# checkpoint, an unsupported architecture): the entry points print it as one line, exit 2.
+LOAD_ERRORS = (ModelNotFoundError, CheckpointError, UnsupportedModelError)
 
 
 @dataclasses.dataclass

@@ -154,16 +154,9 @@ class Transformer(nnx.Module):
         input_mask: Array | None = None,
         adapter_ids: Array | None = None,
     ) -> tuple[Array, KVCache]:
-        """Append `tokens` [B, t] to each row's cached sequence and return
-        (hidden [B, t, D], updated cache). `input_mask` [B, t] marks real new tokens;
-        they must be a prefix of each row's chunk (right padding). Padded positions
-        become holes in the cache (never attended to).
-
-        The caller guarantees `cache.cursor + t <= cache.capacity`.
-        The per-layer weights are sliced from the stacked ones; the layer loop is
-        unrolled (`kv_cache.cached_forward` takes them explicitly, e.g. unstacked once).
-        `adapter_ids` int [B]: each row's LoRA adapter when the model has several.
-        """
+        """`kv_cache.cached_forward` (append `tokens` to each row's cached sequence; its
+        docstring has the contract) with the per-layer weights sliced from the stacked ones.
+        The sampler instead passes weights it unstacked once, which is faster on CPU."""
         return cached_forward(self, unstack_layers(self.layers.layer_params()), tokens, cache,
                               input_mask, adapter_ids)
 

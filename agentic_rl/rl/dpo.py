@@ -4,6 +4,8 @@ Online/iterative DPO on agent rollouts: sample a group of episodes per task, tak
 the best and the worst episode of each group as (chosen, rejected), and apply the
 DPO loss to their whole-episode log-probs (sum over the sampled tokens of every
 turn; observation tokens are conditioning, not choices, so they are excluded).
+
+Imports: jax, flax.struct and agentic_rl.rl (groups, tokens).
 """
 
 from __future__ import annotations

@@ -87,9 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         print(to_json(cfg))
         return 0
     from agentic_rl import compile_cache
-    from agentic_rl.models.config import UnsupportedModelError
-    from agentic_rl.models.io.hf import CheckpointError
-    from agentic_rl.models.loading import ModelNotFoundError
+    from agentic_rl.models.loading import LOAD_ERRORS
     from agentic_rl.train import builders
     from agentic_rl.train.checkpoint import CheckpointNotFoundError, IncompatibleCheckpointError
     from agentic_rl.train.loop import NonFiniteError, Trainer
@@ -107,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with progress.phase(f"loaded model {cfg.model.name!r}"):
                 policy = builders.build_policy(cfg)
-        except (ModelNotFoundError, CheckpointError, UnsupportedModelError) as e:
+        except LOAD_ERRORS as e:
             raise UsageError(f"model.name={cfg.model.name!r}: {e}") from None
         trainer = Trainer(cfg, workdir, policy=policy, suite=suite, progress=progress)
         if trainer.resumed_from is not None:

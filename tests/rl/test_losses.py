@@ -174,6 +174,16 @@ def _check_finite_on_degenerate_inputs(grad_fn, lp, mask):
         assert np.all(np.asarray(g)[~m] == 0)
 
 
+def _loss_value_and_grad(name, old, adv, cfg):
+    """jit(value_and_grad) of the aggregated policy loss `name` in (logprobs, mask)."""
+
+    def jax_loss(x, m):
+        s, d, _ = aggregated(name, x, old, jnp.where(m, adv, 0), m, cfg)
+        return rl.finalize(s, d)
+
+    return jax.jit(jax.value_and_grad(jax_loss))
+
+
 @pytest.mark.parametrize(
     "name,agg",
     [
@@ -189,11 +199,7 @@ def test_policy_loss_gradients_match_finite_differences(name, agg):
     batch, lp, old, adv = draw(3, b=4, t=14, k=3, scale=0.5)
     mask = batch.loss_mask
 
-    def jax_loss(x, m):
-        s, d, _ = aggregated(name, x, old, jnp.where(m, adv, 0), m, cfg)
-        return rl.finalize(s, d)
-
-    grad_fn = jax.jit(jax.value_and_grad(jax_loss))
+    grad_fn = _loss_value_and_grad(name, old, adv, cfg)
     g = np.asarray(grad_fn(lp, mask)[1])
     g_ref = _fd_grad(lambda x: np.divide(*ref_loss(name, x, old, adv, mask, cfg)), lp, mask)
     np.testing.assert_allclose(g, g_ref, rtol=1e-3, atol=1e-5)
@@ -256,11 +262,7 @@ def test_stop_gradient_weight_losses_have_analytic_gradient(name):
     batch, lp, old, adv = draw(6, scale=0.5)
     mask = batch.loss_mask
 
-    def jax_loss(x, m):
-        s, d, _ = aggregated(name, x, old, jnp.where(m, adv, 0), m, cfg)
-        return rl.finalize(s, d)
-
-    grad_fn = jax.jit(jax.value_and_grad(jax_loss))
+    grad_fn = _loss_value_and_grad(name, old, adv, cfg)
     g = np.asarray(grad_fn(lp, mask)[1])
     r = np.exp(lp.astype(np.float64) - old)
     w = np.clip(r, 0.8, 1.2) if name == "cispo" else np.minimum(r, 1.2)
