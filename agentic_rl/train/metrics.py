@@ -39,12 +39,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def truncate_jsonl(path: Path, last_step: int) -> None:
-    """Drops lines of steps after `last_step` (written after the checkpoint we resume from)."""
-    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= last_step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
 class MetricsWriter:
     """Writes each step's metrics to JSONL, TensorBoard (optional) and a progress bar."""
 
