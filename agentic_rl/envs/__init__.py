@@ -13,12 +13,14 @@ Map of the package:
 - `tools/`: `base` (Tool, ToolCall, ToolResult, schema validation, execute_tool, tool
   prompts), `parser`, `calculator`, `files` (file access confined to one directory),
   `mcp` (`McpToolset` turns any MCP server into tools), `search` (BM25 index),
-  `sql` (read-only SQLite), `sandbox/` (sandboxed, stateful Python interpreter).
+  `sql` (read-only SQLite), `sandbox/` (sandboxed, stateful Python interpreter), `web/`
+  (a generated website, its local HTTP server and a confined text browser).
 - `suites/`: one module per environment family (env class, task generation, registered
   suites): `math` (calculator, gsm8k), `guess_number`, `code` (python_code), `search`
-  (search_qa), `mixed` (search_calc), `sql` (text2sql; databases in `sql_data`).
+  (search_qa), `mixed` (search_calc), `sql` (text2sql; databases in `sql_data`), `web`
+  (web_search_extract).
 
-Optional heavy dependencies (bm25s, mcp) are imported only when used.
+Optional heavy dependencies (bm25s, mcp, bs4) are imported only when used.
 
 Imports: stdlib, agentic_rl.registry and agentic_rl.envs only; never jax.
 """
@@ -28,6 +30,7 @@ from agentic_rl.envs.rewards import (
     CompositeReward,
     RewardFn,
     extract_final_answer,
+    f1_answer_reward,
     format_reward,
     normalize_text,
     numeric_answer_reward,
@@ -35,6 +38,7 @@ from agentic_rl.envs.rewards import (
     parse_number,
     string_answer_reward,
     string_match,
+    token_f1,
 )
 from agentic_rl.envs.suite import ENVS, EnvSuite, make_env_suite
 from agentic_rl.envs.suites.code import CodeToolEnv, generate_code_tasks, make_code_env
@@ -50,6 +54,7 @@ from agentic_rl.envs.suites.search import (
 )
 from agentic_rl.envs.suites.sql import SqlEnv, score_sql
 from agentic_rl.envs.suites.sql_data import generate_sql_tasks, load_spider_tasks
+from agentic_rl.envs.suites.web import WebEnv, generate_web_tasks, solve_web_task
 from agentic_rl.envs.tasks import (
     GSM8K_DIR_ENV,
     TaskSet,
@@ -128,6 +133,7 @@ __all__ = [
     "ToolCallError",
     "ToolExecutionError",
     "ToolResult",
+    "WebEnv",
     "World",
     "calculator_tool",
     "default_math_reward",
@@ -135,6 +141,7 @@ __all__ = [
     "execute_tool",
     "extract_final_answer",
     "extract_guess",
+    "f1_answer_reward",
     "file_tools",
     "format_errors",
     "format_number",
@@ -145,6 +152,7 @@ __all__ = [
     "generate_mixed_tasks",
     "generate_search_tasks",
     "generate_sql_tasks",
+    "generate_web_tasks",
     "generate_world",
     "load_corpus_jsonl",
     "load_gsm8k_jsonl",
@@ -165,9 +173,11 @@ __all__ = [
     "resolve_gsm8k_dir",
     "score_sql",
     "search_tools",
+    "solve_web_task",
     "stdio_server",
     "string_answer_reward",
     "string_match",
+    "token_f1",
     "tool_system_prompt",
     "validate_arguments",
 ]

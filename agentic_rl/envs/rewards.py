@@ -82,6 +82,28 @@ def string_match(predicted: str | None, target: str) -> bool:
     return predicted is not None and normalize_text(predicted) == normalize_text(target)
 
 
+def token_f1(predicted: str | None, target: str) -> float:
+    """SQuAD token F1 between the normalised answers: the harmonic mean of token precision
+    and recall (tokens counted with multiplicity); 0.0 when `predicted` is None or empty."""
+    if predicted is None:
+        return 0.0
+    pred, gold = normalize_text(predicted).split(), normalize_text(target).split()
+    if not pred or not gold:
+        return float(pred == gold)
+    counts: dict[str, int] = {}
+    for t in gold:
+        counts[t] = counts.get(t, 0) + 1
+    common = 0
+    for t in pred:
+        if counts.get(t, 0) > 0:
+            counts[t] -= 1
+            common += 1
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(gold)
+    return 2 * precision * recall / (precision + recall)
+
+
 def _require_answer(task: Task) -> str:
     if task.answer is None:
         raise ValueError(f"task {task.id!r} has no reference answer; this reward needs one")
@@ -103,6 +125,16 @@ def string_answer_reward() -> RewardFn:
 
     def reward(text: str, task: Task) -> float:
         return float(string_match(extract_final_answer(text), _require_answer(task)))
+
+    return reward
+
+
+def f1_answer_reward() -> RewardFn:
+    """Token F1 (`token_f1`) between the response's final answer and the task's answer:
+    partial credit for a partly right name ("Mira" for "Mira Tolvan" scores 2/3)."""
+
+    def reward(text: str, task: Task) -> float:
+        return token_f1(extract_final_answer(text), _require_answer(task))
 
     return reward
 

@@ -1,7 +1,8 @@
 """One module per environment family: its env class, task generation and registered suites.
 
 math (calculator, gsm8k), guess_number, code (python_code), search (search_qa),
-mixed (search_calc), sql (text2sql; generated databases in sql_data). Importing this
+mixed (search_calc), sql (text2sql; generated databases in sql_data), web
+(web_search_extract: a generated website over real local HTTP). Importing this
 package registers every suite in `agentic_rl.envs.suite.ENVS` (done by `suite.py`).
 
 Imports: stdlib and agentic_rl.envs only; never jax.
@@ -14,4 +15,5 @@ from agentic_rl.envs.suites import (  # noqa: F401 - registers the suites
     mixed,
     search,
     sql,
+    web,
 )
