@@ -43,7 +43,12 @@ from agentic_rl.envs.rewards import (
 )
 from agentic_rl.envs.suite import ENVS, EnvSuite
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.envs.tools.base import Tool, run_tool_calls, tool_system_prompt
+from agentic_rl.envs.tools.base import (
+    Tool,
+    ToolExecutionError,
+    run_tool_calls,
+    tool_system_prompt,
+)
 from agentic_rl.envs.tools.parser import format_errors, parse_action, render_tool_call
 from agentic_rl.envs.tools.web import WebBrowser, WebServer, WebSite, generate_site, web_tools
 from agentic_rl.envs.tools.web.site import Entity
@@ -238,8 +243,6 @@ class WebEnv:
 
     def _current_browser(self) -> WebBrowser:
         if self._browser is None:
-            from agentic_rl.envs.tools.base import ToolExecutionError
-
             raise ToolExecutionError("no episode is running (reset() was not called)")
         return self._browser
 
