@@ -1,7 +1,8 @@
 """One module per environment family: its env class, task generation and registered suites.
 
 math (calculator, gsm8k), guess_number, code (python_code), search (search_qa),
-mixed (search_calc), sql (text2sql; generated databases in sql_data). Importing this
+mixed (search_calc), sql (text2sql; generated databases in sql_data), and the
+long-horizon gridworld (gridworld, gridworld_sparse) and fs_investigation. Importing this
 package registers every suite in `agentic_rl.envs.suite.ENVS` (done by `suite.py`).
 
 Imports: stdlib and agentic_rl.envs only; never jax.
@@ -9,6 +10,8 @@ Imports: stdlib and agentic_rl.envs only; never jax.
 
 from agentic_rl.envs.suites import (  # noqa: F401 - registers the suites
     code,
+    fs_investigation,
+    gridworld,
     guess_number,
     math,
     mixed,
