@@ -18,7 +18,8 @@ Map of the package:
 - `suites/`: one module per environment family (env class, task generation, registered
   suites): `math` (calculator, gsm8k), `guess_number`, `code` (python_code), `search`
   (search_qa), `mixed` (search_calc), `sql` (text2sql; databases in `sql_data`), `web`
-  (web_search_extract).
+  (web_search_extract), `gridworld` (gridworld, gridworld_sparse) and `fs_investigation`
+  (long-horizon).
 
 Optional heavy dependencies (bm25s, mcp, bs4) are imported only when used.
 
@@ -80,7 +81,13 @@ from agentic_rl.envs.tools.calculator import (
     evaluate_expression,
     format_number,
 )
-from agentic_rl.envs.tools.files import ConfinedFiles, FsLimits, PathRefused, file_tools
+from agentic_rl.envs.tools.files import (
+    ConfinedFiles,
+    FsLimits,
+    PathRefused,
+    file_tools,
+    search_files_tool,
+)
 from agentic_rl.envs.tools.mcp import HttpServer, McpToolset, StdioServer, stdio_server
 from agentic_rl.envs.tools.parser import ParserLimits, format_errors, parse_action
 from agentic_rl.envs.tools.sandbox.sandbox import (
@@ -172,6 +179,7 @@ __all__ = [
     "python_tool",
     "resolve_gsm8k_dir",
     "score_sql",
+    "search_files_tool",
     "search_tools",
     "solve_web_task",
     "stdio_server",

@@ -141,7 +141,7 @@ def test_guess_number_secret_from_seed_and_validation():
 
 def test_registry_lists_valid_names_on_unknown_name():
     assert set(ENVS.names()) >= {"calculator", "gsm8k", "guess_number"}
-    with pytest.raises(ValueError, match="valid names: calculator, gsm8k, guess_number"):
+    with pytest.raises(ValueError, match="valid names: calculator, .*gsm8k, guess_number"):
         make_env_suite("calculater")
 
 

@@ -2,7 +2,8 @@
 
 math (calculator, gsm8k), guess_number, code (python_code), search (search_qa),
 mixed (search_calc), sql (text2sql; generated databases in sql_data), web
-(web_search_extract: a generated website over real local HTTP). Importing this
+(web_search_extract: a generated website over real local HTTP), and the long-horizon
+gridworld (gridworld, gridworld_sparse) and fs_investigation. Importing this
 package registers every suite in `agentic_rl.envs.suite.ENVS` (done by `suite.py`).
 
 Imports: stdlib and agentic_rl.envs only; never jax.
@@ -10,6 +11,8 @@ Imports: stdlib and agentic_rl.envs only; never jax.
 
 from agentic_rl.envs.suites import (  # noqa: F401 - registers the suites
     code,
+    fs_investigation,
+    gridworld,
     guess_number,
     math,
     mixed,

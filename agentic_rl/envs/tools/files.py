@@ -1,4 +1,5 @@
-"""File tools confined to one directory: `list_files`, `read_file`, `write_file`.
+"""File tools confined to one directory: `list_files`, `read_file`, `write_file`, and
+`search_files` (a grep-like literal search, `search_files_tool`).
 
 Every path comes from the policy, so paths are checked as data, never trusted. Refused:
 absolute paths (`/x`, `\\x`, `~x`, `C:x`), `..` components, NUL bytes, lone surrogates,
@@ -32,7 +33,11 @@ U+FFFD); one write is at most `max_file_bytes` and all writes of one `ConfinedFi
 at most `max_total_bytes`; the root holds at most `max_files` entries (counted with an
 early stop, so a huge tree costs at most `max_files` entries of work); a listing shows
 at most `max_list_entries` names, sorted among the first `max_list_scan` entries read
-(an enormous directory is never read in full). Names in listings are shown with
+(an enormous directory is never read in full). A search opens every file through the
+same checks as `read_file` (links, special files and multi-linked files are skipped),
+reads at most `4 * max_read_chars + 4` bytes of each, visits at most
+`max_search_files` files in sorted order and reports at most `max_search_matches`
+lines of at most `max_search_line_chars` characters. Names in listings are shown with
 `repr`-style escapes when they hold undecodable bytes or control characters, so an
 observation is always valid Unicode and one line per entry. Case is significant, as
 on the Linux file systems this runs on.
@@ -103,6 +108,9 @@ class FsLimits:
     max_files: int = 200
     max_list_entries: int = 200
     max_list_scan: int = 10_000
+    max_search_matches: int = 20
+    max_search_files: int = 2000
+    max_search_line_chars: int = 200
 
     def __post_init__(self):
         require_positive(self)
@@ -475,6 +483,106 @@ class ConfinedFiles:
             self.bytes_written += len(data)
         return f"wrote {len(data)} bytes to {path}"
 
+    @_refuse_os_errors
+    def search_files(self, pattern: str, path: str = "") -> str:
+        """Lines containing `pattern` (a literal, case-insensitive) in the files under
+        `path`, as `path:line: text`, in sorted path order (see the module docstring for
+        the bounds)."""
+        if not isinstance(pattern, str) or not pattern.strip():
+            raise PathRefused("pattern must be a non-empty string")
+        if not _encodable(pattern) or "\x00" in pattern or "\n" in pattern:
+            raise PathRefused("pattern must be one line of valid Unicode")
+        lim = self.limits
+        needle = pattern.casefold()
+        base = split_relative_path(path, lim)
+        lines: list[str] = []
+        state = {"files": 0, "skipped": 0, "more": False}
+        with contextlib.closing(self._walk_files(base, state)) as walker:
+            for rel in walker:
+                try:
+                    with self._opened(rel) as (fd, recheck):
+                        data = os.pread(fd, 4 * lim.max_read_chars + 4, 0)
+                        recheck()
+                except PathRefused:
+                    state["skipped"] += 1
+                    continue
+                text, _ = _decode_page(data, 4 * lim.max_read_chars)
+                for number, line in enumerate(text.splitlines(), start=1):
+                    if needle in line.casefold():
+                        if len(lines) >= lim.max_search_matches:
+                            state["more"] = True
+                            break
+                        lines.append(f"{display_name(rel)}:{number}: {self._shown(line)}")
+                if state["more"]:
+                    break
+        where = "/".join(base) or "."
+        if not lines:
+            lines.append(f"no matches for {pattern[:80]!r} under {where!r}")
+        if state["more"]:
+            lines.append(f"... more matches not shown (at most {lim.max_search_matches}); "
+                         "use a longer pattern or a narrower path")
+        if state["files"] >= lim.max_search_files:
+            lines.append(f"... search stopped after {lim.max_search_files} files; "
+                         "use a narrower path")
+        if state["skipped"]:
+            lines.append(f"({state['skipped']} entries skipped: links, special files or "
+                         "files that cannot be read)")
+        return "\n".join(lines)
+
+    def _shown(self, line: str) -> str:
+        """One matched line as safe text: control/format characters replaced, bounded."""
+        shown = "".join(c if unicodedata.category(c) not in _BAD_CATEGORIES else "\ufffd"
+                        for c in line.strip())
+        limit = self.limits.max_search_line_chars
+        return shown if len(shown) <= limit else shown[:limit] + "..."
+
+    def _walk_files(self, base: list[str], state: dict):
+        """Relative paths of the regular-looking files under `base`, sorted, depth-first;
+        directories are opened as in `_open_dir` (no links, same file system), at most
+        `max_list_scan` names per directory and `max_search_files` files in all."""
+        lim = self.limits
+
+        def walk(fd: int, parts: list[str]):
+            names: list[str] = []
+            with os.scandir(fd) as it:
+                for entry in it:
+                    if len(names) >= lim.max_list_scan:
+                        break
+                    names.append(entry.name)
+            for name in sorted(names):
+                if state["files"] >= lim.max_search_files:
+                    return
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except OSError:
+                    state["skipped"] += 1
+                    continue
+                sub_parts = [*parts, name]
+                if stat.S_ISDIR(st.st_mode) and len(sub_parts) < lim.max_depth:
+                    try:
+                        sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except OSError:
+                        state["skipped"] += 1
+                        continue
+                    try:
+                        if os.fstat(sub).st_dev == self._root_id[0]:
+                            yield from walk(sub, sub_parts)
+                        else:
+                            state["skipped"] += 1
+                    finally:
+                        os.close(sub)
+                elif stat.S_ISREG(st.st_mode):
+                    state["files"] += 1
+                    yield "/".join(sub_parts)
+                else:
+                    state["skipped"] += 1
+
+        fd = self._open_dir(base)
+        try:
+            yield from walk(fd, base)
+        finally:
+            os.close(fd)
+
     def _exists(self, path: str) -> bool:
         try:
             with self._opened(path):
@@ -513,6 +621,26 @@ class ConfinedFiles:
         finally:
             os.close(root_fd)
         return count
+
+
+def search_files_tool(files: ConfinedFiles) -> Tool:
+    """The `search_files` tool over `files` (a grep-like literal search)."""
+    return Tool(
+        "search_files",
+        "Search the text files under a directory (default: the working directory) for "
+        "lines containing `pattern` (literal text, case-insensitive); returns "
+        f"`path:line: text` for at most {files.limits.max_search_matches} matching lines.",
+        {
+            "type": "object",
+            "properties": {
+                "pattern": {"type": "string", "minLength": 1, "maxLength": 200},
+                "path": {"type": "string", "maxLength": files.limits.max_path_chars},
+            },
+            "required": ["pattern"],
+            "additionalProperties": False,
+        },
+        files.search_files,
+    )
 
 
 def file_tools(files: ConfinedFiles) -> tuple[Tool, Tool, Tool]:

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from agentic_rl.envs import ConfinedFiles, FsLimits, PathRefused, execute_tool, file_tools
+from agentic_rl.envs import (
+    ConfinedFiles,
+    FsLimits,
+    PathRefused,
+    execute_tool,
+    file_tools,
+    search_files_tool,
+)
 
 
 @pytest.fixture
@@ -392,3 +399,43 @@ def test_huge_sparse_files_are_read_in_bounded_memory(layout):
     assert "1099511627776 bytes in total" in files.read_file("huge.bin")
     with pytest.raises(PathRefused, match="offset must be"):
         files.read_file("huge.bin", offset="lots")  # type: ignore[arg-type]
+
+
+def test_search_goes_through_the_same_confinement(layout):
+    """search_files never follows a link, never opens a FIFO, skips hard links to outside
+    files, refuses paths like read_file, and bounds what it shows."""
+    root, outside = layout
+    files = ConfinedFiles(root, FsLimits(max_search_matches=3, max_search_line_chars=20))
+    (root / "a" / "b").mkdir(parents=True)
+    (root / "a" / "b" / "x.txt").write_text("Needle one\nhay\nneedle\x1b[2J two\n")
+    (root / "top.txt").write_text("nothing\n" + "NEEDLE " * 10 + "\n")
+    os.symlink(outside / "secret.txt", root / "link.txt")
+    os.symlink(outside, root / "linkdir")
+    os.link(outside / "secret.txt", root / "hl.txt")
+    os.mkfifo(root / "pipe")
+    result: dict = {}
+    t = threading.Thread(target=lambda: result.update(out=files.search_files("needle")),
+                         daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive()
+    assert result["out"].splitlines()[:3] == [
+        "a/b/x.txt:1: Needle one",
+        "a/b/x.txt:3: needle\ufffd[2J two",  # control characters never reach the agent
+        "top.txt:2: " + ("NEEDLE " * 3)[:20] + "...",
+    ]
+    assert "(4 entries skipped" in result["out"]
+    assert "TOP-SECRET" not in files.search_files("SECRET")
+    assert files.search_files("needle", "a").splitlines() == [
+        "a/b/x.txt:1: Needle one", "a/b/x.txt:3: needle\ufffd[2J two"]
+    (root / "many.txt").write_text("needle\n" * 10)
+    assert "more matches not shown (at most 3)" in files.search_files("needle")
+    for path, reason in (("../outside", "'..' is not allowed"), ("/etc", "absolute paths"),
+                         ("linkdir", "symbolic link"), ("top.txt", "not a directory")):
+        with pytest.raises(PathRefused, match=reason):
+            files.search_files("x", path)
+    with pytest.raises(PathRefused, match="non-empty"):
+        files.search_files("  ")
+    tool = search_files_tool(files)
+    r = execute_tool(tool, {"pattern": "secret", "path": "../outside"})
+    assert r.error == "tool_error" and "TOP-SECRET" not in r.content
