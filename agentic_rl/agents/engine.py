@@ -9,6 +9,8 @@ batches as fully as the environment loop without waiting out the window). Reques
 different sampling settings go to separate calls. A row is released on request or,
 when more sessions are alive than the sampler has rows, the least recently used idle one
 is evicted (its next request re-prefills its whole history: exact, only slower).
+A request may carry a token listener (streaming, `submit(on_tokens=)`): a batch with one
+decodes in chunks and reports each piece as it is sampled (`RolloutPolicy` streaming).
 
 Imports: agentic_rl.rollout (the RolloutPolicy protocol and its requests).
 """
@@ -23,7 +25,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from agentic_rl.rollout.policy import Generation, GenerationRequest, RolloutPolicy
+from agentic_rl.rollout.policy import Generation, GenerationRequest, RolloutPolicy, can_stream
 
 
 @dataclass
@@ -31,6 +33,8 @@ class _Item:
     request: GenerationRequest
     params: object  # SamplingParams or None (the policy's own)
     future: Future = field(default_factory=Future)
+    # streaming: told (ids, logprobs) as they are sampled; False stops the request
+    on_tokens: Callable[[list[int], list[float]], bool | None] | None = None
 
 
 class BatchingEngine:
@@ -56,17 +60,24 @@ class BatchingEngine:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._closed = threading.Event()
-        self.stats = {"calls": 0, "requests": 0, "evictions": 0, "max_batch_seen": 0}
+        self.stats = {"calls": 0, "requests": 0, "evictions": 0, "max_batch_seen": 0,
+                      "streamed_calls": 0}
+        self._streams = can_stream(policy)
         self._thread = threading.Thread(target=self._work, name="batching-engine", daemon=True)
         self._thread.start()
 
     # -- public ---------------------------------------------------------------------------
 
-    def submit(self, request: GenerationRequest, params=None) -> Future:
-        """A future of the request's `Generation` (its exception if the policy raised)."""
+    def submit(self, request: GenerationRequest, params=None, on_tokens=None) -> Future:
+        """A future of the request's `Generation` (its exception if the policy raised).
+
+        `on_tokens(ids, logprobs)`, if given, is called on the engine's thread with each
+        piece of the completion as it is sampled, when the policy can stream (else once,
+        with the whole completion); returning False (or raising) stops the request there.
+        It must be quick: the whole batch waits for it."""
         if self._closed.is_set():
             raise RuntimeError("the batching engine is closed")
-        item = _Item(request, params)
+        item = _Item(request, params, on_tokens=on_tokens)
         self._queue.put(item)
         return item.future
 
@@ -166,7 +177,7 @@ class BatchingEngine:
                 self._make_room(items)
                 if params is not None and hasattr(self.policy, "params"):
                     self.policy.params = params
-                gens = self.policy.generate([it.request for it in items])
+                gens = self._generate(items)
                 if len(gens) != len(items):
                     raise RuntimeError(f"policy returned {len(gens)} generations for "
                                        f"{len(items)} requests")
@@ -179,6 +190,29 @@ class BatchingEngine:
             self.stats["max_batch_seen"] = max(self.stats["max_batch_seen"], len(items))
             for it, gen in zip(items, gens):
                 it.future.set_result(gen)
+
+    def _generate(self, items: list[_Item]) -> list[Generation]:
+        requests = [it.request for it in items]
+        if not any(it.on_tokens for it in items):
+            return self.policy.generate(requests)
+
+        def tell(i: int, ids, logprobs) -> bool:
+            fn = items[i].on_tokens
+            if fn is None:
+                return True
+            try:
+                return fn(ids, logprobs) is not False
+            except Exception:  # noqa: BLE001 - a broken listener stops only its request
+                items[i].on_tokens = None
+                return False
+
+        if self._streams:
+            self.stats["streamed_calls"] += 1
+            return self.policy.generate(requests, on_tokens=tell)
+        gens = self.policy.generate(requests)
+        for i, g in enumerate(gens):  # a policy that cannot stream: one piece at the end
+            tell(i, list(g.token_ids), list(g.logprobs))
+        return gens
 
     def _work(self) -> None:
         while True:

@@ -5,7 +5,8 @@ Routes (each `/v1/...` route also exists under `/rollouts/{rollout_id}` and
 `/rollouts/{rollout_id}/agents/{agent}`, which attribute the call to that rollout and
 agent; without them a call goes to the serving scope):
 
-    POST /v1/chat/completions      messages, tools, sampling, n, logprobs, stream (SSE)
+    POST /v1/chat/completions      messages, tools, sampling, n, logprobs, stream (SSE,
+                                   sent as the tokens are sampled)
     POST /v1/completions           raw-text prompts
     GET  /v1/models
     POST /rollouts/{id}/reward     {"reward": r, "call_id": optional response id}
@@ -31,7 +32,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agentic_rl.agents.openai_format import APIError, chat_stream_chunks
+from agentic_rl.agents.openai_format import APIError, ChatStream
 from agentic_rl.agents.service import ChatService
 
 
@@ -88,35 +89,105 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
         p = request.path_params
         return p.get("rollout_id"), p.get("agent")
 
+    def sse(obj: Any) -> str:
+        return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
     async def chat(request: Request):
         body = await read_json(request)
         rollout_id, agent = where(request)
-        response, choices, rows = await run(service.chat, body, rollout_id=rollout_id,
-                                            agent=agent)
-        if not (isinstance(body, dict) and body.get("stream")):
-            return JSONResponse(response)
-        usage = bool((body.get("stream_options") or {}).get("include_usage"))
-        chunks = chat_stream_chunks(response, choices, include_usage=usage)
+        if isinstance(body, dict) and body.get("stream") is True:
+            return await stream_chat(request, body, rollout_id, agent)
+        response, _, _ = await run(service.chat, body, rollout_id=rollout_id, agent=agent)
+        return JSONResponse(response)
 
-        async def events():
-            sent = False
+    async def stream_chat(request: Request, body: dict, rollout_id, agent):
+        """Server-sent events as the tokens are sampled (see `ChatStream`). A request that
+        is refused before sampling starts gets its 4xx JSON error, not a stream; a client
+        that hangs up stops its rows at the sampler's next chunk and frees them."""
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        gone = threading.Event()
+        opened: dict[str, Any] = {}
+
+        def put(item) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, item)
+
+        def listen(req, request_id: str, rows: list[str]):
+            fmt = service.fmt
+            opened["stream"] = ChatStream(
+                request_id, req.model or service.cfg.model_name, len(rows),
+                decode=fmt.decode, token_text=lambda t: fmt.tok.decode([t]),
+                end_of_turn_id=fmt.end_of_turn_id, stops=req.sampling.stop,
+                tools=bool(req.tools), logprobs=req.sampling.logprobs,
+                include_usage=req.include_usage)
+            opened["rows"] = rows
+            put(None)  # accepted: the stream opens
+
+            def on_piece(i: int, ids, logprobs):
+                if gone.is_set():
+                    return False
+                put((i, list(ids), list(logprobs)))
+            return on_piece
+
+        call = asyncio.ensure_future(run(service.chat, body, rollout_id=rollout_id,
+                                         agent=agent, listen=listen))
+        first = asyncio.ensure_future(events.get())
+        await asyncio.wait({call, first}, return_when=asyncio.FIRST_COMPLETED)
+        if not first.done():  # refused before sampling: the error is the response
+            first.cancel()
+            call.result()
+            raise RuntimeError("the chat call ended without opening its stream")
+        stream = opened["stream"]
+
+        def free_rows(_=None) -> None:
+            service.abandon(rollout_id, opened["rows"])
+
+        async def events_out():
+            complete = False
             try:
-                for i, chunk in enumerate(chunks):
-                    # uvicorn drops writes to a closed connection silently: ask. Yield to
-                    # the event loop first: while the socket buffers absorb the stream,
-                    # sends never suspend, so the loop would not see the hang-up.
-                    if i % 8 == 7:
-                        await asyncio.sleep(0)
-                        if await request.is_disconnected():
-                            return
-                    yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
+                for chunk in stream.start():
+                    yield sse(chunk)
+                getter = None
+                while True:
+                    if getter is None:
+                        getter = asyncio.ensure_future(events.get())
+                    done, _ = await asyncio.wait({getter, call}, timeout=0.25,
+                                                 return_when=asyncio.FIRST_COMPLETED)
+                    if getter in done:
+                        i, ids, logprobs = getter.result()
+                        getter = None
+                        chunk = stream.piece(i, ids, logprobs)
+                        if chunk is not None:
+                            yield sse(chunk)
+                        continue
+                    if call.done() and events.empty():
+                        getter.cancel()
+                        break
+                    # uvicorn drops writes to a closed connection silently: ask
+                    if await request.is_disconnected():
+                        getter.cancel()
+                        return
+                try:
+                    response, choices, _ = call.result()
+                except APIError as e:
+                    yield sse(e.body())
+                    return
+                except Exception as e:  # noqa: BLE001 - reported in the stream, not a crash
+                    traceback.print_exc()
+                    yield sse({"error": {"message": f"internal error: {type(e).__name__}: "
+                                         f"{e}", "type": "server_error", "param": None,
+                                         "code": None}})
+                    return
+                for chunk in stream.finish(response, choices):
+                    yield sse(chunk)
                 yield "data: [DONE]\n\n"
-                sent = True
+                complete = True
             finally:
-                if not sent:  # the client went away mid-stream: free its rows
-                    service.abandon(rollout_id, rows)
+                if not complete:  # the client went away mid-stream: stop and free its rows
+                    gone.set()
+                    call.add_done_callback(free_rows)
 
-        return StreamingResponse(events(), media_type="text/event-stream",
+        return StreamingResponse(events_out(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
     async def completions(request: Request):
@@ -149,7 +220,8 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
         return JSONResponse({"ok": True})
 
     async def health(request: Request):
-        return JSONResponse({"ok": True, **service.metrics})
+        return JSONResponse({"ok": True, **service.metrics,
+                             **{f"engine/{k}": v for k, v in service.engine.stats.items()}})
 
     routes = [Route("/health", guarded(health), methods=["GET"]),
               Route("/rollouts/{rollout_id}/reward", guarded(reward), methods=["POST"])]

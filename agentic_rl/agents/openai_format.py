@@ -423,9 +423,13 @@ class Choice:
     finish_reason: str  # stop | length | tool_calls
 
 
-def _logprobs_content(c: Choice) -> list[dict[str, Any]]:
+def _logprob_entries(texts: Sequence[str], logprobs: Sequence[float]) -> list[dict[str, Any]]:
     return [{"token": t, "logprob": float(lp), "bytes": list(t.encode("utf-8", "replace")),
-             "top_logprobs": []} for t, lp in zip(c.token_texts, c.logprobs)]
+             "top_logprobs": []} for t, lp in zip(texts, logprobs)]
+
+
+def _logprobs_content(c: Choice) -> list[dict[str, Any]]:
+    return _logprob_entries(c.token_texts, c.logprobs)
 
 
 def chat_response(request_id: str, model: str, choices: Sequence[Choice], prompt_tokens: int,
@@ -447,55 +451,105 @@ def chat_response(request_id: str, model: str, choices: Sequence[Choice], prompt
     }
 
 
-def _content_pieces(c: Choice) -> list[str]:
-    """The message content split at token boundaries (one streamed chunk per sampled
-    token), without the end-of-turn token or a cut-off stop string; the content whole
-    when per-token texts do not add up to it (a multi-byte character split by tokens)."""
-    content, pieces, used = c.message["content"], [], 0
-    for t in c.token_texts:
-        if used >= len(content):
-            break
-        piece = t[: len(content) - used]
-        if content[used: used + len(piece)] != piece:
-            return [content]
-        pieces.append(piece)
-        used += len(piece)
-    return pieces if used == len(content) else [content]
+class ChatStream:
+    """The `chat.completion.chunk`s of one streamed response, built as tokens arrive.
 
+    `piece(i, ids, logprobs)` turns choice i's newly sampled tokens into at most one
+    content chunk: the text decoded so far, less what was already sent, held back where it
+    could still change. That is: from the first client stop string (never returned),
+    from a `<tool_call>` opening when the request has tools (the call is sent as
+    `tool_calls` at the end, not as text), a tail that may be the start of either, and a
+    trailing partial UTF-8 character. `finish(response, choices)` sends what the final
+    message adds to the streamed text (e.g. the text after a malformed call), the tool
+    calls, the finish chunk (with the sampler's `token_ids`) and the usage. The streamed
+    contents of a choice add up to its final message content (up to the surrounding
+    whitespace that `same_message` ignores), so a client that sends the accumulated
+    message back continues its row.
+    """
 
-def chat_stream_chunks(response: Mapping[str, Any], choices: Sequence[Choice], *,
-                       include_usage: bool) -> list[dict[str, Any]]:
-    """The `chat.completion.chunk` objects of a finished response: per choice a role
-    chunk, one content chunk per sampled token (tool-call markup excluded), the tool calls,
-    and a finish chunk; then a usage chunk if asked for."""
-    base = {"id": response["id"], "object": "chat.completion.chunk",
-            "created": response["created"], "model": response["model"],
-            "system_fingerprint": "agentic_rl"}
-    chunks = []
-    for i, (c, wire) in enumerate(zip(choices, response["choices"])):
-        chunks.append({**base, "choices": [{"index": i, "delta": {"role": "assistant",
-                                                                 "content": ""},
-                                            "finish_reason": None, "logprobs": None}]})
-        calls = c.message.get("tool_calls")
-        pieces = [c.message["content"]] if calls else _content_pieces(c)
-        lp = wire["logprobs"]["content"] if wire["logprobs"] else None
-        for j, piece in enumerate(pieces):
-            if piece:
-                logprobs = {"content": [lp[j]]} if lp and not calls else None
-                chunks.append({**base, "choices": [{"index": i, "delta": {"content": piece},
-                                                    "finish_reason": None,
-                                                    "logprobs": logprobs}]})
-        if calls:
-            delta = {"tool_calls": [{"index": k, **call}
-                                    for k, call in enumerate(wire["message"]["tool_calls"])]}
-            chunks.append({**base, "choices": [{"index": i, "delta": delta,
-                                                "finish_reason": None, "logprobs": None}]})
-        chunks.append({**base, "choices": [{"index": i, "delta": {},
-                                            "finish_reason": c.finish_reason, "logprobs": None}],
-                       "token_ids": list(c.token_ids)})
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": response["usage"]})
-    return chunks
+    def __init__(self, request_id: str, model: str, n: int, *, decode, token_text,
+                 end_of_turn_id: int, stops: Sequence[str], tools: bool, logprobs: bool,
+                 include_usage: bool):
+        self.base = {"id": request_id, "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model,
+                     "system_fingerprint": "agentic_rl"}
+        self.decode, self.token_text, self.eot = decode, token_text, end_of_turn_id
+        self.markers = tuple(s for s in stops if s) + (("<tool_call>",) if tools else ())
+        self.logprobs, self.include_usage = logprobs, include_usage
+        self.ids: list[list[int]] = [[] for _ in range(n)]
+        self.sent = [""] * n
+        self.closed = [False] * n  # a marker was seen: nothing more is sent as it comes
+        self.pending: list[list[dict[str, Any]]] = [[] for _ in range(n)]  # log-prob entries
+
+    def _chunk(self, i: int, delta: dict[str, Any], finish: str | None = None,
+               logprobs: list | None = None) -> dict[str, Any]:
+        return {**self.base, "choices": [{"index": i, "delta": delta, "finish_reason": finish,
+                                          "logprobs": {"content": logprobs} if logprobs
+                                          else None}]}
+
+    def start(self) -> list[dict[str, Any]]:
+        """The role chunk of every choice."""
+        return [self._chunk(i, {"role": "assistant", "content": ""})
+                for i in range(len(self.ids))]
+
+    def _safe_text(self, i: int) -> str:
+        ids = self.ids[i]
+        text = self.decode(ids[:-1] if ids and ids[-1] == self.eot else ids)
+        cuts = [k for k in (text.find(m) for m in self.markers) if k >= 0]
+        if cuts:
+            self.closed[i] = True
+            return text[: min(cuts)]
+        hold = 0
+        for m in self.markers:  # a tail that may grow into a marker
+            for k in range(min(len(m) - 1, len(text)), 0, -1):
+                if text.endswith(m[:k]):
+                    hold = max(hold, k)
+                    break
+        text = text[: len(text) - hold]
+        return text.rstrip("\ufffd")  # a multi-byte character not yet complete
+
+    def piece(self, i: int, ids: Sequence[int], logprobs: Sequence[float]
+              ) -> dict[str, Any] | None:
+        """The content chunk for choice i's new tokens, or None (nothing to send yet)."""
+        if self.logprobs:
+            self.pending[i] += _logprob_entries([self.token_text(t) for t in ids], logprobs)
+        if self.closed[i]:
+            self.ids[i] += ids
+            return None
+        self.ids[i] += ids
+        text = self._safe_text(i)
+        if not text.startswith(self.sent[i]) or len(text) == len(self.sent[i]):
+            return None
+        delta, self.sent[i] = text[len(self.sent[i]):], text
+        entries, self.pending[i] = self.pending[i], []
+        return self._chunk(i, {"content": delta}, logprobs=entries or None)
+
+    def finish(self, response: Mapping[str, Any], choices: Sequence[Choice]
+               ) -> list[dict[str, Any]]:
+        """The closing chunks, once the response is complete."""
+        out = []
+        for i, (c, wire) in enumerate(zip(choices, response["choices"])):
+            final, sent = c.message["content"] or "", self.sent[i]
+            if final.startswith(sent):
+                rest = final[len(sent):]
+            elif final.strip().startswith(sent.strip()):
+                rest = final.strip()[len(sent.strip()):]
+            else:  # cannot happen with a prefix-stable decoder; never send text twice
+                rest = ""
+            entries, self.pending[i] = self.pending[i], []
+            if rest:
+                out.append(self._chunk(i, {"content": rest}, logprobs=entries or None))
+                entries = []
+            if c.message.get("tool_calls"):
+                out.append(self._chunk(i, {"tool_calls": [
+                    {"index": k, **call} for k, call in enumerate(wire["message"]["tool_calls"])
+                ]}))
+            last = self._chunk(i, {}, c.finish_reason, logprobs=entries or None)
+            last["token_ids"] = list(c.token_ids)
+            out.append(last)
+        if self.include_usage:
+            out.append({**self.base, "choices": [], "usage": response["usage"]})
+        return out
 
 
 def completion_response(request_id: str, model: str, texts: Sequence[str],

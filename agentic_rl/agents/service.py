@@ -437,13 +437,18 @@ class ChatService:
         cuts = [i for i in (text.find(s) for s in client_stops) if i >= 0]
         return text[: min(cuts)] if cuts else text
 
-    def _sample(self, scope: Scope, plans, sampling, stops: tuple[str, ...]) -> list[Generation]:
+    def _sample(self, scope: Scope, plans, sampling, stops: tuple[str, ...],
+                on_piece=None) -> list[Generation]:
         """Submits every planned chain's request and waits; on any failure the chains are
-        no longer pending (so a retry can extend them) and the error propagates."""
+        no longer pending (so a retry can extend them) and the error propagates.
+        `on_piece(i, ids, logprobs)` streams choice i's tokens as they are sampled."""
         try:
             params = self._params(sampling.temperature, sampling.top_p)
-            futures = [self.engine.submit(self._request(c, toks, sampling, stops), params)
-                       for c, toks, _ in plans]
+            futures = [self.engine.submit(
+                self._request(c, toks, sampling, stops), params,
+                on_tokens=None if on_piece is None else
+                (lambda ids, lps, i=i: on_piece(i, ids, lps)))
+                for i, (c, toks, _) in enumerate(plans)]
             return [f.result() for f in futures]
         except BaseException:
             with scope.lock:
@@ -467,16 +472,30 @@ class ChatService:
             raise
         return req, self._scope(rollout_id), agent or req.model or self.cfg.model_name
 
-    def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None
-             ) -> tuple[dict[str, Any], list[Choice], list[str]]:
+    def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None,
+             listen=None) -> tuple[dict[str, Any], list[Choice], list[str]]:
         """One chat completion: (response body, choices, the chain id of each choice).
-        Raises `APIError` for a bad request."""
+        Raises `APIError` for a bad request.
+
+        Streaming: `listen(request, request_id, chain_ids)`, called once the request is
+        accepted and before sampling starts, returns `on_piece(i, ids, logprobs)`, which
+        is told choice i's tokens as they are sampled (on the engine's thread; False
+        stops that choice there, e.g. for a client that went away)."""
         req, scope, agent = self._accept(parse_chat_request, body, rollout_id, agent)
         with scope.lock:
             plans = self._plan(scope, req, agent)
         stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
-        gens = self._sample(scope, plans, req.sampling, stops)
         request_id = f"chatcmpl-{secrets.token_hex(12)}"
+        on_piece = None
+        if listen is not None:
+            try:
+                on_piece = listen(req, request_id, [c.id for c, _, _ in plans])
+            except BaseException:
+                with scope.lock:
+                    for c, _, _ in plans:
+                        c.pending = False
+                raise
+        gens = self._sample(scope, plans, req.sampling, stops, on_piece)
         new_tokens = [len(t) - c.sent for c, t, _ in plans]
         choices = []
         with scope.lock:

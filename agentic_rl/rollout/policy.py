@@ -19,6 +19,7 @@ Imports: the rollout modules only; no jax, no model.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -62,6 +63,20 @@ class Generation:
     token_ids: Sequence[int]
     logprobs: Sequence[float]
     finish_reason: FinishReason
+
+
+# Streaming: `on_tokens(i, ids, logprobs)` is told request i's new tokens as they are
+# sampled (the pieces add up to its Generation); returning False stops request i there
+# (finish "length"). A policy that can stream takes it as `generate(..., on_tokens=)`.
+OnTokens = Callable[[int, list[int], list[float]], "bool | None"]
+
+
+def can_stream(policy: object) -> bool:
+    """Whether `policy.generate` takes `on_tokens` (see `OnTokens`)."""
+    try:
+        return "on_tokens" in inspect.signature(policy.generate).parameters
+    except (AttributeError, TypeError, ValueError):
+        return False
 
 
 @runtime_checkable
@@ -155,9 +170,23 @@ class ScriptedPolicy:
             ids, reason = ids[: request.max_new_tokens], "length"
         return Generation(ids, [self.logprob] * len(ids), reason)
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], on_tokens: OnTokens | None = None
+                 ) -> list[Generation]:
+        """With `on_tokens`, each request's tokens are reported one at a time, request by
+        request (a test can hold the policy between pieces)."""
         self.calls.append(list(requests))
-        return [self._sample(r) for r in requests]
+        gens = [self._sample(r) for r in requests]
+        if on_tokens is None:
+            return gens
+        out = []
+        for i, g in enumerate(gens):
+            n = len(g.token_ids)
+            for j in range(n):
+                if on_tokens(i, [g.token_ids[j]], [g.logprobs[j]]) is False and j + 1 < n:
+                    g = Generation(g.token_ids[: j + 1], g.logprobs[: j + 1], "length")
+                    break
+            out.append(g)
+        return out
 
     def release(self, episode_ids: Sequence[str]) -> None:
         self.released.extend(episode_ids)

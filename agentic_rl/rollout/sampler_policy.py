@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Sequence
 
 from agentic_rl.models.transformer import Transformer
-from agentic_rl.rollout.policy import Generation, GenerationRequest
+from agentic_rl.rollout.policy import Generation, GenerationRequest, OnTokens
 from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler
 
@@ -38,10 +38,12 @@ class SamplerPolicy:
         params: SamplingParams | None = None,
         seed: int = 0,
         capacity: int = 512,
+        stream_chunk: int = 8,
     ):
         self.params = params or SamplingParams()
         self.tokenizer = tokenizer
         self.max_rows = max_rows
+        self.stream_chunk = stream_chunk  # tokens per streamed piece (see `generate`)
         self.sampler = BatchSampler(model, max_rows, capacity=capacity, tokenizer=tokenizer,
                                     seed=seed)
         self.rows: dict[str, int] = {}
@@ -67,7 +69,11 @@ class SamplerPolicy:
         self.sampler.reset([free[0]])
         return free[0]
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def generate(self, requests: Sequence[GenerationRequest], on_tokens: OnTokens | None = None
+                 ) -> list[Generation]:
+        """One `Generation` per request. With `on_tokens`, the batch decodes in chunks of
+        `stream_chunk` tokens and `on_tokens(i, ids, logprobs)` gets request i's new
+        tokens after each (False: stop that request there); the samples are the same."""
         new_tokens: dict[int, list[int]] = {}
         for req in requests:
             fresh = req.episode_id not in self.rows
@@ -87,6 +93,12 @@ class SamplerPolicy:
         self.stats["prefill_tokens"] += sum(len(v) for v in new_tokens.values())
         self.sampler.extend(new_tokens)
         rows = [self.rows[r.episode_id] for r in requests]
+        on_chunk = None
+        if on_tokens is not None:
+            index = {row: i for i, row in enumerate(rows)}
+
+            def on_chunk(row, ids, logprobs):
+                return on_tokens(index[row], ids, logprobs)
         out = self.sampler.sample(
             rows,
             max_new_tokens={self.rows[r.episode_id]: r.max_new_tokens for r in requests},
@@ -95,6 +107,7 @@ class SamplerPolicy:
             stop_strings={self.rows[r.episode_id]: r.stop_strings for r in requests},
             key_ids={self.rows[r.episode_id]: zlib.crc32(r.episode_id.encode()) & 0x7FFFFFFF
                      for r in requests},
+            on_chunk=on_chunk, chunk=self.stream_chunk if on_tokens is not None else None,
         )
         gens = []
         for row in rows:

@@ -22,7 +22,7 @@ agentic_rl.sampling modules.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -209,11 +209,20 @@ class BatchSampler:
         stop_token_ids: Sequence[int] | Mapping[int, Sequence[int]] = (),
         stop_strings: Sequence[str] | Mapping[int, Sequence[str]] = (),
         key_ids: Mapping[int, int] | None = None,
+        on_chunk: Callable[[int, list[int], list[float]], bool | None] | None = None,
+        chunk: int | None = None,
     ) -> dict[int, Completion]:
         """Sample the next turn for `rows`. Per-row settings may be given as mappings.
 
         `key_ids` names the PRNG stream of each row (default: the row index); the turn
         counter of the row is folded in, so turn k of stream s is always the same draw.
+
+        Streaming: with `on_chunk`, decoding runs in compiled chunks of `chunk` tokens
+        (default `decode_chunk`) and after each one `on_chunk(row, new_ids, new_logprobs)`
+        is told each row's kept new tokens (a stop string is cut before they are
+        reported, so the pieces add up to the completion). It returning False stops that
+        row there (finish "length": its client went away). Chunking never changes what is
+        sampled: a row's draws depend only on its key and step.
         """
         params = params or SamplingParams()
         rows = list(dict.fromkeys(rows))
@@ -227,14 +236,23 @@ class BatchSampler:
         keys = self._keys(rows, key_ids)
         start_len = {r: len(self.history[r]) for r in rows}
         live = {r for r in rows if remaining[r] > 0}
-        use_chunks = any(sstops.values())
+        use_chunks = any(sstops.values()) or on_chunk is not None
+        size = chunk or self.decode_chunk
+        if size < 1:
+            raise ValueError(f"chunk must be >= 1, got {size}")
         while live:
-            res, keys = self._decode_chunk(live, remaining, keys, stop_ids, params, use_chunks)
+            res, keys = self._decode_chunk(live, remaining, keys, stop_ids, params, use_chunks,
+                                           size)
             rollback = {}
             for r in list(live):
+                before = len(out[r].tokens)
                 finished, kept = self._take(r, res, out[r], remaining, sstops[r])
                 if kept is not None:
                     rollback[r] = kept
+                if on_chunk is not None and len(out[r].tokens) > before:
+                    c = out[r]
+                    if on_chunk(r, c.tokens[before:], c.logprobs[before:]) is False:
+                        finished = True  # as after a length limit: the cache is consistent
                 if finished:
                     live.discard(r)
             if rollback:
@@ -266,12 +284,12 @@ class BatchSampler:
             raise ValueError("stop strings need a tokenizer: BatchSampler(..., tokenizer=tok)")
         return limits, jnp.asarray(stop_id_array(stops, self.rows)), sstops
 
-    def _decode_chunk(self, live, remaining, keys, stop_ids, params, use_chunks):
+    def _decode_chunk(self, live, remaining, keys, stop_ids, params, use_chunks, size):
         """One compiled decode call for the `live` rows -> (host results, next keys)."""
         step = max(int(remaining[r]) for r in live)
-        # With stop strings, always the same chunk program (one compile), else
-        # the whole budget in one call.
-        M = self.decode_chunk if use_chunks else bucket(step, minimum=16)
+        # With stop strings or streaming, always the same chunk program (one compile per
+        # chunk size), else the whole budget in one call.
+        M = size if use_chunks else bucket(step, minimum=16)
         step = min(step, M)
         self._ensure_capacity(M)
         active = np.zeros(self.rows, bool)

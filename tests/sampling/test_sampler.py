@@ -253,3 +253,44 @@ def test_shared_prefix_prefill_is_exact(model):
         hist = h_shared[r]
         ref = full_logprobs(model, hist)[len(hist) - len(shared[r].tokens):]
         np.testing.assert_allclose(shared[r].logprobs_raw, ref, atol=1e-4)
+
+
+def test_streamed_chunks_add_up_to_the_unstreamed_sample(model, tok):
+    """on_chunk sees each row's kept tokens chunk by chunk; chunking changes nothing that
+    is sampled (same tokens and log-probs as one whole-budget call), a stop string is cut
+    before its pieces are reported, and returning False stops a row at a chunk end."""
+    p = SamplingParams(temperature=1.0)
+
+    def run(**kw):
+        s = BatchSampler(model, 3, capacity=32, tokenizer=tok, seed=3)
+        s.extend({r: PROMPTS[r] for r in range(3)})
+        return s, s.sample([0, 1, 2], max_new_tokens=21, params=p, **kw)
+
+    _, whole = run()
+    pieces: dict[int, list] = {0: [], 1: [], 2: []}
+    _, streamed = run(on_chunk=lambda r, ids, lps: pieces[r].append((ids, lps)), chunk=4)
+    for r in range(3):
+        assert streamed[r].tokens == whole[r].tokens
+        np.testing.assert_allclose(streamed[r].logprobs, whole[r].logprobs, rtol=1e-5,
+                                   atol=1e-6)
+        assert [t for ids, _ in pieces[r] for t in ids] == whole[r].tokens
+        assert [x for _, lps in pieces[r] for x in lps] == streamed[r].logprobs
+        assert len(pieces[r]) == -(-len(whole[r].tokens) // 4)  # one piece per 4-token chunk
+    # a stop string: the reported pieces stop exactly at the cut
+    text = tok.decode(whole[0].tokens)
+    stop = text[6:8]
+    got: list[int] = []
+    _, cut = run(on_chunk=lambda r, ids, lps: got.extend(ids) if r == 0 else None, chunk=4,
+                 stop_strings={0: [stop]})
+    assert cut[0].finish_reason == "stop" and got == cut[0].tokens
+    assert tok.decode(got) == text[: text.find(stop) + len(stop)]
+    # the client went away after its first chunk: row 1 stops there, the others go on
+    s, early = run(on_chunk=lambda r, ids, lps: r != 1, chunk=4)
+    assert early[1].tokens == whole[1].tokens[:4] and early[1].finish_reason == "length"
+    assert early[0].tokens == whole[0].tokens and early[2].tokens == whole[2].tokens
+    # its cache is consistent: continuing it equals a fresh prefill of what it holds
+    g = SamplingParams(greedy=True)
+    s.extend({1: [44]})
+    nxt = s.sample([1], max_new_tokens=3, params=g)[1]
+    fresh = generate(model, [PROMPTS[1] + early[1].tokens + [44]], max_new_tokens=3, params=g)
+    assert nxt.tokens == fresh[0].tokens
