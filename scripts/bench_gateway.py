@@ -1,23 +1,34 @@
-"""Gateway load benchmark: concurrent OpenAI-SDK clients against `python -m agentic_rl.serve`
-(a separate process), and the same conversations through the in-process chat service.
+"""Gateway load benchmark: concurrent clients against `python -m agentic_rl.serve` (a
+separate process), and the same conversations through the in-process chat service.
 
-    python scripts/bench_gateway.py --clients 64 --seconds 60            # tiny model
+    python scripts/bench_gateway.py --clients 64 --seconds 60 --client httpx   # tiny model
+    python scripts/bench_gateway.py --clients 64 --seconds 60 --client async   # openai SDK
     python scripts/bench_gateway.py --model smollm2-135m-instruct --clients 16 --seconds 60
 
-Phase 1 (load): `--clients` threads, each with its own `openai.OpenAI` client, run
-three-turn conversations against the server for `--seconds`; every request's latency,
-its completion tokens and any error are recorded. Phase 2 (ratio): the same number of
-conversations, with the same turns and token budgets, first over HTTP and then through
-the in-process `ChatService` (no HTTP) on an identical sampler in this process; the
-ratio of tokens/s is the gateway's overhead (target >= 0.8). Prints one JSON object:
-requests, errors, p50/p99 latency, tokens/s, and the ratio. Medians of noisy machines:
-run it twice.
+Clients (`--client`): `async`, one `openai.AsyncOpenAI` each on one event loop (how async
+agent frameworks call an endpoint); `threads`, one thread with an `openai.OpenAI` each;
+`httpx`, a bare `httpx.AsyncClient` each posting the same JSON (the least client-side
+CPU, so the figure is closest to the gateway's own cost: the clients share this
+machine's 2 cores with the server).
+
+Phase 1 (load): `--clients` clients run three-turn conversations against the server for
+`--seconds`; every request's latency, its completion tokens and any error are recorded.
+Phase 2 (ratio): the same number of conversations, with the same turns and token budgets,
+first over HTTP and then through the in-process `ChatService` (no HTTP) on an identical
+sampler in this process; the ratio of tokens/s is the gateway's overhead (target >= 0.8).
+The ratio phase also reports CPU milliseconds per request of the server, the clients and
+the in-process path, and requests per sampler call on each side (a sampler call costs
+about the same for any number of rows up to its bucket, so batch fill decides
+throughput). Prints one JSON object. Medians of noisy machines: run it twice.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
+import resource
 import subprocess
 import sys
 import threading
@@ -89,6 +100,103 @@ def run_clients(make_chat, clients: int, *, seconds: float | None = None,
     return state["lat"], state["tokens"], state["errors"], time.perf_counter() - t0
 
 
+async def _async_conversations(url: str, clients: int, *, seconds: float | None,
+                               conversations: int | None, max_tokens: int, kind: str):
+    """`clients` concurrent conversations on one event loop, each with its own client:
+    `openai.AsyncOpenAI` (kind "async") or a bare `httpx.AsyncClient` posting the same
+    JSON (kind "httpx": no SDK-side request building and response models, so nearly all
+    the client-side CPU left is HTTP itself)."""
+    import httpx
+    import openai
+
+    state = {"next": 0, "lat": [], "tokens": 0, "errors": []}
+    deadline = time.monotonic() + seconds if seconds else None
+    if kind == "async":
+        made = [openai.AsyncOpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
+                for _ in range(clients)]
+
+        async def call(client, messages):
+            r = await client.chat.completions.create(model="policy", messages=messages,
+                                                     max_tokens=max_tokens)
+            return r.choices[0].message.content or "", r.usage.completion_tokens
+    else:
+        made = [httpx.AsyncClient(base_url=url, timeout=300,
+                                  headers={"Authorization": "Bearer x"})
+                for _ in range(clients)]
+
+        async def call(client, messages):
+            r = await client.post("/chat/completions", json={
+                "model": "policy", "messages": messages, "max_tokens": max_tokens})
+            r.raise_for_status()
+            body = r.json()
+            return (body["choices"][0]["message"]["content"] or "",
+                    body["usage"]["completion_tokens"])
+
+    async def worker(client):
+        while True:
+            k = state["next"]
+            if conversations is not None and k >= conversations:
+                return
+            if deadline and time.monotonic() > deadline:
+                return
+            state["next"] += 1
+            messages = [{"role": "system", "content": "You are terse."},
+                        {"role": "user", "content": f"Conversation {k}: say something."}]
+            try:
+                for t in range(3):
+                    t0 = time.perf_counter()
+                    text, n = await call(client, messages)
+                    state["lat"].append(time.perf_counter() - t0)
+                    state["tokens"] += n
+                    messages += [{"role": "assistant", "content": text},
+                                 {"role": "user", "content": f"And turn {t + 1}?"}]
+            except Exception as e:  # noqa: BLE001 - counted, reported
+                state["errors"].append(f"{type(e).__name__}: {e}"[:200])
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in made))
+    wall = time.perf_counter() - t0
+    for c in made:
+        await (c.close() if kind == "async" else c.aclose())
+    return state["lat"], state["tokens"], state["errors"], wall
+
+
+def run_async_clients(url: str, clients: int, *, seconds: float | None = None,
+                      conversations: int | None = None, max_tokens: int = 32,
+                      kind: str = "async"):
+    """`run_clients` on one event loop (how async agent frameworks call an endpoint; far
+    less client CPU than 64 threads); see `_async_conversations`."""
+    return asyncio.run(_async_conversations(url, clients, seconds=seconds,
+                                            conversations=conversations,
+                                            max_tokens=max_tokens, kind=kind))
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _health(url: str) -> dict:
+    import httpx
+
+    return httpx.get(url.rsplit("/v1", 1)[0] + "/health", timeout=30).json()
+
+
+def _fill(before: dict, after: dict, prefix: str = "engine/") -> float:
+    calls = after[f"{prefix}calls"] - before[f"{prefix}calls"]
+    return round((after[f"{prefix}requests"] - before[f"{prefix}requests"]) / max(calls, 1), 1)
+
+
+def _per(seconds: float, requests: list) -> float:
+    return round(1000 * seconds / max(len(requests), 1), 2)
+
+
 def start_server(args) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "agentic_rl.serve", "--model", args.model, "--port", "0",
            "--max-rows", str(args.clients), "--max-context", "1024",
@@ -126,6 +234,10 @@ def main() -> int:
                     help="the batching window, for the server and the in-process service")
     ap.add_argument("--conversations", type=int, default=0,
                     help="conversations of the ratio phase (default: 2 x clients)")
+    ap.add_argument("--client", choices=("async", "threads", "httpx"), default="async",
+                    help="async: openai.AsyncOpenAI clients on one event loop; threads: "
+                         "one thread with an openai.OpenAI client each; httpx: bare "
+                         "httpx.AsyncClient posts of the same JSON on one event loop")
     args = ap.parse_args()
     import openai
 
@@ -135,14 +247,19 @@ def main() -> int:
             return http_chat(openai.OpenAI(base_url=url, api_key="x", max_retries=0,
                                            timeout=300), "policy")
 
+        def http_clients(**kw):
+            if args.client in ("async", "httpx"):
+                return run_async_clients(url, args.clients, max_tokens=args.max_tokens,
+                                         kind=args.client, **kw)
+            return run_clients(make_http, args.clients, max_tokens=args.max_tokens, **kw)
+
         # warm-up: compile the server's decode/prefill programs
-        run_clients(make_http, args.clients, conversations=args.clients,
-                    max_tokens=args.max_tokens)
-        lat, tokens, errors, wall = run_clients(make_http, args.clients, seconds=args.seconds,
-                                                max_tokens=args.max_tokens)
+        http_clients(conversations=args.clients)
+        lat, tokens, errors, wall = http_clients(seconds=args.seconds)
         n = args.conversations or 2 * args.clients
-        _, http_tokens, http_errors, http_wall = run_clients(
-            make_http, args.clients, conversations=n, max_tokens=args.max_tokens)
+        cpu0, h0 = (_cpu_s(proc.pid), _own_cpu_s()), _health(url)
+        http_lat, http_tokens, http_errors, http_wall = http_clients(conversations=n)
+        cpu1, h1 = (_cpu_s(proc.pid), _own_cpu_s()), _health(url)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -157,12 +274,15 @@ def main() -> int:
         return chat
 
     run_clients(make_local, args.clients, conversations=args.clients, max_tokens=args.max_tokens)
-    _, local_tokens, local_errors, local_wall = run_clients(
+    own0, e0 = _own_cpu_s(), dict(service.engine.stats)
+    local_lat, local_tokens, local_errors, local_wall = run_clients(
         make_local, args.clients, conversations=n, max_tokens=args.max_tokens)
+    own1, e1 = _own_cpu_s(), dict(service.engine.stats)
     service.engine.close()
     lat_ms = np.asarray(lat) * 1000
     out = {
-        "model": args.model, "clients": args.clients, "window_ms": args.window_ms,
+        "model": args.model, "clients": args.clients, "client": args.client,
+        "window_ms": args.window_ms,
         "seconds": round(wall, 1),
         "requests": len(lat), "errors": len(errors), "first_errors": errors[:3],
         "latency_p50_ms": round(float(np.percentile(lat_ms, 50)), 1) if len(lat) else None,
@@ -170,7 +290,15 @@ def main() -> int:
         "tokens_per_s": round(tokens / wall, 1),
         "ratio_phase": {"conversations": n, "http_tokens_per_s": round(http_tokens / http_wall, 1),
                         "inprocess_tokens_per_s": round(local_tokens / local_wall, 1),
-                        "http_errors": len(http_errors), "inprocess_errors": len(local_errors)},
+                        "http_errors": len(http_errors), "inprocess_errors": len(local_errors),
+                        # CPU time per request: where the HTTP path spends its extra work
+                        "server_cpu_ms_per_request": _per(cpu1[0] - cpu0[0], http_lat),
+                        "client_cpu_ms_per_request": _per(cpu1[1] - cpu0[1], http_lat),
+                        "inprocess_cpu_ms_per_request": _per(own1 - own0, local_lat),
+                        # requests per sampler call (a call costs about the same for any
+                        # number of rows up to the bucket)
+                        "http_requests_per_sampler_call": _fill(h0, h1),
+                        "inprocess_requests_per_sampler_call": _fill(e0, e1, prefix="")},
     }
     out["ratio_http_vs_inprocess"] = round(
         (http_tokens / http_wall) / max(local_tokens / local_wall, 1e-9), 3)
