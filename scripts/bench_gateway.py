@@ -19,7 +19,9 @@ sampler in this process; the ratio of tokens/s is the gateway's overhead (target
 The ratio phase also reports CPU milliseconds per request of the server, the clients and
 the in-process path, and requests per sampler call on each side (a sampler call costs
 about the same for any number of rows up to its bucket, so batch fill decides
-throughput). Prints one JSON object. Medians of noisy machines: run it twice.
+throughput). Phase 3 (stream): one client alone times the first content chunk of
+streamed completions against the whole stream and an unstreamed call. Prints one JSON
+object. Medians of noisy machines: run it twice.
 """
 
 from __future__ import annotations
@@ -197,10 +199,40 @@ def _per(seconds: float, requests: list) -> float:
     return round(1000 * seconds / max(len(requests), 1), 2)
 
 
+def stream_probe(url: str, requests: int, max_tokens: int) -> dict:
+    """One client alone: `requests` streamed completions of up to `max_tokens`, timing the
+    first content chunk and the whole stream, then as many unstreamed ones (medians)."""
+    import openai
+
+    client = openai.OpenAI(base_url=url, api_key="x", max_retries=0, timeout=300)
+    first, whole, plain, chunks = [], [], [], []
+    for k in range(requests):
+        messages = [{"role": "user", "content": f"Tell me a story, number {k}."}]
+        t0 = time.perf_counter()
+        got = None
+        n = 0
+        for chunk in client.chat.completions.create(model="policy", messages=messages,
+                                                    max_tokens=max_tokens, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                n += 1
+                got = got or time.perf_counter() - t0
+        whole.append(time.perf_counter() - t0)
+        first.append(got if got is not None else whole[-1])
+        chunks.append(n)
+        t0 = time.perf_counter()
+        client.chat.completions.create(model="policy", messages=messages, max_tokens=max_tokens)
+        plain.append(time.perf_counter() - t0)
+    ms = lambda x: round(1000 * float(np.median(x)), 1)  # noqa: E731
+    return {"requests": requests, "max_tokens": max_tokens,
+            "first_chunk_ms_p50": ms(first), "stream_total_ms_p50": ms(whole),
+            "unstreamed_ms_p50": ms(plain), "content_chunks_p50": float(np.median(chunks))}
+
+
 def start_server(args) -> tuple[subprocess.Popen, str]:
     cmd = [sys.executable, "-m", "agentic_rl.serve", "--model", args.model, "--port", "0",
            "--max-rows", str(args.clients), "--max-context", "1024",
-           "--max-new-tokens", str(args.max_tokens), "--batch-window-ms", str(args.window_ms)]
+           "--max-new-tokens", str(max(args.max_tokens, args.stream_tokens)),
+           "--batch-window-ms", str(args.window_ms)]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, text=True)
     line = proc.stdout.readline()
     if not line.startswith("serving "):
@@ -234,6 +266,9 @@ def main() -> int:
                     help="the batching window, for the server and the in-process service")
     ap.add_argument("--conversations", type=int, default=0,
                     help="conversations of the ratio phase (default: 2 x clients)")
+    ap.add_argument("--stream-requests", type=int, default=5,
+                    help="streamed requests of the stream probe (one client alone)")
+    ap.add_argument("--stream-tokens", type=int, default=64)
     ap.add_argument("--client", choices=("async", "threads", "httpx"), default="async",
                     help="async: openai.AsyncOpenAI clients on one event loop; threads: "
                          "one thread with an openai.OpenAI client each; httpx: bare "
@@ -260,6 +295,7 @@ def main() -> int:
         cpu0, h0 = (_cpu_s(proc.pid), _own_cpu_s()), _health(url)
         http_lat, http_tokens, http_errors, http_wall = http_clients(conversations=n)
         cpu1, h1 = (_cpu_s(proc.pid), _own_cpu_s()), _health(url)
+        stream = stream_probe(url, args.stream_requests, args.stream_tokens)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -300,6 +336,7 @@ def main() -> int:
                         "http_requests_per_sampler_call": _fill(h0, h1),
                         "inprocess_requests_per_sampler_call": _fill(e0, e1, prefix="")},
     }
+    out["stream"] = stream
     out["ratio_http_vs_inprocess"] = round(
         (http_tokens / http_wall) / max(local_tokens / local_wall, 1e-9), 3)
     print(json.dumps(out))
