@@ -18,6 +18,7 @@ Imports: agentic_rl.rollout (the RolloutPolicy protocol and its requests).
 from __future__ import annotations
 
 import collections
+import math
 import queue
 import threading
 import time
@@ -44,11 +45,13 @@ class BatchingEngine:
     window_s: how long to wait for the next request (idle window; see `_collect`).
     expected: optional callable, the number of requests worth waiting for.
     max_wait_windows: a batch waits at most this many windows after its first request.
+    peak_batches: without `expected`, wait for as many requests as the largest of the
+        last this many calls had (see `_collect`).
     """
 
     def __init__(self, policy: RolloutPolicy, *, max_batch: int | None = None,
                  window_s: float = 0.005, expected: Callable[[], int] | None = None,
-                 max_wait_windows: float = 20.0):
+                 max_wait_windows: float = 20.0, peak_batches: int = 3):
         self.policy = policy
         self.max_rows = getattr(policy, "max_rows", None)
         self.max_batch = max_batch or self.max_rows or 64
@@ -57,6 +60,7 @@ class BatchingEngine:
         self.window_s = window_s
         self.max_wait_windows = max_wait_windows
         self.expected = expected
+        self._sizes: collections.deque[int] = collections.deque(maxlen=peak_batches)
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._closed = threading.Event()
@@ -123,16 +127,26 @@ class BatchingEngine:
     def _collect(self, first: _Item) -> list[_Item]:
         """The batch: `first` and what arrives until it is full, the expected requests are
         in, or no request came for `window_s` (an idle window: a steady trickle of requests,
-        e.g. over HTTP, still fills one batch), at most `max_wait_windows` windows in all."""
+        e.g. over HTTP, still fills one batch), at most `max_wait_windows` windows in all.
+
+        Without `expected` (serving), the requests expected are as many as the largest of
+        the last `peak_batches` calls, and only the overall limit ends the wait for them,
+        not the idle window. Clients whose requests missed a batch (one slow client, a
+        pause) would otherwise stay a group of their own: each group waits only for its
+        own requests, so the sampler runs two half-full calls for every full one, and a
+        call costs about the same for any number of rows. Waiting for the recent peak
+        merges the groups again. When clients leave, the first wait that runs out resets
+        the peak to what came. A lone client is not made to wait: its peak is 1."""
         batch = [first]
         start = last = time.monotonic()
+        peak = max(self._sizes) if self.expected is None and self._sizes else None
         while len(batch) < self.max_batch:
-            want = self.expected() if self.expected is not None else None
+            want = self.expected() if self.expected is not None else peak
             if want is not None and len(batch) >= want:
                 break
             now = time.monotonic()
-            timeout = min(last + self.window_s, start + self.max_wait_windows * self.window_s
-                          ) - now
+            idle = last + self.window_s if peak is None else math.inf
+            timeout = min(idle, start + self.max_wait_windows * self.window_s) - now
             if timeout <= 0:
                 break
             try:
@@ -147,6 +161,9 @@ class BatchingEngine:
                 continue
             batch.append(msg)
             last = time.monotonic()
+        if peak is not None and len(batch) < peak and len(batch) < self.max_batch:
+            self._sizes.clear()  # the wait ran out: fewer clients now, expect fewer
+        self._sizes.append(len(batch))
         return batch
 
     def _make_room(self, batch: list[_Item]) -> None:
