@@ -22,7 +22,7 @@ from agentic_rl.agents import (
     load_agent,
     run_agents,
 )
-from agentic_rl.rollout.loop import RolloutResult
+from agentic_rl.rollout.types import RolloutResult
 from agentic_rl.train.config import ConfigError, agent_names
 
 
