@@ -66,7 +66,7 @@ class Generation:
 
 @runtime_checkable
 class RolloutPolicy(Protocol):
-    """The interface the rollout loop samples from: generate(requests) -> generations.
+    """The interface the rollout runtime samples from: generate(requests) -> generations.
     Implemented by `ScriptedPolicy` and `rollout.sampler_policy.SamplerPolicy`."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
