@@ -14,7 +14,7 @@ A trained policy is evaluated from its run directory instead of `--model`:
 (`--checkpoint latest|best|STEP`); the environment, its settings and the chat format
 then default to the run's own config.
 
-Imports: any layer (an entry point): models, sampling, envs, rollout, train.
+Imports: any layer (an entry point): models, sampling, envs, rollout, agents, train.
 """
 
 from __future__ import annotations
@@ -96,9 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from agentic_rl.agents import evaluate_policy
     from agentic_rl.envs import ENVS
     from agentic_rl.models.loading import LOAD_ERRORS, load_policy
-    from agentic_rl.rollout import RolloutConfig, evaluate_policy, make_chat_format
+    from agentic_rl.rollout import RolloutConfig, make_chat_format
     from agentic_rl.rollout.chat_format import _PRESETS
     from agentic_rl.rollout.sampler_policy import SamplerPolicy
     from agentic_rl.sampling import SamplingParams

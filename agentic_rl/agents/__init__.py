@@ -2,6 +2,8 @@
 
 - `runtime`: agent programs (`agent(task, llm)`), `AgentLLM`, `run_agents` -> EpisodeBatch;
 - `env_agent`: our environments as agent programs (one rollout runtime for both);
+- `env_rollout`: `run_episodes` / `evaluate_policy`, our environments' rollouts and
+  evaluation over `run_agents` + `EnvAgent`;
 - `system`: multi-agent systems (`Agent`, `AgentSystem`, pipeline and critique loop);
 - `teams`: ready-made systems on our tasks (`SqlTeam`: a SQL writer and a checker);
 - `service`: the chat service (token-exact chains of calls, rewards, rows);
@@ -14,9 +16,17 @@ Imports: the agents modules only (their public names).
 
 from agentic_rl.agents.engine import BatchingEngine
 from agentic_rl.agents.env_agent import EnvAgent
+from agentic_rl.agents.env_rollout import evaluate_policy, run_episodes
 from agentic_rl.agents.gateway import Gateway, build_app
 from agentic_rl.agents.openai_format import APIError
-from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult, load_agent, run_agents
+from agentic_rl.agents.runtime import (
+    AGENTS,
+    AgentLLM,
+    AgentResult,
+    EpisodeFailure,
+    load_agent,
+    run_agents,
+)
 from agentic_rl.agents.service import ChatService, ServiceConfig
 from agentic_rl.agents.system import Agent, AgentContext, AgentSystem, critique_loop, pipeline
 from agentic_rl.agents.teams import SqlTeam
@@ -35,9 +45,12 @@ __all__ = [
     "BatchingEngine",
     "ChatService",
     "EnvAgent",
+    "EpisodeFailure",
     "Gateway",
     "ServiceConfig",
     "build_app",
+    "evaluate_policy",
     "load_agent",
     "run_agents",
+    "run_episodes",
 ]

@@ -12,6 +12,12 @@ is evicted (its next request re-prefills its whole history: exact, only slower).
 A request may carry a token listener (streaming, `submit(on_tokens=)`): a batch with one
 decodes in chunks and reports each piece as it is sampled (`RolloutPolicy` streaming).
 
+Every generation is checked against its request (`check_generation`: the policy
+contract). A policy that raises or breaks the contract is a bug, not an episode's
+failure: each waiting caller gets the exception, and it is also reported to the
+engine's error watchers (`watch_errors`), so `run_agents` can stop the whole rollout at
+once with that exception instead of counting dropped episodes.
+
 Imports: agentic_rl.rollout (the RolloutPolicy protocol and its requests).
 """
 
@@ -26,7 +32,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from agentic_rl.rollout.policy import Generation, GenerationRequest, RolloutPolicy, can_stream
+from agentic_rl.rollout.policy import (
+    Generation,
+    GenerationRequest,
+    PolicyContractError,
+    RolloutPolicy,
+    can_stream,
+    check_generation,
+)
 
 
 @dataclass
@@ -45,6 +58,8 @@ class BatchingEngine:
     window_s: how long to wait for the next request (idle window; see `_collect`).
     expected: optional callable, the number of requests worth waiting for.
     max_wait_windows: a batch waits at most this many windows after its first request.
+        Requests already queued when the wait ends still join the batch (so a window of
+        0 batches whatever is waiting, as the environment loop's straggler wait of 0 did).
     peak_batches: without `expected`, wait for as many requests as the largest of the
         last this many calls had (see `_collect`).
     """
@@ -64,6 +79,9 @@ class BatchingEngine:
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._recent: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._closed = threading.Event()
+        self._watchers: list[Callable[[BaseException], None]] = []
+        self._released: list[str] = []  # released sessions not yet passed to the policy
+        self._collecting = False  # a batch is being collected (see notify)
         self.stats = {"calls": 0, "requests": 0, "evictions": 0, "max_batch_seen": 0,
                       "streamed_calls": 0}
         self._streams = can_stream(policy)
@@ -102,6 +120,18 @@ class BatchingEngine:
         self._queue.put(("call", fn, future))
         return future.result()
 
+    def notify(self) -> None:
+        """`expected()` may have dropped (an episode ended): a batch being collected
+        re-checks it now instead of at the end of its wait."""
+        if self._collecting and not self._closed.is_set():  # idle: nothing to re-check
+            self._queue.put(("notify",))
+
+    def watch_errors(self, fn: Callable[[BaseException], None]) -> Callable[[], None]:
+        """Calls `fn(exception)` (on the worker thread) whenever the policy raises or breaks
+        its contract; returns the function that stops watching."""
+        self._watchers.append(fn)
+        return lambda: self._watchers.remove(fn) if fn in self._watchers else None
+
     def close(self) -> None:
         if not self._closed.is_set():
             self._closed.set()
@@ -111,13 +141,15 @@ class BatchingEngine:
     # -- worker ---------------------------------------------------------------------------
 
     def _control(self, msg) -> None:
-        if msg[0] == "release":
-            ids = [i for i in msg[1] if i in self._recent]
-            for i in ids:
-                del self._recent[i]
-            if ids:
-                self.policy.release(ids)
+        if msg[0] == "notify":
+            return
+        if msg[0] == "release":  # deferred: one policy.release for many (see _flush)
+            for i in msg[1]:
+                if i in self._recent:
+                    del self._recent[i]
+                    self._released.append(i)
         else:
+            self._flush()
             _, fn, future = msg
             try:
                 future.set_result(fn(self.policy))
@@ -140,6 +172,18 @@ class BatchingEngine:
         batch = [first]
         start = last = time.monotonic()
         peak = max(self._sizes) if self.expected is None and self._sizes else None
+        self._collecting = True
+        try:
+            batch = self._collect_more(batch, start, last, peak)
+        finally:
+            self._collecting = False
+        if peak is not None and len(batch) < peak and len(batch) < self.max_batch:
+            self._sizes.clear()  # the wait ran out: fewer clients now, expect fewer
+        self._sizes.append(len(batch))
+        return batch
+
+    def _collect_more(self, batch: list[_Item], start: float, last: float,
+                      peak: int | None) -> list[_Item]:
         while len(batch) < self.max_batch:
             want = self.expected() if self.expected is not None else peak
             if want is not None and len(batch) >= want:
@@ -147,10 +191,9 @@ class BatchingEngine:
             now = time.monotonic()
             idle = last + self.window_s if peak is None else math.inf
             timeout = min(idle, start + self.max_wait_windows * self.window_s) - now
-            if timeout <= 0:
-                break
-            try:
-                msg = self._queue.get(timeout=timeout)
+            try:  # the wait is over: what is already queued still joins
+                msg = self._queue.get(timeout=timeout) if timeout > 0 else \
+                    self._queue.get_nowait()
             except queue.Empty:
                 break
             if msg is None:
@@ -161,10 +204,16 @@ class BatchingEngine:
                 continue
             batch.append(msg)
             last = time.monotonic()
-        if peak is not None and len(batch) < peak and len(batch) < self.max_batch:
-            self._sizes.clear()  # the wait ran out: fewer clients now, expect fewer
-        self._sizes.append(len(batch))
         return batch
+
+    def _flush(self) -> None:
+        """Passes the deferred releases to the policy in one call: before a batch, before a
+        `call`, when the queue runs dry and at close. (One `SamplerPolicy.release` resets
+        its cache rows in one device op; released one by one, 128 episodes ending together
+        cost the sampler a few dozen milliseconds of a small rollout's critical path.)"""
+        if self._released:
+            ids, self._released = self._released, []
+            self.policy.release(ids)
 
     def _make_room(self, batch: list[_Item]) -> None:
         """Evicts least recently used idle sessions so the batch's sessions fit the rows."""
@@ -191,14 +240,19 @@ class BatchingEngine:
                 self._recent.pop(it.request.episode_id, None)
                 self._recent[it.request.episode_id] = None
             try:
+                self._flush()
                 self._make_room(items)
                 if params is not None and hasattr(self.policy, "params"):
                     self.policy.params = params
                 gens = self._generate(items)
                 if len(gens) != len(items):
-                    raise RuntimeError(f"policy returned {len(gens)} generations for "
-                                       f"{len(items)} requests")
+                    raise PolicyContractError(f"policy returned {len(gens)} generations for "
+                                              f"{len(items)} requests")
+                for it, gen in zip(items, gens):
+                    check_generation(it.request, gen)
             except BaseException as e:  # noqa: BLE001 - each waiting caller gets the error
+                for fn in list(self._watchers):
+                    fn(e)
                 for it in items:
                     it.future.set_exception(e)
                 continue
@@ -233,13 +287,18 @@ class BatchingEngine:
 
     def _work(self) -> None:
         while True:
-            msg = self._queue.get()
+            try:
+                msg = self._queue.get_nowait()
+            except queue.Empty:  # idle: hand the deferred releases over, then wait
+                self._flush()
+                msg = self._queue.get()
             if msg is None:
                 break
             if isinstance(msg, tuple):
                 self._control(msg)
                 continue
             self._run(self._collect(msg))
+        self._flush()
         # closed: fail whatever is still queued
         while True:
             try:

@@ -13,8 +13,11 @@ HTTP, goes through the same `ChatService`, which keeps the tokens exactly; a fin
 rollout's chains of calls become `EpisodeRecord`s, collated into an `EpisodeBatch`.
 
 `run_agents` runs `group_size` copies of the agent per task concurrently (one thread
-each; an async agent runs in its own event loop on that thread), with a time limit per
-episode and the rollout's error budget.
+each, from the cached daemon threads of `agents.threads`; an async agent runs in its
+own event loop on that thread), with a time limit per
+rollout and the error budget. It is the project's one rollout runtime: our environments
+run in it as agent programs too (`env_agent.EnvAgent`; `env_rollout.run_episodes` is
+the environment loop's entry point).
 
 Imports: agentic_rl.envs, agentic_rl.rollout, agentic_rl.registry and agentic_rl.agents;
 openai only for the HTTP client.
@@ -26,6 +29,7 @@ import asyncio
 import importlib
 import inspect
 import math
+import queue
 import re
 import threading
 import time
@@ -36,16 +40,17 @@ from typing import Any
 
 from agentic_rl.agents.openai_format import APIError
 from agentic_rl.agents.service import ChatService
+from agentic_rl.agents.threads import run_on_thread
 from agentic_rl.envs.base import Task
 from agentic_rl.registry import Registry
 from agentic_rl.rollout.batch import collate
-from agentic_rl.rollout.loop import (
+from agentic_rl.rollout.metrics import episode_metrics
+from agentic_rl.rollout.types import (
     EpisodeError,
     ErrorBudgetExceeded,
     RolloutResult,
     episode_seed,
 )
-from agentic_rl.rollout.metrics import episode_metrics
 
 AGENTS = Registry("agent program")
 
@@ -59,7 +64,10 @@ class AgentResult:
     answer: the agent's final answer (for a reward function, and the metadata).
     success: for evaluation metrics (default: reward > 0).
     truncated: the agent stopped because of a limit, not because it finished.
-    info: anything else, kept in the rows' metadata.
+    info: anything else, kept in the rows' metadata (under "info").
+    metadata: keys merged into each of its rows' metadata, over the runtime's own (e.g.
+        `EnvAgent`'s messages with the final observation, tool calls, termination);
+        "timings" is merged into the runtime's timings.
     """
 
     reward: float | None = None
@@ -67,6 +75,7 @@ class AgentResult:
     success: bool | None = None
     truncated: bool = False
     info: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
 
 
 class AgentLLM:
@@ -79,9 +88,20 @@ class AgentLLM:
     api_key = "agentic-rl"
 
     def __init__(self, service: ChatService, rollout_id: str, seed: int, *,
-                 gateway_url: str | None = None, model: str = "policy"):
+                 gateway_url: str | None = None, model: str = "policy",
+                 on_abandon: Callable[[str, str], None] | None = None):
         self.service, self.rollout_id, self.seed, self.model = service, rollout_id, seed, model
         self._gateway = gateway_url.rstrip("/") if gateway_url else None
+        self._on_abandon = on_abandon
+
+    def abandon(self, stage: str, message: str) -> None:
+        """Drops this episode now (an `EpisodeError` with this stage and message) without
+        waiting for the agent's thread: e.g. from a watchdog while that thread is stuck
+        in a call that will not return. The thread is left behind (a daemon); its later
+        LLM calls are refused (unknown rollout)."""
+        if self._on_abandon is None:
+            raise RuntimeError("this episode is not run by run_agents: nothing to abandon")
+        self._on_abandon(stage, message)
 
     @property
     def rollout_url(self) -> str:
@@ -170,18 +190,29 @@ def _as_result(out: Any) -> AgentResult:
     return AgentResult(reward=float(out))
 
 
+class EpisodeFailure(Exception):
+    """Raised by an agent program to drop its episode with a stage and message of its own
+    (e.g. `EnvAgent`: an environment's reset or step failed, or timed out); any other
+    exception drops it at stage "agent"."""
+
+    def __init__(self, stage: str, message: str, traceback: str = ""):
+        super().__init__(message)
+        self.stage, self.message, self.traceback = stage, message, traceback
+
+
 @dataclass
 class _Episode:
+    index: int
     rollout_id: str
     task: Task
     group: int
     sample: int
     seed: int
-    thread: threading.Thread | None = None
     started: float = 0.0
     result: AgentResult | None = None
-    error: tuple[str, str] | None = None  # (message, traceback)
-    done: threading.Event = field(default_factory=threading.Event)
+    error: tuple[str, str, str] | None = None  # (stage, message, traceback)
+    ended: bool = False  # no longer counted live (returned, raised or abandoned)
+    settled: bool = False  # its rollout finished (rows taken or dropped)
 
 
 def run_agents(
@@ -192,28 +223,41 @@ def run_agents(
     group_size: int = 1,
     seed: int = 0,
     reward_fn: Callable[[Task, str | None], float] | None = None,
-    timeout_s: float = 600.0,
+    timeout_s: float | None = 600.0,
     max_error_fraction: float = 0.25,
     gateway_url: str | None = None,
     num_turns: int | None = None,
     length_bucket: int | str = 64,
     collate_batch: bool = True,
     on_live: Callable[[int], None] | None = None,
+    on_episode: Callable[[dict[str, Any] | None], None] | None = None,
     max_rows_per_episode: int | None = None,
     train_agents: str | None = None,
     team_reward_weight: float = 1.0,
     posted_reward_weight: float = 1.0,
+    row_metadata: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    budget_label: tuple[str, str] = ("agent episodes", "max_error_fraction"),
 ) -> RolloutResult:
     """Runs `group_size` copies of `agent` on every task concurrently; their calls become
     the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
 
-    Episode ids are `g{task}s{sample}` as in `run_episodes`. An agent that raises, returns
-    a bad value or runs past `timeout_s` is dropped (listed in `errors`; a late agent's
-    further calls get 404); more failures than `max_error_fraction` of the episodes
-    raise `ErrorBudgetExceeded`. `on_live(n)` is told how many episodes still run.
-    `max_rows_per_episode` keeps an episode's last rows (the chains with its latest
-    context and final reward) when its history broke into more; the metric
-    `dropped_rows` counts the others.
+    Episode ids are `g{task}s{sample}` (the sampler keys its random numbers by them and
+    the turn, so which episodes share a batch never changes what is sampled). An agent
+    that raises, returns a bad value or runs past `timeout_s` (None: no limit) is dropped
+    (listed in `errors`, at stage "agent", "timeout", or an `EpisodeFailure`'s own; a
+    late agent's further calls get 404). Each episode is settled on this thread as soon
+    as it ends: its rows are taken and their sampler rows freed, and `on_episode` is
+    called with its last row's metadata (None when it was dropped); once more than
+    `max_error_fraction` of the episodes have failed, `ErrorBudgetExceeded` is raised at
+    once (`budget_label`: the nouns its message uses). An error of the policy itself
+    (it raised, or broke the generation contract; see `BatchingEngine.watch_errors`) is a
+    bug, not a dropped episode: it is re-raised here as soon as it happens. Whenever the
+    call raises, the rows of the episodes still running are freed.
+
+    `on_live(n)` is told how many episodes still run. `max_rows_per_episode` keeps an
+    episode's last rows (the chains with its latest context and final reward) when its
+    history broke into more; the metric `dropped_rows` counts the others.
+    `row_metadata(meta) -> meta` transforms each row's finished metadata.
 
     Multi-agent programs (calls attributed to several agents): a row's group is its
     (task, agent) pair, `agent_id * len(tasks) + task index`, so group baselines compare an
@@ -231,101 +275,156 @@ def run_agents(
         raise ValueError("run_agents needs at least one task")
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
-    episodes = [_Episode(f"g{g}s{s}", task, g, s, episode_seed(seed, g, s))
-                for g, task in enumerate(tasks) for s in range(group_size)]
+    episodes = [_Episode(i, f"g{g}s{s}", task, g, s, episode_seed(seed, g, s))
+                for i, (g, task, s) in enumerate((g, task, s) for g, task in enumerate(tasks)
+                                                 for s in range(group_size))]
     budget = math.floor(max_error_fraction * len(episodes))
     live = {"n": len(episodes)}
     lock = threading.Lock()
+    # ("done", episode) | ("abandoned", (episode, stage, message)) | ("policy", error)
+    events: queue.SimpleQueue = queue.SimpleQueue()
+
+    def end_live(ep: _Episode) -> None:
+        with lock:
+            if ep.ended:
+                return
+            ep.ended = True
+            live["n"] -= 1
+            if on_live is not None:
+                on_live(live["n"])
 
     def body(ep: _Episode) -> None:
+        def abandon(stage: str, message: str) -> None:
+            end_live(ep)
+            events.put(("abandoned", (ep, stage, message)))
+
         llm = AgentLLM(service, ep.rollout_id, ep.seed, gateway_url=gateway_url,
-                       model=service.cfg.model_name)
+                       model=service.cfg.model_name, on_abandon=abandon)
         try:
             ep.result = _as_result(_call_agent(agent, ep.task, llm))
+        except EpisodeFailure as e:
+            ep.error = (e.stage, e.message, e.traceback)
         except BaseException as e:  # noqa: BLE001 - one agent failing drops one episode
-            ep.error = (f"{type(e).__name__}: {e}",
+            ep.error = ("agent", f"{type(e).__name__}: {e}",
                         "".join(traceback.format_exception(type(e), e, e.__traceback__)))
         finally:
-            with lock:
-                live["n"] -= 1
-                if on_live is not None:
-                    on_live(live["n"])
-            ep.done.set()
+            end_live(ep)
+            events.put(("done", ep))
 
-    for ep in episodes:
-        service.start_rollout(ep.rollout_id, ep.group)
-    if on_live is not None:
-        on_live(live["n"])
-    for ep in episodes:
-        ep.thread = threading.Thread(target=body, args=(ep,), daemon=True,
-                                     name=f"agent-{ep.rollout_id}")
-        ep.started = time.monotonic()
-        ep.thread.start()
-    deadline = time.monotonic() + timeout_s
-    for ep in episodes:
-        ep.done.wait(max(0.0, deadline - time.monotonic()))
-    records, errors, finished = [], [], []
-    dropped = frozen = 0
+    rows_of: dict[int, list] = {}
+    errors: list[EpisodeError] = []
     per_agent: dict[str, list[dict]] = {}
-    for ep in episodes:
-        if not ep.done.is_set():
-            ep.error = (f"the agent ran longer than {timeout_s} s", "")
-            stage = "timeout"
-        else:
-            stage = "agent"
-        rows, scope = service.finish_rollout(ep.rollout_id)
+    counts = {"dropped": 0, "frozen": 0}
+
+    def fail(ep: _Episode, stage: str, message: str, tb: str = "") -> None:
+        errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, stage, message, tb))
+        if on_episode is not None:
+            on_episode(None)
+        if len(errors) > budget:
+            noun, knob = budget_label
+            shown = "\n".join(f"  - episode {e.episode_id} (task {e.task_id}) at {e.stage}: "
+                              f"{e.message}" for e in errors[:5])
+            raise ErrorBudgetExceeded(
+                f"{len(errors)} of {len(episodes)} {noun} failed, over the budget of "
+                f"{budget} ({knob}={max_error_fraction}). First errors:\n{shown}")
+
+    def settle(ep: _Episode) -> None:
+        """Takes a finished (or timed-out) episode's rows, or drops it."""
+        ep.settled = True
+        rows, _ = service.finish_rollout(ep.rollout_id)
         if max_rows_per_episode is not None and len(rows) > max_rows_per_episode:
-            dropped += len(rows) - max_rows_per_episode
+            counts["dropped"] += len(rows) - max_rows_per_episode
             rows = rows[len(rows) - max_rows_per_episode:]
         if ep.error is None and not rows:
-            ep.error = ("the agent made no LLM call", "")
+            ep.error = ("agent", "the agent made no LLM call", "")
         if ep.error is not None:
-            errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, stage, *ep.error))
-            continue
+            return fail(ep, *ep.error)
         res = ep.result
         reward = res.reward
         if reward is None and reward_fn is not None:
             reward = float(reward_fn(ep.task, res.answer))
         if reward is not None and not math.isfinite(reward):
-            errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, "agent",
-                                       f"non-finite reward {reward!r}"))
-            continue
+            return fail(ep, "agent", f"non-finite reward {reward!r}")
+        extra = dict(res.metadata)
+        timings = {"total_s": time.monotonic() - ep.started, **extra.pop("timings", {})}
+        kept = []
         for rec in rows:
+            name = rec.metadata["agent"]
             if posted_reward_weight != 1.0:
                 rec.turn_rewards = [posted_reward_weight * r for r in rec.turn_rewards]
             rec.turn_rewards[-1] += team_reward_weight * (reward or 0.0)
-            rec.group_id = service.agent_ids[rec.metadata["agent"]] * len(tasks) + ep.group
+            rec.group_id = service.agent_ids[name] * len(tasks) + ep.group
             rec.truncated = rec.truncated or res.truncated
             total = float(sum(rec.turn_rewards))
             rec.metadata.update({
-                "task_id": ep.task.id,
+                "task_id": ep.task.id, "task_subset": (ep.task.data or {}).get("subset"),
                 "sample_index": ep.sample, "seed": ep.seed, "return": total,
+                "turn_rewards": list(rec.turn_rewards),
                 "success": bool(res.success if res.success is not None else total > 0),
                 "answer": res.answer, "info": dict(res.info), "infos": [dict(res.info)],
                 "truncated": rec.truncated,
                 "termination": "truncated" if rec.truncated else "done",
-                "rows_in_episode": len(rows),
-                "timings": {"total_s": time.monotonic() - ep.started},
+                "rows_in_episode": len(rows), "timings": dict(timings), **extra,
             })
-            per_agent.setdefault(rec.metadata["agent"], []).append(rec.metadata)
-            if trainable is not None and not trainable.fullmatch(rec.metadata["agent"]):
-                frozen += 1
+            if row_metadata is not None:
+                rec.metadata = row_metadata(rec.metadata)
+            per_agent.setdefault(name, []).append(rec.metadata)
+            if trainable is not None and not trainable.fullmatch(name):
+                counts["frozen"] += 1
                 continue
-            records.append(rec)
-        finished.append(ep)
-    if len(errors) > budget:
-        shown = "\n".join(f"  - episode {e.episode_id} (task {e.task_id}) at {e.stage}: "
-                          f"{e.message}" for e in errors[:5])
-        raise ErrorBudgetExceeded(
-            f"{len(errors)} of {len(episodes)} agent episodes failed, over the budget of "
-            f"{budget} (max_error_fraction={max_error_fraction}). First errors:\n{shown}")
+            kept.append(rec)
+        rows_of[ep.index] = kept
+        if on_episode is not None:
+            on_episode(rows[-1].metadata)
+
+    unwatch = service.engine.watch_errors(lambda e: events.put(("policy", e)))
+    try:
+        for ep in episodes:
+            service.start_rollout(ep.rollout_id, ep.group)
+        if on_live is not None:
+            on_live(live["n"])
+        for ep in episodes:
+            ep.started = time.monotonic()
+            run_on_thread(lambda ep=ep: body(ep), "agent")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        running = len(episodes)
+        while running:
+            try:
+                wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+                kind, what = events.get(timeout=wait) if wait != 0.0 else events.get_nowait()
+            except queue.Empty:
+                break  # the deadline passed (and what ended by then is settled)
+            if kind == "policy":
+                raise what
+            if kind == "abandoned":
+                what, *error = what
+                if what.settled:
+                    continue
+                what.error = (*error, "")
+            elif what.settled:  # the thread of an abandoned episode came back
+                continue
+            running -= 1
+            settle(what)
+        for ep in episodes:
+            if not ep.settled:
+                ep.error = ("timeout", f"the agent ran longer than {timeout_s} s", "")
+                settle(ep)
+    finally:
+        unwatch()
+        for ep in episodes:  # raised: free what the episodes still running hold
+            if not ep.settled and ep.rollout_id in service.scopes:
+                ep.settled = True
+                service.finish_rollout(ep.rollout_id)
+    order = {ep.rollout_id: ep.index for ep in episodes}
+    errors.sort(key=lambda e: order[e.episode_id])
+    records = [rec for i in sorted(rows_of) for rec in rows_of[i]]
     batch = None
     if collate_batch and records:
         batch = collate(records, length_bucket=length_bucket, num_turns=num_turns)
     metrics = episode_metrics([r.metadata for r in records], len(errors))
-    metrics["dropped_rows"] = float(dropped)
-    metrics["frozen_rows"] = float(frozen)
-    metrics["rows_per_episode"] = len(records) / max(len(finished), 1)
+    metrics["dropped_rows"] = float(counts["dropped"])
+    metrics["frozen_rows"] = float(counts["frozen"])
+    metrics["rows_per_episode"] = len(records) / max(len(rows_of), 1)
     if len(per_agent) > 1:
         for name, metas in sorted(per_agent.items()):
             n = len(metas)
@@ -337,4 +436,5 @@ def run_agents(
     return RolloutResult(batch, records, errors, metrics)
 
 
-__all__ = ["AGENTS", "AgentLLM", "AgentResult", "APIError", "load_agent", "run_agents"]
+__all__ = ["AGENTS", "AgentLLM", "AgentResult", "APIError", "EpisodeFailure", "load_agent",
+           "run_agents"]

@@ -13,7 +13,7 @@ the request's whole message list; when the request shares its first message with
 existing chain but not the rest (a client truncated, summarized or edited its history),
 that is counted as a prefix break.
 
-Token layout of a chain (the same as the environment loop's, see `rollout.loop`): the
+Token layout of a chain (the rollout's layout, see `rollout.types`): the
 prompt, then per call the sampled tokens (loss mask 1, with the sampler's log-probs),
 the end-of-turn token when the sampler did not produce it (loss mask 0), and the next
 call's new messages as an observation segment (loss mask 0).
@@ -64,6 +64,8 @@ class ServiceConfig:
     sampling: the settings every call samples with when `fixed_sampling` (training: the
         behaviour policy must be the one the learner assumes, so clients' temperature and
         top_p are ignored and counted); otherwise the defaults that requests override.
+        None: the policy's own settings, untouched (`run_episodes`, whose caller set
+        them on the policy); requests' sampling fields are then ignored.
     max_new_tokens: cap on a call's completion (requests may ask for fewer).
     max_context_tokens: cap on a chain's tokens (the KV-cache capacity).
     max_turns: calls per chain (training: the batch's turn axis K); None = unbounded.
@@ -77,7 +79,7 @@ class ServiceConfig:
     """
 
     model_name: str = "policy"
-    sampling: SamplingParams = SamplingParams()
+    sampling: SamplingParams | None = SamplingParams()
     fixed_sampling: bool = False
     max_new_tokens: int = 256
     max_context_tokens: int = 4096
@@ -151,6 +153,11 @@ class ChatService:
         self.scopes: dict[str, Scope] = {SERVE_SCOPE: Scope(SERVE_SCOPE)}
         self.agent_ids: dict[str, int] = {name: i for i, name in enumerate(self.cfg.agents)}
         self._serial = itertools.count()
+        # Response ids: a random per-service prefix and a counter. Not a fresh random id
+        # per call: os.urandom releases the GIL, and with a hundred agent threads every
+        # call then waited its turn for the GIL again (a third of a small rollout's time).
+        self._id_prefix = secrets.token_hex(6)
+        self._ids = itertools.count()
         self.metrics: dict[str, float] = {
             "requests": 0, "prefix_breaks": 0, "new_conversations": 0,
             "malformed_tool_calls": 0, "context_overflows": 0, "max_turns_refusals": 0,
@@ -182,6 +189,9 @@ class ChatService:
                            param="model", code="unknown_agent")
         with self._lock:
             return self.agent_ids.setdefault(agent, len(self.agent_ids))
+
+    def _next_id(self) -> str:
+        return f"{self._id_prefix}{next(self._ids):012x}"
 
     def _count(self, key: str, n: float = 1) -> None:
         with self._lock:
@@ -309,8 +319,11 @@ class ChatService:
             self.engine.release([c.id for c in drop])
         return chain
 
-    def _params(self, req_temperature: float | None, req_top_p: float | None) -> SamplingParams:
+    def _params(self, req_temperature: float | None, req_top_p: float | None
+                ) -> SamplingParams | None:
         base = self.sampling
+        if base is None:  # the policy's own settings
+            return None
         if self.cfg.fixed_sampling:
             if req_temperature is not None and req_temperature != base.temperature or \
                     req_top_p is not None and req_top_p != base.top_p:
@@ -326,8 +339,8 @@ class ChatService:
         sample (2 tokens: one sampled, one end-of-turn)."""
         if len(prompt) + 2 > self.cfg.max_context_tokens:
             self._count("context_overflows")
-            raise APIError(400, f"the prompt has {len(prompt)} tokens; the context limit is "
-                           f"{self.cfg.max_context_tokens}", param=param,
+            raise APIError(400, f"the prompt has {len(prompt)} tokens; the context limit of "
+                           f"{self.cfg.max_context_tokens} leaves no room for a turn", param=param,
                            code="context_length_exceeded")
 
     def _budget(self, n_tokens: int, max_tokens: int | None) -> int:
@@ -352,18 +365,20 @@ class ChatService:
         if match is not None:
             new_ids = self.fmt.encode_observation(chat_messages(new))
             base_tokens = [*match.record.tokens, *new_ids]
-            if len(base_tokens) + 2 > self.cfg.max_context_tokens:
-                match.truncated = True
-                self._count("context_overflows")
-                raise APIError(400, f"this call would make the conversation {len(base_tokens)} "
-                               f"tokens, over the context limit of {self.cfg.max_context_tokens}",
-                               param="messages", code="context_length_exceeded")
+            # the turn limit first: a row at both limits ended by its turns (as the
+            # environment loop always said)
             if self.cfg.max_turns is not None and match.turn >= self.cfg.max_turns:
                 match.truncated = True
                 self._count("max_turns_refusals")
                 raise APIError(400, f"this conversation already had {match.turn} calls, the "
                                f"limit per row (max_turns={self.cfg.max_turns})",
                                param="messages", code="max_turns_exceeded")
+            if len(base_tokens) + 2 > self.cfg.max_context_tokens:
+                match.truncated = True
+                self._count("context_overflows")
+                raise APIError(400, f"this call would make the conversation {len(base_tokens)} "
+                               f"tokens, over the context limit of {self.cfg.max_context_tokens}",
+                               param="messages", code="context_length_exceeded")
             forks = [match] + [self._fork(scope, match) for _ in range(req.sampling.n - 1)]
             plans = [(c, base_tokens, new) for c in forks]
         else:
@@ -428,10 +443,10 @@ class ChatService:
             chain.tool_calls.append({"turn": k, "id": cid, "name": name, "arguments": args})
 
     def _text(self, gen: Generation, client_stops: Sequence[str]) -> str:
-        """The completion's text: end-of-turn id dropped, cut before a client stop string
-        (which OpenAI does not return)."""
+        """The completion's text: a final stop token (end-of-turn or a configured one)
+        dropped, cut before a client stop string (which OpenAI does not return)."""
         ids = list(gen.token_ids)
-        if ids and ids[-1] == self.fmt.end_of_turn_id:
+        if ids and ids[-1] in (self.fmt.end_of_turn_id, *self.cfg.stop_token_ids):
             ids = ids[:-1]
         text = self.fmt.decode(ids)
         cuts = [i for i in (text.find(s) for s in client_stops) if i >= 0]
@@ -485,7 +500,7 @@ class ChatService:
         with scope.lock:
             plans = self._plan(scope, req, agent)
         stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
-        request_id = f"chatcmpl-{secrets.token_hex(12)}"
+        request_id = f"chatcmpl-{self._next_id()}"
         on_piece = None
         if listen is not None:
             try:
@@ -536,7 +551,7 @@ class ChatService:
                     c.pending = True
                     plans.append((c, ids, prompt))
         gens = self._sample(scope, plans, req.sampling, tuple(dict.fromkeys(req.sampling.stop)))
-        request_id = f"cmpl-{secrets.token_hex(12)}"
+        request_id = f"cmpl-{self._next_id()}"
         choices, texts = [], []
         with scope.lock:
             for (c, ids, prompt), gen in zip(plans, gens):

@@ -1,5 +1,12 @@
-"""The rollout loop: runs many episodes concurrently and lays them out as an `EpisodeBatch`
-with exact tokens (each segment tokenized once; see `chat_format` and `loop`).
+"""The rollout's contract: episodes laid out as an `EpisodeBatch` with exact tokens (each
+segment tokenized once; see `chat_format`), the policy protocol the runtime samples
+from (`policy`, `sampler_policy`), what a rollout is configured with and returns
+(`types`), and episode metrics (`metrics`).
+
+The runtime that runs episodes is one level up, in `agentic_rl.agents` (`run_agents`;
+`run_episodes` and `evaluate_policy` for our environments, in `agents.env_rollout`):
+an environment episode is one agent program among others, so the rollout layer holds
+only what every runtime and the layers below the agents share.
 
 Imports: the rollout modules only (their public names).
 """
@@ -14,16 +21,7 @@ from agentic_rl.rollout.batch import (
     validate_episode_batch,
 )
 from agentic_rl.rollout.chat_format import ChatMLFormat, make_chat_format
-from agentic_rl.rollout.evaluate import EvalReport, eval_metrics, evaluate_policy
-from agentic_rl.rollout.loop import (
-    EpisodeError,
-    ErrorBudgetExceeded,
-    RolloutConfig,
-    RolloutResult,
-    episode_seed,
-    run_episodes,
-)
-from agentic_rl.rollout.metrics import episode_metrics
+from agentic_rl.rollout.metrics import EvalReport, episode_metrics, eval_metrics
 from agentic_rl.rollout.policy import (
     Generation,
     GenerationRequest,
@@ -33,6 +31,13 @@ from agentic_rl.rollout.policy import (
     check_generation,
 )
 from agentic_rl.rollout.tokenizer import CharTokenizer, HFTokenizer, Tokenizer, as_tokenizer
+from agentic_rl.rollout.types import (
+    EpisodeError,
+    ErrorBudgetExceeded,
+    RolloutConfig,
+    RolloutResult,
+    episode_seed,
+)
 
 __all__ = [
     "ChatMLFormat",
@@ -60,8 +65,6 @@ __all__ = [
     "episode_metrics",
     "eval_metrics",
     "episode_seed",
-    "evaluate_policy",
     "make_chat_format",
-    "run_episodes",
     "validate_episode_batch",
 ]

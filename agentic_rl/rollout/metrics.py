@@ -1,7 +1,10 @@
 """Episode metrics, computed from per-episode metadata so results of several rollout calls
-(e.g. an evaluation run in chunks) aggregate exactly by concatenating their episodes.
+(e.g. an evaluation run in chunks) aggregate exactly by concatenating their episodes;
+`EvalReport`, what an evaluation returns (`agents.env_rollout.evaluate_policy` runs one;
+the report lives here, with the metrics, so the trainer can build one for agent programs
+too).
 
-Imports: the standard library only.
+Imports: the standard library only (rollout.types for type annotations).
 """
 
 from __future__ import annotations
@@ -9,7 +12,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from agentic_rl.rollout.types import EpisodeError
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -65,3 +72,29 @@ def subset_metrics(episodes: Sequence[Mapping[str, Any]], subset_of: Mapping[Any
             for k, v in episode_metrics(eps).items()
             if k in ("num_episodes", "success_rate", "mean_return", "tool_call_validity_rate",
                      "length_finish_rate", "mean_sampled_tokens")}
+
+
+@dataclass
+class EvalReport:
+    """Metrics (success_rate, tool_call_validity_rate, mean_turns, ...), per-episode
+    metadata (messages, rewards, tool calls) and the episodes dropped by env errors."""
+
+    metrics: dict[str, float]
+    episodes: list[dict[str, Any]]
+    errors: list[EpisodeError]
+
+    def summary(self) -> dict[str, float | None]:
+        """JSON-safe metrics (NaN, e.g. validity with no tool calls, becomes None)."""
+        return {
+            k: (None if isinstance(v, float) and math.isnan(v) else v)
+            for k, v in self.metrics.items()
+        }
+
+
+def eval_metrics(episodes: list[dict[str, Any]], errors: Sequence[EpisodeError], tasks
+                 ) -> dict[str, float]:
+    """`episode_metrics` of all episodes, plus per-subset ones when the tasks have
+    `data["subset"]` in two or more values (e.g. in-distribution vs larger operands)."""
+    metrics = episode_metrics(episodes, len(errors))
+    metrics.update(subset_metrics(episodes, {t.id: t.data.get("subset") for t in tasks}))
+    return metrics

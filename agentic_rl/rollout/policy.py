@@ -81,7 +81,7 @@ def can_stream(policy: object) -> bool:
 
 @runtime_checkable
 class RolloutPolicy(Protocol):
-    """The interface the rollout loop samples from: generate(requests) -> generations.
+    """The interface the rollout runtime samples from: generate(requests) -> generations.
     Implemented by `ScriptedPolicy` and `rollout.sampler_policy.SamplerPolicy`."""
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:

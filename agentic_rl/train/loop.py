@@ -30,17 +30,10 @@ from typing import Any
 import jax
 import numpy as np
 
+from agentic_rl.agents import evaluate_policy, run_episodes
 from agentic_rl.models import merge_lora, save_hf_model
 from agentic_rl.rl import DPOConfig
-from agentic_rl.rollout import (
-    EvalReport,
-    eval_metrics,
-    evaluate_policy,
-    pad_rows,
-    run_episodes,
-    share_prefix,
-)
-from agentic_rl.rollout.loop import RolloutResult
+from agentic_rl.rollout import EvalReport, RolloutResult, eval_metrics, pad_rows, share_prefix
 from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.shapes import leading_rows, shared_prefix

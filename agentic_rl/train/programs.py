@@ -5,7 +5,10 @@ the batching engine (which from then on is the only caller of the sampler), the 
 service (token-exact traces; the rollout's sampling settings and limits, clients'
 temperature ignored), and, for `agent.transport="http"`, the gateway on its own thread.
 A rollout is `run_agents` over the step's tasks; the batch it returns is an ordinary
-`EpisodeBatch`, so everything after the rollout is the environment loop's path.
+`EpisodeBatch`, so everything after the rollout is the environment path's. (The
+default path, `agent.program=""`, runs on the same runtime: `agents.run_episodes`,
+i.e. `run_agents(EnvAgent(...))` with an engine of its own per call, whose rows keep
+the environment loop's metadata.)
 
 Imports: agentic_rl.agents, agentic_rl.rollout and the train modules.
 """
@@ -22,7 +25,8 @@ from agentic_rl.agents import (
     load_agent,
     run_agents,
 )
-from agentic_rl.rollout.loop import RolloutResult
+from agentic_rl.rollout.types import RolloutResult
+from agentic_rl.train import builders
 from agentic_rl.train.config import ConfigError, agent_names
 
 
@@ -48,7 +52,8 @@ class ProgramRollouts:
         a, r = cfg.agent, cfg.rollout
         try:
             self.agent = load_agent(agent if agent is not None else a.program, suite=suite,
-                                    transport=a.transport)
+                                    transport=a.transport,
+                                    rollout_config=builders.rollout_config(cfg))
         except ValueError as e:
             raise ConfigError(f"agent.program: {e}") from None
         self.reward_fn = reward_fn if reward_fn is not None else _load_reward(a.reward)
@@ -69,6 +74,7 @@ class ProgramRollouts:
 
     def _set_live(self, n: int) -> None:
         self._live = n
+        self.engine.notify()  # a batch waiting for the live episodes re-checks at once
 
     def sync(self, fn) -> None:
         """Runs `fn(sampler)` on the engine's thread (weights, settings, seed)."""

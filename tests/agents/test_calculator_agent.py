@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from agentic_rl.agents import Gateway, run_agents
+from agentic_rl.agents import Gateway, run_agents, run_episodes
 from agentic_rl.envs import make_env_suite
-from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format, run_episodes
+from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format
 from agentic_rl.train.config_files import load_config_file
 from experiments.agents.calculator_openai import agent
 from tests.agents.conftest import make_service

@@ -13,10 +13,10 @@ import numpy as np
 import openai
 import pytest
 
-from agentic_rl.agents import AgentResult, EnvAgent, Gateway, run_agents
+from agentic_rl.agents import AgentResult, EnvAgent, Gateway, run_agents, run_episodes
 from agentic_rl.envs import make_env_suite
-from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, run_episodes
-from agentic_rl.rollout.loop import ErrorBudgetExceeded
+from agentic_rl.rollout import RolloutConfig, ScriptedPolicy
+from agentic_rl.rollout.types import ErrorBudgetExceeded
 from tests.agents.conftest import make_service
 from tests.rollout.scripts import binary_search_player, calculator_solver
 

@@ -10,8 +10,7 @@ import pytest
 
 from agentic_rl.envs import make_env_suite
 from agentic_rl.envs.tools.calculator import evaluate_expression
-from agentic_rl.rollout.evaluate import eval_metrics
-from agentic_rl.rollout.metrics import subset_metrics
+from agentic_rl.rollout.metrics import eval_metrics, subset_metrics
 
 
 def _operands(task) -> list[int]:

@@ -68,7 +68,8 @@ def test_collate_carries_the_truncated_flag():
 
 
 def test_rollout_marks_episodes_cut_by_a_limit_as_truncated(char_tokenizer):
-    from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format, run_episodes
+    from agentic_rl.agents import run_episodes
+    from agentic_rl.rollout import RolloutConfig, ScriptedPolicy, make_chat_format
     from tests.rollout.scripts import ToyEnv, toy_task
 
     fmt = make_chat_format("chatml", char_tokenizer)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from agentic_rl.agents import evaluate_policy, run_episodes
 from agentic_rl.envs import make_env_suite
 from agentic_rl.rollout import (
     ErrorBudgetExceeded,
@@ -19,9 +20,7 @@ from agentic_rl.rollout import (
     PolicyContractError,
     RolloutConfig,
     ScriptedPolicy,
-    evaluate_policy,
     make_chat_format,
-    run_episodes,
 )
 from tests.rollout.scripts import (
     CALL,
@@ -310,6 +309,7 @@ def test_a_hung_environment_does_not_keep_the_process_alive():
     code = (
         "import time\n"
         "from agentic_rl.rollout import *\n"
+        "from agentic_rl.agents import run_episodes\n"
         "from tests.rollout.scripts import ToyEnv, toy_task\n"
         "tok = CharTokenizer()\n"
         "res = run_episodes(ScriptedPolicy(tok, ['a']), make_chat_format('chatml', tok), ToyEnv,\n"

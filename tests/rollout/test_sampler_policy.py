@@ -9,9 +9,10 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from agentic_rl.agents import run_episodes
 from agentic_rl.envs import make_env_suite
 from agentic_rl.models import token_logprobs
-from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format, run_episodes
+from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.sampling import SamplingParams
 from tests.sampling.test_sampler import tiny_model

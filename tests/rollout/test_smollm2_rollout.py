@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from agentic_rl.agents import run_episodes
 from agentic_rl.envs import make_env_suite
 from agentic_rl.models import token_logprobs
-from agentic_rl.rollout import RolloutConfig, make_chat_format, run_episodes
+from agentic_rl.rollout import RolloutConfig, make_chat_format
 from agentic_rl.rollout.batch import validate_episode_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.sampling import SamplingParams

@@ -8,8 +8,9 @@ from __future__ import annotations
 import threading
 import time
 
+from agentic_rl.agents import run_episodes
 from agentic_rl.envs import make_env_suite, solve_web_task
-from agentic_rl.rollout import CharTokenizer, RolloutConfig, ScriptedPolicy, run_episodes
+from agentic_rl.rollout import CharTokenizer, RolloutConfig, ScriptedPolicy
 from agentic_rl.rollout.chat_format import make_chat_format
 
 

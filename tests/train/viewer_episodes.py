@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from agentic_rl.agents import run_episodes
 from agentic_rl.envs import make_env_suite
 from agentic_rl.rollout import (
     CharTokenizer,
     RolloutConfig,
     ScriptedPolicy,
     make_chat_format,
-    run_episodes,
 )
 from agentic_rl.train import viewer
 from tests.rollout.scripts import calculator_solver

@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from agentic_rl.agents import run_episodes
 from agentic_rl.envs import (
     CodeToolEnv,
     generate_code_tasks,
@@ -26,7 +27,6 @@ from agentic_rl.rollout import (
     RolloutConfig,
     ScriptedPolicy,
     make_chat_format,
-    run_episodes,
 )
 from tests.envs.agents import ToolDriver, solve_mixed, tool_call
 
