@@ -144,6 +144,7 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
 
         async def events_out():
             complete = False
+            checked = {"at": time.monotonic()}
             try:
                 for chunk in stream.start():
                     yield sse(chunk)
@@ -159,6 +160,11 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                         chunk = stream.piece(i, ids, logprobs)
                         if chunk is not None:
                             yield sse(chunk)
+                        now = time.monotonic()
+                        if now - checked["at"] > 0.1:  # pieces keep coming: ask anyway
+                            checked["at"] = now
+                            if await request.is_disconnected():
+                                return
                         continue
                     if call.done() and events.empty():
                         getter.cancel()
