@@ -18,6 +18,7 @@ Imports: the standard library only (an HF tokenizer is passed in, never imported
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -41,20 +42,28 @@ class HFTokenizer:
     """Adapts a Hugging Face tokenizer (`PreTrainedTokenizerFast` or the transformers 5
     backend) to `Tokenizer`: disables BOS insertion and decode clean-up, which would
     otherwise make `decode(encode(x)) != x` or add tokens the chat format did not write.
+
+    Encoding holds a lock: HF applies `split_special_tokens` by setting a flag on the
+    shared Rust tokenizer for the duration of a call, so an `encode` racing an
+    `encode_literal` in another thread (rollout threads, the gateway) could get
+    special-token strings split into text tokens, or the reverse.
     """
 
     def __init__(self, hf_tokenizer: Any):
         self.hf = hf_tokenizer
+        self._lock = threading.Lock()
 
     def encode(self, text: str) -> list[int]:
-        return list(self.hf.encode(text, add_special_tokens=False))
+        with self._lock:
+            return list(self.hf.encode(text, add_special_tokens=False))
 
     def encode_literal(self, text: str) -> list[int]:
         # split_special_tokens=True: "<|im_end|>" in `text` is byte-level BPE text, not the
         # special id. HF splits text at special tokens before pre-tokenizing, so for text
         # without special-token strings this equals `encode` token for token.
-        return list(self.hf(text, add_special_tokens=False,
-                            split_special_tokens=True)["input_ids"])
+        with self._lock:
+            return list(self.hf(text, add_special_tokens=False,
+                                split_special_tokens=True)["input_ids"])
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.hf.decode(

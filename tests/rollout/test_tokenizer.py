@@ -46,3 +46,31 @@ def test_hf_adapter_is_exact_on_smollm2(smollm2_tokenizer, hf_gguf_tokenizer):
     ids = tok.encode(text)
     assert ids[0] == 1 and ids[-2] == 2  # <|im_start|>, <|im_end|>: no BOS inserted
     assert tok.decode(ids) == text
+
+
+def test_hf_encode_and_encode_literal_are_safe_across_threads(hf_gguf_tokenizer):
+    """HF's `split_special_tokens=True` flips a flag on the shared Rust tokenizer for the
+    call; a thread encoding at the same moment got "<|im_start|>" split into 7 text tokens
+    (seen once in CI as a wrong observation segment). `HFTokenizer` must serialize them."""
+    import threading
+
+    tok = HFTokenizer(hf_gguf_tokenizer)
+    text = "<|im_start|>tool\n42<|im_end|>\n" * 20
+    special, literal = tok.encode(text), tok.encode_literal(text)
+    assert special != literal
+    bad: list[str] = []
+
+    def hammer(fn, want):
+        for _ in range(300):
+            if fn(text) != want:
+                bad.append(fn.__name__)
+                return
+
+    threads = [threading.Thread(target=hammer, args=(tok.encode, special)) for _ in range(2)]
+    threads += [threading.Thread(target=hammer, args=(tok.encode_literal, literal))
+                for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not bad, f"wrong tokens under concurrent calls: {bad}"
