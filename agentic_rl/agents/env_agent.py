@@ -20,6 +20,13 @@ keeps the process alive). One that raises, or returns a malformed `StepResult`
 traceback. `close` runs after the episode on another thread, never waited for (best
 effort).
 
+Long episodes: the messages sent each turn are those of the episode's `Context`
+(`RolloutConfig.context`: full, window, memory or summarize; see `agents.context`). A
+rewrite makes the chat service start a new row of the same episode; memory calls are
+answered here (the environment is not stepped for a turn of memory calls alone); a
+summary is one more sampled call, recorded in the trace as the request (an "environment"
+message: the program added it) and the policy's reply.
+
 Limits are the chat service's: a call past `max_turns` or past the context limit is
 refused, and the episode ends truncated, with termination "max_turns" or "max_tokens"
 (a prompt that leaves no room for a first turn drops the episode at stage "reset").
@@ -44,15 +51,16 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
+from agentic_rl.agents.context import Context, memory_only_step
 from agentic_rl.agents.openai_format import APIError
 from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult, EpisodeFailure
 from agentic_rl.agents.threads import run_on_thread, watch
 from agentic_rl.envs.base import Action, Env, Message, Task
 from agentic_rl.envs.tools.parser import ParserLimits, parse_action
-from agentic_rl.rollout.types import assistant_message, check_step_result
+from agentic_rl.rollout.types import ContextConfig, assistant_message, check_step_result
 
 # Refusals that end an episode the way the environment loop's limits do (truncated).
 LIMIT_CODES = ("context_length_exceeded", "max_turns_exceeded")
@@ -118,11 +126,12 @@ class EnvAgent:
 
     def __init__(self, make_env: Callable[[], Env], *, transport: str = "inprocess",
                  parser: ParserLimits | None = None, step_timeout_s: float | None = None,
-                 max_workers: int | None = None):
+                 max_workers: int | None = None, context: ContextConfig | None = None):
         if transport not in ("inprocess", "http"):
             raise ValueError(f"transport must be 'inprocess' or 'http', got {transport!r}")
         self.make_env, self.transport = make_env, transport
         self.parser = parser or ParserLimits()
+        self.context = context or ContextConfig()
         self.step_timeout_s = step_timeout_s
         self._slots = threading.Semaphore(max_workers) if max_workers else None
         self._lock = threading.Lock()
@@ -210,6 +219,19 @@ class EnvAgent:
         trace.env_s += time.perf_counter() - start
         return out
 
+    @staticmethod
+    def _rewrite(ctx: Context, chat, trace: _Trace) -> None:
+        """Rewrites the context; for `summarize`, after the policy wrote its summary (a
+        sampled turn with no reward of its own, recorded in the trace)."""
+        if ctx.cfg.strategy != "summarize":
+            return ctx.rewrite()
+        ask = ctx.summary_messages()
+        _, summary, finish = chat(ask)
+        trace.messages.extend([dict(ask[-1]), {"role": "assistant", "content": summary}])
+        trace.origins.extend(["environment", "policy"])
+        trace.finish_reasons.append(finish)
+        ctx.rewrite(summary)
+
     def __call__(self, task: Task, llm: AgentLLM) -> AgentResult:
         chat, post_reward = self._caller(llm)
         trace, made = _Trace(), {}
@@ -219,35 +241,43 @@ class EnvAgent:
             return list(env.reset(task, llm.seed))
 
         try:
-            trace.messages = self._env_call("reset", reset, trace, llm)
+            ctx = Context(self.context, self._env_call("reset", reset, trace, llm))
+            trace.messages = [dict(m) for m in ctx.head]
             trace.origins = ["prompt"] * len(trace.messages)
             env = made["env"]
-            sent: list[dict[str, Any]] = [dict(m) for m in trace.messages]  # what the LLM saw
+            tools = ctx.tools(env.tools)
             turn = 0
             while True:
                 try:
-                    call_id, text, finish = chat(sent)
+                    if ctx.due():
+                        self._rewrite(ctx, chat, trace)
+                    call_id, text, finish = chat(ctx.messages())
                 except APIError as e:
                     if e.code == "context_length_exceeded" and turn == 0:
                         raise EpisodeFailure("reset", e.message) from None
                     if e.code in LIMIT_CODES:
                         return trace.result(_TERMINATION[e.code])
                     raise
-                action = parse_action(text, env.tools, self.parser, id_prefix=f"call_{turn}")
+                action = parse_action(text, tools, self.parser, id_prefix=f"call_{turn}")
                 trace.count_tool_use(action, turn)
                 trace.messages.append(assistant_message(action))
                 trace.origins.append("policy")
                 trace.finish_reasons.append(finish)
-                result = self._env_call("step", lambda a=action: check_step_result(env.step(a)),
-                                        trace, llm)
+                action, noted = ctx.split_memory(action)
+                if noted and not action.attempted_tool_call:
+                    result = memory_only_step(noted)  # the environment is not stepped
+                else:
+                    result = self._env_call(
+                        "step", lambda a=action: check_step_result(env.step(a)), trace, llm)
+                    if noted:
+                        result = replace(result, observation=[*noted, *result.observation])
                 post_reward(float(result.reward), call_id)
                 trace.messages.extend(result.observation)
                 trace.origins.extend(["environment"] * len(result.observation))
                 trace.infos.append(dict(result.info))
                 if result.done:
                     return trace.result("done")
-                sent.append({"role": "assistant", "content": text})
-                sent.extend(dict(m) for m in result.observation)
+                ctx.add_turn({"role": "assistant", "content": text}, result.observation)
                 turn += 1
         finally:
             if "env" in made:
@@ -267,4 +297,5 @@ def _env_program(*, suite, transport: str = "inprocess", rollout_config=None, **
         return EnvAgent(suite.make_env, transport=transport)
     r = rollout_config
     return EnvAgent(suite.make_env, transport=transport, parser=r.parser,
-                    step_timeout_s=r.step_timeout_s, max_workers=r.max_workers)
+                    step_timeout_s=r.step_timeout_s, max_workers=r.max_workers,
+                    context=r.context)

@@ -56,7 +56,7 @@ from agentic_rl.envs.base import Env, Task
 from agentic_rl.envs.suite import EnvSuite, make_env_suite
 from agentic_rl.rollout.batch import collate
 from agentic_rl.rollout.chat_format import ChatMLFormat
-from agentic_rl.rollout.metrics import EvalReport, episode_metrics, eval_metrics
+from agentic_rl.rollout.metrics import EvalReport, episode_metrics, episode_summaries, eval_metrics
 from agentic_rl.rollout.policy import RolloutPolicy
 from agentic_rl.rollout.types import EpisodeError, RolloutConfig, RolloutResult
 
@@ -66,6 +66,8 @@ EPISODE_KEYS = (
     "origins", "num_turns", "num_tokens", "num_sampled_tokens", "return", "turn_rewards",
     "success", "termination", "truncated", "finish_reasons", "tool_calls", "tool_errors",
     "tool_call_attempts", "tool_call_valid", "infos", "timings",
+    # context management (`ContextConfig`): rows that rewrote an earlier row's history
+    "turn_offset", "continued", "episode_totals",
 )
 
 
@@ -119,7 +121,7 @@ def run_episodes(
         stop_strings=tuple(cfg.stop_strings), stop_token_ids=tuple(cfg.extra_stop_token_ids),
         render_tools=False))
     agent = EnvAgent(make_env, parser=cfg.parser, step_timeout_s=cfg.step_timeout_s,
-                     max_workers=cfg.max_workers)
+                     max_workers=cfg.max_workers, context=cfg.context)
     try:
         result = run_agents(
             agent, tasks, service, group_size=group_size, seed=seed, timeout_s=None,
@@ -135,7 +137,7 @@ def run_episodes(
     batch = None
     if collate_batch and records:
         batch = collate(records, length_bucket=cfg.length_bucket, num_turns=cfg.max_turns)
-    metrics = episode_metrics([r.metadata for r in records], len(result.errors))
+    metrics = episode_metrics(episode_summaries(records), len(result.errors))
     return RolloutResult(batch, records, result.errors, metrics)
 
 
@@ -185,6 +187,6 @@ def evaluate_policy(
             collate_batch=False,
             on_episode=on_episode,
         )
-        episodes.extend(r.metadata for r in result.records)
+        episodes.extend(episode_summaries(result.records))
         errors.extend(result.errors)
     return EvalReport(eval_metrics(episodes, errors, tasks), episodes, errors)

@@ -43,8 +43,8 @@ from agentic_rl.agents.service import ChatService
 from agentic_rl.agents.threads import run_on_thread
 from agentic_rl.envs.base import Task
 from agentic_rl.registry import Registry
-from agentic_rl.rollout.batch import collate
-from agentic_rl.rollout.metrics import episode_metrics
+from agentic_rl.rollout.batch import EpisodeRecord, collate
+from agentic_rl.rollout.metrics import episode_metrics, episode_summaries
 from agentic_rl.rollout.types import (
     EpisodeError,
     ErrorBudgetExceeded,
@@ -215,6 +215,21 @@ class _Episode:
     settled: bool = False  # its rollout finished (rows taken or dropped)
 
 
+def _episode_totals(rows: Sequence[EpisodeRecord]) -> dict[Any, dict[str, Any]]:
+    """Per episode of one rollout's rows (rows that rewrote an earlier row's history share
+    its episode, see `ChatService`): its return, turns, tokens and rows, summed."""
+    totals: dict[Any, dict[str, Any]] = {}
+    for rec in rows:
+        t = totals.setdefault(rec.metadata.get("episode"), {
+            "return": 0.0, "num_turns": 0, "num_tokens": 0, "num_sampled_tokens": 0,
+            "rows": 0})
+        t["return"] += float(sum(rec.turn_rewards))
+        t["rows"] += 1
+        for k in ("num_turns", "num_tokens", "num_sampled_tokens"):
+            t[k] += rec.metadata[k]
+    return totals
+
+
 def run_agents(
     agent: Callable,
     tasks: Sequence[Task],
@@ -349,13 +364,16 @@ def run_agents(
         timings = {"total_s": time.monotonic() - ep.started, **extra.pop("timings", {})}
         kept = []
         for rec in rows:
-            name = rec.metadata["agent"]
             if posted_reward_weight != 1.0:
                 rec.turn_rewards = [posted_reward_weight * r for r in rec.turn_rewards]
-            rec.turn_rewards[-1] += team_reward_weight * (reward or 0.0)
+            if not rec.metadata.get("continued"):  # an episode's last row (see ChatService)
+                rec.turn_rewards[-1] += team_reward_weight * (reward or 0.0)
+                rec.truncated = rec.truncated or res.truncated
+        totals = _episode_totals(rows)
+        for rec in rows:
+            name = rec.metadata["agent"]
             rec.group_id = service.agent_ids[name] * len(tasks) + ep.group
-            rec.truncated = rec.truncated or res.truncated
-            total = float(sum(rec.turn_rewards))
+            total = totals[rec.metadata.get("episode")]["return"]
             rec.metadata.update({
                 "task_id": ep.task.id, "task_subset": (ep.task.data or {}).get("subset"),
                 "sample_index": ep.sample, "seed": ep.seed, "return": total,
@@ -365,10 +383,12 @@ def run_agents(
                 "truncated": rec.truncated,
                 "termination": "truncated" if rec.truncated else "done",
                 "rows_in_episode": len(rows), "timings": dict(timings), **extra,
+                "episode_totals": totals[rec.metadata.get("episode")],
             })
             if row_metadata is not None:
                 rec.metadata = row_metadata(rec.metadata)
-            per_agent.setdefault(name, []).append(rec.metadata)
+            if not rec.metadata.get("continued"):
+                per_agent.setdefault(name, []).append(rec.metadata)
             if trainable is not None and not trainable.fullmatch(name):
                 counts["frozen"] += 1
                 continue
@@ -421,7 +441,7 @@ def run_agents(
     batch = None
     if collate_batch and records:
         batch = collate(records, length_bucket=length_bucket, num_turns=num_turns)
-    metrics = episode_metrics([r.metadata for r in records], len(errors))
+    metrics = episode_metrics(episode_summaries(records), len(errors))
     metrics["dropped_rows"] = float(counts["dropped"])
     metrics["frozen_rows"] = float(counts["frozen"])
     metrics["rows_per_episode"] = len(records) / max(len(rows_of), 1)

@@ -13,6 +13,18 @@ the request's whole message list; when the request shares its first message with
 existing chain but not the rest (a client truncated, summarized or edited its history),
 that is counted as a prefix break.
 
+Rewritten histories (context management, issue #16). A rollout's request that shares its
+first message with an idle chain of the same agent but not the rest (a sliding window
+dropped old turns, a summary replaced them) starts a new chain that *continues* that
+chain's episode: its row's `episode` is the first chain's and its `turn_offset` is the
+number of calls the episode made before it, so the rows of one episode hold each sampled
+token once, with the context it was sampled under, and the learner stitches their turns
+back into one episode for credit (`rl.episodes`). Only the episode's last row gets the
+rollout's final reward and may be truncated; `max_turns` counts the episode's calls. A
+chain is continued at most once (a second rewrite of the same history is a branch: an
+episode of its own), and the new chain's first request names the chain it continues
+(`GenerationRequest.continues`) so the sampler can reuse the cached prefix they share.
+
 Token layout of a chain (the rollout's layout, see `rollout.types`): the
 prompt, then per call the sampled tokens (loss mask 1, with the sampler's log-probs),
 the end-of-turn token when the sampler did not produce it (loss mask 0), and the next
@@ -68,7 +80,8 @@ class ServiceConfig:
         them on the policy); requests' sampling fields are then ignored.
     max_new_tokens: cap on a call's completion (requests may ask for fewer).
     max_context_tokens: cap on a chain's tokens (the KV-cache capacity).
-    max_turns: calls per chain (training: the batch's turn axis K); None = unbounded.
+    max_turns: calls per episode (a chain and the chains that rewrote its history; training:
+        the batch's turn axis K); None = unbounded.
     stop_strings: always stop strings (the tool-call close tag), besides a request's.
     max_open_chains: chains kept per scope (the oldest idle ones are dropped beyond it).
     render_tools: put a request's `tools` into the system prompt (the Hermes schema text);
@@ -116,6 +129,18 @@ class Chain:
     malformed_tool_calls: int = 0
     kind: str = "chat"  # chat | completion
     last_used: float = field(default_factory=time.monotonic)
+    # The episode this chain's row belongs to: its own id, or that of the chain whose
+    # history it rewrote (see "Rewritten histories" in the module docstring); the
+    # episode-global index of its first call; the chain that continued it, if any.
+    episode: str = ""
+    turn_offset: int = 0
+    predecessor: str | None = None
+    successor: str | None = None
+
+    @property
+    def episode_turns(self) -> int:
+        """Calls of this chain's episode up to the end of this chain."""
+        return self.turn_offset + self.turn
 
     def awaiting(self) -> bool:
         return not self.pending and not self.closed and bool(self.messages) and \
@@ -236,12 +261,26 @@ class ChatService:
             for c in chains:
                 rec = c.record
                 rec.turn_rewards = [scope.call_rewards.get(cid, 0.0) for cid in c.call_ids]
-                rec.turn_rewards[-1] += scope.reward
+                continued = self._continued(scope, c)
+                if not continued:  # the rollout's reward goes to its episodes' last rows
+                    rec.turn_rewards[-1] += scope.reward
                 rec.group_id = scope.group_id
-                rec.truncated = c.truncated
+                rec.truncated = c.truncated and not continued
+                rec.episode, rec.turn_offset = (scope.id, c.episode), c.turn_offset
                 rec.metadata = self._row_metadata(c, scope)
                 records.append(rec)
         return records, scope
+
+    @staticmethod
+    def _continued(scope: Scope, c: Chain) -> bool:
+        """Whether a later chain with a completed call continues `c`'s episode."""
+        nxt = c.successor
+        by_id = {x.id: x for x in scope.chains}
+        while nxt is not None:
+            if by_id[nxt].turn > 0:
+                return True
+            nxt = by_id[nxt].successor
+        return False
 
     def _row_metadata(self, c: Chain, scope: Scope) -> dict[str, Any]:
         rec = c.record
@@ -257,7 +296,8 @@ class ChatService:
             "tool_errors": [{"turn": -1, "kind": "malformed"}] * c.malformed_tool_calls,
             "tool_call_attempts": len(c.tool_calls) + c.malformed_tool_calls,
             "tool_call_valid": len(c.tool_calls), "call_ids": list(c.call_ids),
-            "prefix_breaks": scope.prefix_breaks,
+            "prefix_breaks": scope.prefix_breaks, "episode": c.episode,
+            "turn_offset": c.turn_offset, "continued": self._continued(scope, c),
         }
 
     def abandon(self, rollout_id: str | None, chain_ids: Sequence[str]) -> None:
@@ -301,7 +341,8 @@ class ChatService:
             return None
         return new
 
-    def _new_chain(self, scope: Scope, agent: str, tools: str, kind: str = "chat") -> Chain:
+    def _new_chain(self, scope: Scope, agent: str, tools: str, kind: str = "chat",
+                   continues: Chain | None = None) -> Chain:
         agent_id = self._agent_id(agent)
         k = scope.next_chain
         scope.next_chain += 1
@@ -309,7 +350,10 @@ class ChatService:
             cid = f"serve-{next(self._serial)}"
         else:
             cid = scope.id if k == 0 else f"{scope.id}.{k}"
-        chain = Chain(cid, agent, agent_id, tools, kind=kind)
+        chain = Chain(cid, agent, agent_id, tools, kind=kind, episode=cid)
+        if continues is not None:
+            chain.episode, chain.turn_offset = continues.episode, continues.episode_turns
+            chain.predecessor, continues.successor = continues.id, cid
         scope.chains.append(chain)
         if scope.id == SERVE_SCOPE and len(scope.chains) > self.cfg.max_open_chains:
             idle = [c for c in scope.chains if not c.pending]
@@ -367,11 +411,11 @@ class ChatService:
             base_tokens = [*match.record.tokens, *new_ids]
             # the turn limit first: a row at both limits ended by its turns (as the
             # environment loop always said)
-            if self.cfg.max_turns is not None and match.turn >= self.cfg.max_turns:
+            if self.cfg.max_turns is not None and match.episode_turns >= self.cfg.max_turns:
                 match.truncated = True
                 self._count("max_turns_refusals")
-                raise APIError(400, f"this conversation already had {match.turn} calls, the "
-                               f"limit per row (max_turns={self.cfg.max_turns})",
+                raise APIError(400, f"this conversation already had {match.episode_turns} "
+                               f"calls, the limit (max_turns={self.cfg.max_turns})",
                                param="messages", code="max_turns_exceeded")
             if len(base_tokens) + 2 > self.cfg.max_context_tokens:
                 match.truncated = True
@@ -383,22 +427,46 @@ class ChatService:
             plans = [(c, base_tokens, new) for c in forks]
         else:
             firsts = [c for c in mine if c.messages]
-            if any(same_message(req.messages[0], c.messages[0]) for c in firsts):
+            broken = [c for c in firsts if same_message(req.messages[0], c.messages[0])]
+            if broken:
                 scope.prefix_breaks += 1
                 self._count("prefix_breaks")
             elif firsts:
                 self._count("new_conversations")
             prompt = self._render_prompt(req.messages, req.tools)
             self._check_context(prompt, "messages")
+            pred = self._rewritten(scope, broken, tools) if req.sampling.n == 1 else None
+            if pred is not None and self.cfg.max_turns is not None and \
+                    pred.episode_turns >= self.cfg.max_turns:
+                pred.truncated = True
+                self._count("max_turns_refusals")
+                raise APIError(400, f"this episode already had {pred.episode_turns} calls, "
+                               f"the limit (max_turns={self.cfg.max_turns})",
+                               param="messages", code="max_turns_exceeded")
             for _ in range(req.sampling.n):
-                plans.append((self._new_chain(scope, agent, tools), prompt, list(req.messages)))
+                plans.append((self._new_chain(scope, agent, tools, continues=pred), prompt,
+                              list(req.messages)))
         for c, _, _ in plans:
             c.pending = True
             c.last_used = time.monotonic()
         return plans
 
+    def _rewritten(self, scope: Scope, broken: Sequence[Chain], tools: str) -> Chain | None:
+        """The chain whose history a new request rewrote, if it is one (see "Rewritten
+        histories" in the module docstring): the newest chain of the same agent and tools
+        that starts with the request's first message, has a completed call, is not busy
+        and was not continued yet. Only in a rollout (the serving scope has no episodes)."""
+        if scope.id == SERVE_SCOPE:
+            return None
+        for c in reversed(broken):
+            if c.tools == tools and c.turn > 0 and not c.pending and c.successor is None:
+                return c
+        return None
+
     def _fork(self, scope: Scope, chain: Chain) -> Chain:
         fork = self._new_chain(scope, chain.agent, chain.tools)
+        # a branch: a row of its own (its own episode), numbered on from the chain's turns
+        fork.turn_offset = chain.turn_offset
         fork.messages, fork.origins = list(chain.messages), list(chain.origins)
         r = chain.record
         fork.record = EpisodeRecord(list(r.tokens), list(r.loss_mask), list(r.logprobs),
@@ -414,7 +482,13 @@ class ChatService:
             max_new_tokens=self._budget(len(tokens), req_sampling.max_tokens),
             stop_token_ids=(self.fmt.end_of_turn_id, *self.cfg.stop_token_ids),
             stop_strings=stops, turn=chain.turn,
-            adapter=chain.agent_id if self.cfg.adapter_per_agent else 0)
+            adapter=chain.agent_id if self.cfg.adapter_per_agent else 0,
+            continues=chain.predecessor if chain.turn == 0 else None)
+        scope = self._scope_of(chain.id)
+        for c in scope.chains if scope else ():
+            if c.successor == chain.id:
+                return c.id
+        return None
 
     def _commit(self, chain: Chain, tokens: list[int], new: list[Message], gen: Generation,
                 message: Message, call_id: str, finish: str) -> None:

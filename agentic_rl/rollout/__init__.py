@@ -21,7 +21,12 @@ from agentic_rl.rollout.batch import (
     validate_episode_batch,
 )
 from agentic_rl.rollout.chat_format import ChatMLFormat, make_chat_format
-from agentic_rl.rollout.metrics import EvalReport, episode_metrics, eval_metrics
+from agentic_rl.rollout.metrics import (
+    EvalReport,
+    episode_metrics,
+    episode_summaries,
+    eval_metrics,
+)
 from agentic_rl.rollout.policy import (
     Generation,
     GenerationRequest,
@@ -32,6 +37,7 @@ from agentic_rl.rollout.policy import (
 )
 from agentic_rl.rollout.tokenizer import CharTokenizer, HFTokenizer, Tokenizer, as_tokenizer
 from agentic_rl.rollout.types import (
+    ContextConfig,
     EpisodeError,
     ErrorBudgetExceeded,
     RolloutConfig,
@@ -42,6 +48,7 @@ from agentic_rl.rollout.types import (
 __all__ = [
     "ChatMLFormat",
     "CharTokenizer",
+    "ContextConfig",
     "EpisodeBatch",
     "EpisodeError",
     "EpisodeRecord",
@@ -63,6 +70,7 @@ __all__ = [
     "pad_rows",
     "share_prefix",
     "episode_metrics",
+    "episode_summaries",
     "eval_metrics",
     "episode_seed",
     "make_chat_format",

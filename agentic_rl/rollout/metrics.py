@@ -23,6 +23,22 @@ def _mean(values: Sequence[float]) -> float:
     return float(sum(values) / len(values)) if values else math.nan
 
 
+def episode_summaries(records: Sequence[Any]) -> list[dict[str, Any]]:
+    """One metadata dict per episode, for `episode_metrics`: an episode whose history was
+    rewritten into several rows counts once, from its last row, with its turns and tokens
+    summed over them (a row's own `num_turns`/`num_tokens` stay in its metadata)."""
+    out = []
+    for rec in records:
+        meta = rec.metadata
+        if meta.get("continued"):
+            continue
+        totals = meta.get("episode_totals")
+        out.append({**meta, **{k: totals[k] for k in ("num_turns", "num_tokens",
+                                                      "num_sampled_tokens")}}
+                   if totals and totals["rows"] > 1 else meta)
+    return out
+
+
 def episode_metrics(episodes: Sequence[Mapping[str, Any]], num_errors: int = 0) -> dict[str, float]:
     """Summary metrics of finished episodes (their metadata dicts) and dropped ones.
 

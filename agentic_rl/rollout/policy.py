@@ -50,6 +50,9 @@ class GenerationRequest:
     # The LoRA adapter to sample with, for a policy with several (one per agent);
     # -1: the base model. Ignored by a policy with one.
     adapter: int = 0
+    # The episode id whose history this new episode rewrote (context management): its
+    # sampler row holds a prefix of `tokens` the policy may reuse. A hint; None: none.
+    continues: str | None = None
 
     @property
     def new_tokens(self) -> Sequence[int]:

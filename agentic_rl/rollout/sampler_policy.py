@@ -5,6 +5,10 @@ prompt on turn 0; afterwards the end-of-turn token the rollout may have appended
 the observation) are prefilled into that row's cache, then all requested rows decode
 their next turn together. History is never re-prefilled unless the request's history
 disagrees with the row's cache (counted in `stats["reprefills"]`, which should stay 0).
+A rewritten context (a new episode id that `continues` an old one: a sliding window or a
+summary replaced old turns) takes over the old episode's row and keeps the cached tokens
+the two share, the system prompt and task at least (`stats["reused_prefix_tokens"]`),
+so only what changed is prefilled.
 
 Imports: agentic_rl.models and agentic_rl.sampling (the one rollout module that touches
 jax).
@@ -19,6 +23,15 @@ from agentic_rl.models.transformer import Transformer
 from agentic_rl.rollout.policy import Generation, GenerationRequest, OnTokens
 from agentic_rl.sampling.params import SamplingParams
 from agentic_rl.sampling.session import BatchSampler
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 class SamplerPolicy:
@@ -47,7 +60,8 @@ class SamplerPolicy:
         self.sampler = BatchSampler(model, max_rows, capacity=capacity, tokenizer=tokenizer,
                                     seed=seed)
         self.rows: dict[str, int] = {}
-        self.stats = {"reprefills": 0, "prefill_tokens": 0, "generated_tokens": 0}
+        self.stats = {"reprefills": 0, "prefill_tokens": 0, "generated_tokens": 0,
+                      "reused_prefix_tokens": 0}
 
     def update_model(self, model: Transformer) -> None:
         """Sample from new weights (call between rollouts, with no live episodes)."""
@@ -77,10 +91,23 @@ class SamplerPolicy:
         new_tokens: dict[int, list[int]] = {}
         for req in requests:
             fresh = req.episode_id not in self.rows
+            if fresh and req.continues in self.rows:  # a rewritten context: take its row
+                self.rows[req.episode_id] = self.rows.pop(req.continues)
+                fresh = False
             row = self._row_for(req.episode_id)
             tokens = list(req.tokens)
             prefix = tokens[: len(tokens) - req.num_new_tokens]
             adapter = req.adapter if self.sampler.model.num_adapters > 1 else 0
+            if not fresh and self.sampler.adapters[row] == adapter and \
+                    self.sampler.history[row] != prefix:
+                # keep the cached tokens the row shares with the request (at least one
+                # token is left to prefill: the sampler needs fresh next-token logits)
+                keep = _common_prefix(self.sampler.history[row], tokens[:-1])
+                if keep:
+                    self.stats["reused_prefix_tokens"] += keep
+                    self.sampler.keep_prefix(row, keep)
+                    new_tokens[row] = tokens[keep:]
+                    continue
             if fresh or self.sampler.history[row] != prefix or \
                     self.sampler.adapters[row] != adapter:
                 if not fresh:

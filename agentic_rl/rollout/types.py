@@ -30,6 +30,42 @@ from agentic_rl.envs.base import Action, Message, StepResult
 from agentic_rl.envs.tools.parser import ParserLimits
 from agentic_rl.rollout.batch import EpisodeBatch, EpisodeRecord
 
+CONTEXT_STRATEGIES = ("full", "window", "memory", "summarize")
+
+
+@dataclass(frozen=True)
+class ContextConfig:
+    """How an episode's context is managed over long horizons (`agents.context`, which
+    documents the strategies).
+
+    strategy: full | window | memory | summarize.
+    keep_turns: turns kept after a rewrite (window, memory, summarize).
+    rewrite_every: turns added between rewrites; the context holds keep_turns to
+        keep_turns + rewrite_every turns.
+    memory_chars / summary_chars: caps on the notes and on the summary.
+    summary_request: the user message asking the policy for its summary.
+    """
+
+    strategy: str = "full"
+    keep_turns: int = 4
+    rewrite_every: int = 4
+    memory_chars: int = 600
+    summary_chars: int = 800
+    summary_request: str = (
+        "Old turns will now be dropped from your context. Summarize everything you will "
+        "still need: what you have found, where you are, what is left to do. Write only the "
+        "summary, no tool call.")
+
+    def __post_init__(self):
+        if self.strategy not in CONTEXT_STRATEGIES:
+            raise ValueError(f"unknown context strategy {self.strategy!r}; valid names: "
+                             f"{', '.join(CONTEXT_STRATEGIES)}")
+        if self.keep_turns < 0 or self.rewrite_every < 1:
+            raise ValueError("ContextConfig: keep_turns must be >= 0 and rewrite_every >= 1, "
+                             f"got {self.keep_turns} and {self.rewrite_every}")
+        if self.memory_chars < 1 or self.summary_chars < 1:
+            raise ValueError("ContextConfig: memory_chars and summary_chars must be >= 1")
+
 
 @dataclass(frozen=True)
 class RolloutConfig:
@@ -43,6 +79,8 @@ class RolloutConfig:
     `max_workers` bounds the env calls running at once (the rest queue, untimed);
     `straggler_wait_s` is how long a policy call waits, after its first request, for
     the other live episodes' requests; `max_error_fraction` is the error budget.
+    `context` manages long episodes' contexts (`ContextConfig`; `max_turns` then counts
+    the episode's calls over all its rows, `max_episode_tokens` bounds each row).
     """
 
     max_turns: int = 8
@@ -57,6 +95,7 @@ class RolloutConfig:
     length_bucket: int | str = 64
     agent_id: int = 0
     parser: ParserLimits = field(default_factory=ParserLimits)
+    context: ContextConfig = field(default_factory=ContextConfig)
 
     def __post_init__(self):
         positive = ("max_turns", "max_new_tokens", "max_episode_tokens", "max_workers")

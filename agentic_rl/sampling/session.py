@@ -143,6 +143,19 @@ class BatchSampler:
         if not any(self.history):
             self.cache = self.cache.replace(cursor=jnp.zeros((), jnp.int32))
 
+    def keep_prefix(self, row: int, n: int) -> None:
+        """Keep the first `n` cached tokens of `row` and forget the rest (a rewritten
+        context that kept its start: the system prompt and task are not prefilled again).
+        The row's next-token logits are then stale: `extend` it before sampling."""
+        self._check_rows([row])
+        if not 0 <= n <= len(self.history[row]):
+            raise ValueError(f"row {row} holds {len(self.history[row])} tokens; cannot keep {n}")
+        if n == 0:
+            return self.reset([row])
+        self._roll_back({row: n})
+        del self.history[row][n:]
+        self._logits_valid[row] = False
+
     def length(self, row: int) -> int:
         return len(self.history[row])
 

@@ -17,7 +17,7 @@ from agentic_rl.envs import ParserLimits, make_env_suite
 from agentic_rl.envs.suite import EnvSuite
 from agentic_rl.models import ModelConfig, PolicyModel, attach_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
-from agentic_rl.rollout import CharTokenizer, RolloutConfig, make_chat_format
+from agentic_rl.rollout import CharTokenizer, ContextConfig, RolloutConfig, make_chat_format
 from agentic_rl.sampling import SamplingParams
 from agentic_rl.train.config import (
     critic_chain,
@@ -101,7 +101,24 @@ def rollout_config(cfg) -> RolloutConfig:
                          straggler_wait_s=r.straggler_wait_s, max_workers=r.max_workers,
                          max_error_fraction=r.max_error_fraction,
                          parser=ParserLimits(max_calls=r.max_tool_calls,
-                                             max_call_chars=r.max_tool_call_chars))
+                                             max_call_chars=r.max_tool_call_chars),
+                         context=context_config(cfg))
+
+
+def context_config(cfg) -> ContextConfig:
+    c = cfg.rollout.context
+    return ContextConfig(c.strategy, keep_turns=c.keep_turns, rewrite_every=c.rewrite_every,
+                         memory_chars=c.memory_chars, summary_chars=c.summary_chars)
+
+
+def rows_per_episode(cfg) -> int:
+    """The most rows one environment episode can make: 1 with the full context; with a
+    rewriting strategy, one more per rewrite (before turns keep + every, keep + 2 every, ...
+    of at most max_turns)."""
+    c = context_config(cfg)
+    if c.strategy == "full":
+        return 1
+    return 1 + max(0, (cfg.rollout.max_turns - 1 - c.keep_turns) // c.rewrite_every)
 
 
 def sampling_params(cfg, *, greedy: bool = False) -> SamplingParams:

@@ -91,6 +91,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.max_error_fraction = 0.25  # episodes an env may fail before the step fails
     c.rollout.max_tool_calls = 1  # tool calls allowed per turn (more: an error, none run)
     c.rollout.max_tool_call_chars = 4096  # one call's JSON, bounded before parsing
+    # Long episodes (agentic_rl.agents.context): full | window | memory | summarize. Not
+    # full: a call sees keep_turns to keep_turns + rewrite_every - 1 earlier turns, and
+    # each rewrite starts a new row of the episode (rows per step grow to match).
+    c.rollout.context = ml_collections.ConfigDict()
+    c.rollout.context.strategy = "full"
+    c.rollout.context.keep_turns = 4
+    c.rollout.context.rewrite_every = 4
+    c.rollout.context.memory_chars = 600  # memory: the notes' cap
+    c.rollout.context.summary_chars = 800  # summarize: the summary's cap
 
     # Agent programs (agentic_rl.agents): program "" runs the environment loop; otherwise
     # a registered name ("env": the environment as an agent program) or "module:function"
@@ -355,9 +364,15 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
         OFF_POLICY,
         POLICY_LOSSES,
     )
+    from agentic_rl.rollout.types import CONTEXT_STRATEGIES
 
     check_keys(cfg)
     _choice("rl.algo", cfg.rl.algo, ALGOS)
+    ctx = cfg.rollout.context
+    _choice("rollout.context.strategy", ctx.strategy, CONTEXT_STRATEGIES)
+    if ctx.keep_turns < 0 or ctx.rewrite_every < 1:
+        raise ConfigError("rollout.context: keep_turns must be >= 0 and rewrite_every >= 1, "
+                          f"got {ctx.keep_turns} and {ctx.rewrite_every}")
     _choice("rl.kl_mode", cfg.rl.kl_mode, ("loss", "reward"))
     _choice("rl.advantage.estimator", estimator(cfg), ADVANTAGES.names())
     _choice("rl.loss.policy_loss", cfg.rl.loss.policy_loss, POLICY_LOSSES.names())

@@ -33,7 +33,14 @@ import numpy as np
 from agentic_rl.agents import evaluate_policy, run_episodes
 from agentic_rl.models import merge_lora, save_hf_model
 from agentic_rl.rl import DPOConfig
-from agentic_rl.rollout import EvalReport, RolloutResult, eval_metrics, pad_rows, share_prefix
+from agentic_rl.rollout import (
+    EvalReport,
+    RolloutResult,
+    episode_summaries,
+    eval_metrics,
+    pad_rows,
+    share_prefix,
+)
 from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.shapes import leading_rows, shared_prefix
@@ -154,8 +161,10 @@ class Trainer:
         self.policy = policy or builders.build_policy(cfg)
         self.train_tasks = list(self.suite.tasks.split(cfg.env.train_split))
         # Rows per step: one per episode; an agent program may make several (a rewritten
-        # history starts a new row), up to agent.rows_per_episode.
-        per_episode = int(cfg.agent.rows_per_episode) if (cfg.agent.program or agent) else 1
+        # history starts a new row), up to agent.rows_per_episode; the environment loop
+        # with a context strategy, one per rewrite more (`builders.rows_per_episode`).
+        per_episode = int(cfg.agent.rows_per_episode) if (cfg.agent.program or agent) else \
+            builders.rows_per_episode(cfg)
         self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size * per_episode
         self.mesh = make_mesh()
         self._check_divisibility()
@@ -506,11 +515,11 @@ class Trainer:
             result = self.programs.run(tasks[start:start + self.eval_rows], group_size=1,
                                        seed=cfg.seed + i, sampling=sampling,
                                        collate_batch=False)
-            episodes.extend(r.metadata for r in result.records)
+            done = episode_summaries(result.records)  # an episode split into rows: once
+            episodes.extend(done)
             errors.extend(result.errors)
             if on_episode is not None:
-                for meta in [*(r.metadata for r in result.records), *[None] * len(
-                        result.errors)]:
+                for meta in [*done, *[None] * len(result.errors)]:
                     on_episode(meta)
         return EvalReport(eval_metrics(episodes, errors, tasks), episodes, errors)
 

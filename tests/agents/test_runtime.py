@@ -90,9 +90,17 @@ def test_a_rewritten_history_starts_a_new_row_and_is_counted(fmt):
     assert rows == ["g0s0", "g0s0.1", "g1s0", "g1s0.1"]
     assert [m["num_turns"] for m in result.batch.metadata] == [1, 2, 1, 2]
     assert service.metrics["prefix_breaks"] == 2
-    # the episode reward sits on the last turn of each of its rows; same group per task
-    assert result.batch.turn_rewards[:, :2].tolist() == [[1, 0], [0, 1], [1, 0], [0, 1]]
+    # the second row continues the first one's episode (its turns are the episode's
+    # turns 1-2); the episode reward sits on the episode's last turn only, and the
+    # episode counts once in the metrics, with its 3 turns
+    assert [(r.episode, r.turn_offset) for r in result.records] == [
+        (("g0s0", "g0s0"), 0), (("g0s0", "g0s0"), 1), (("g1s0", "g1s0"), 0),
+        (("g1s0", "g1s0"), 1)]
+    assert [m["continued"] for m in result.batch.metadata] == [True, False, True, False]
+    assert result.batch.turn_rewards[:, :2].tolist() == [[0, 0], [0, 1], [0, 0], [0, 1]]
+    assert [m["return"] for m in result.batch.metadata] == [1.0] * 4
     assert result.batch.group_id.tolist() == [0, 0, 1, 1]
+    assert result.metrics["num_episodes"] == 2 and result.metrics["mean_turns"] == 3
 
 
 def test_an_unbroken_conversation_is_one_row(fmt):

@@ -46,3 +46,34 @@ def test_rollout_logprobs_match_full_forward_and_no_reprefill():
                          fmt, suite.make_env, suite.tasks.split("eval"), group_size=2,
                          config=cfg, seed=5)
     np.testing.assert_array_equal(np.asarray(again.batch.tokens), np.asarray(b.tokens))
+
+
+def test_a_rewritten_context_reuses_the_cached_prefix_and_samples_exactly():
+    """Sliding-window rows: each new row takes over its episode's sampler row and keeps the
+    cached prompt; the sampling log-probs still equal a full forward pass of each row."""
+    from agentic_rl.rollout import ContextConfig
+
+    tok = CharTokenizer()
+    model = tiny_model(seed=3, scale=0.3)
+    policy = SamplerPolicy(model, tok, max_rows=4, params=SamplingParams(temperature=1.0),
+                           seed=0)
+    fmt = make_chat_format("chatml", tok)
+    suite = make_env_suite("guess_number", num_eval=2)
+    cfg = RolloutConfig(max_turns=5, max_new_tokens=6, max_episode_tokens=2048,
+                        context=ContextConfig("window", keep_turns=1, rewrite_every=1))
+    res = run_episodes(policy, fmt, suite.make_env, suite.tasks.split("eval"), config=cfg,
+                       seed=1)
+    assert not res.errors
+    b = res.batch
+    assert b.tokens.shape[0] > 2  # rewrites made rows
+    # system + task, less the assistant header the first row's prompt ends with
+    head = len(fmt.encode_prompt(res.records[0].metadata["messages"][:2])) - 32
+    continued = sum(r.metadata["continued"] for r in res.records)
+    assert continued >= 2 and policy.stats["reprefills"] == 0
+    assert policy.stats["reused_prefix_tokens"] >= head * continued
+    assert not policy.rows
+    gd, st = nnx.split(model)
+    lp = np.asarray(jax.jit(lambda s, t, m: token_logprobs(nnx.merge(gd, s), t, m)[0])(
+        st, jnp.asarray(b.tokens), jnp.asarray(b.attention_mask)))
+    mask = np.asarray(b.loss_mask, bool)
+    np.testing.assert_allclose(np.asarray(b.sample_logprobs)[mask], lp[mask], atol=2e-4)
