@@ -529,10 +529,14 @@ def _optional_field(batch: Any, name: str) -> Any:
 
 def batch_episodes(batch: Any) -> Episodes | None:
     """The batch's ``Episodes`` if it has both ``episode_index`` and ``turn_offset``
-    (not None), else None (each row its own episode)."""
+    (not None), else None (each row its own episode). Also None for concrete (not traced)
+    fields in which every episode is one row: then the estimators run their one-row code
+    and reproduce it bit for bit (traced, the episode code agrees to float rounding)."""
     idx, off = _optional_field(batch, "episode_index"), _optional_field(batch, "turn_offset")
     if idx is None or off is None:
         return None
+    if not isinstance(idx, jax.core.Tracer) and np.unique(np.asarray(idx)).size == np.size(idx):
+        return None  # known now: every episode is one row, so the one-row code, bit for bit
     return Episodes(jnp.asarray(idx, jnp.int32), jnp.asarray(off, jnp.int32))
 
 
