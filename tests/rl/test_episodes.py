@@ -282,3 +282,84 @@ def test_episode_space_round_trip_and_chained_gae_by_hand():
     got = np.asarray(rl.chained_gae(r, v, m, 0.9, 0.8, Episodes(np.array([1, 1]),
                                     np.array([0, 1])), last_value=np.array([-3.0, 0.5])))
     np.testing.assert_allclose(np.concatenate([got[0], got[1]]), whole, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------- the data contract
+
+
+def _record(turns, group=0, episode=None, offset=0, truncated=False):
+    from agentic_rl.rollout import EpisodeRecord
+
+    r = EpisodeRecord(group_id=group, episode=episode, turn_offset=offset, truncated=truncated)
+    r.append([1, 2], sampled=False, turn=-1, agent=-1)
+    for k in range(turns):
+        r.append([10 + k] * 2, sampled=True, turn=k, agent=0, logprobs=[-0.5] * 2)
+        r.turn_ends.append(len(r) - 1)
+        r.turn_rewards.append(float(offset + k))
+        r.append([20], sampled=False, turn=k, agent=-1)
+    return r
+
+
+def test_collate_builds_the_episode_fields_from_records():
+    from agentic_rl.rollout import collate, pad_rows
+
+    recs = [_record(2, group=4, episode="a"), _record(1),
+            _record(3, group=4, episode="a", offset=2, truncated=True), _record(1),
+            _record(1, group=1, episode=("b", 1))]
+    b = collate(recs, length_bucket=8)
+    np.testing.assert_array_equal(b.episode_index, [0, 1, 0, 2, 3])  # None: own ids
+    np.testing.assert_array_equal(b.turn_offset, [0, 0, 2, 0, 0])
+    assert b.episode_index.dtype == np.int32 and b.turn_offset.dtype == np.int32
+    assert b.num_turns == 5  # K: the most turns of an episode (2 + 3), not of a row
+    padded = pad_rows(b, 7)
+    padded.validate()
+    np.testing.assert_array_equal(padded.episode_index, [0, 1, 0, 2, 3, 4, 5])
+    np.testing.assert_array_equal(padded.turn_offset[5:], [0, 0])
+    # every existing caller: defaults are each row its own episode, offset 0
+    plain = collate([_record(2), _record(1)], length_bucket=8)
+    np.testing.assert_array_equal(plain.episode_index, [0, 1])
+    np.testing.assert_array_equal(plain.turn_offset, [0, 0])
+    with pytest.raises(ValueError, match="turns > num_turns"):
+        collate(recs, length_bucket=8, num_turns=4)
+
+
+def test_episode_batch_defaults_the_episode_fields():
+    from agentic_rl.rollout import collate
+
+    b = collate([_record(2), _record(1)], length_bucket=8)
+    fields = {k: getattr(b, k) for k in b.__dataclass_fields__
+              if k not in ("episode_index", "turn_offset")}
+    again = type(b)(**fields)
+    np.testing.assert_array_equal(again.episode_index, [0, 1])
+    np.testing.assert_array_equal(again.turn_offset, [0, 0])
+    again.validate()
+
+
+@pytest.mark.parametrize("case,match", [
+    ("group", "EpisodeBatch.group_id: rows .* of episode 0 differ"),
+    ("overlap", "EpisodeBatch.turn_offset: rows .* overlap"),
+    ("past_k", "EpisodeBatch.turn_offset: row 1 .* past the turn axis K=4"),
+    ("truncated", "EpisodeBatch.truncated: row 0 of episode 0 is not its final row"),
+    ("negative", "EpisodeBatch.turn_offset must be >= 0"),
+    ("index", r"EpisodeBatch.episode_index must be dense ids in \[0, B=2\)"),
+    ("shape", r"EpisodeBatch.episode_index must have shape \[B\]"),
+])
+def test_validation_names_each_broken_episode_invariant(case, match):
+    from agentic_rl.rollout import collate
+
+    b = collate([_record(2, episode="e"), _record(2, episode="e", offset=2)], length_bucket=8,
+                num_turns=4)
+    b.validate()
+    bad = {
+        "group": dict(group_id=np.array([0, 1], np.int32)),
+        "overlap": dict(turn_offset=np.array([0, 1], np.int32)),
+        "past_k": dict(turn_offset=np.array([0, 3], np.int32)),
+        "truncated": dict(truncated=np.array([True, False])),
+        "negative": dict(turn_offset=np.array([-1, 2], np.int32)),
+        "index": dict(episode_index=np.array([0, 2], np.int32)),
+        "shape": dict(episode_index=np.zeros((2, 1), np.int32)),
+    }[case]
+    with pytest.raises(ValueError, match=match):
+        b.replace(**bad).validate()
+    # the final row may be truncated
+    b.replace(truncated=np.array([False, True])).validate()
