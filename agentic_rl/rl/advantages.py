@@ -55,8 +55,8 @@ group statistics and whitening of the critic-free baselines are ``rl/groups.py``
 module holds every registered estimator next to the shared input checks and the entry
 point, one registry in one place, hence its length.
 
-Imports: jax, flax.struct, agentic_rl.registry, agentic_rl.rl.returns, .groups and
-.episodes.
+Imports: jax, numpy (the host-side check of concrete episode fields), flax.struct,
+agentic_rl.registry, agentic_rl.rl.returns, .groups and .episodes.
 """
 
 from __future__ import annotations

@@ -242,6 +242,11 @@ def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
     (reward_margin = beta x the mean log-ratio margin of chosen over rejected,
     reward_accuracy, chosen/rejected rewards, num_pairs) of the first update, the guard's,
     and `advantages` [B, T]: +1 on chosen and -1 on rejected tokens (for the viewer)."""
+    if batch.episode_index is not None:
+        raise ValueError(
+            "DPO compares whole episodes by their sequence log-probs and returns; a batch "
+            "with an episode laid out as several rows (episode_index, context rewrites) is "
+            "not supported by dpo_step")
     step = hp.step
     tokens, attn, mask = batch.tokens, batch.attention_mask, batch.sampled_mask
     rows = tokens.shape[0]
