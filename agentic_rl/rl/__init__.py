@@ -12,8 +12,10 @@ a notebook on synthetic data. Variants are selected by name through registries:
                     none, tis, mis, decoupled
 
 The rest: `returns.py` (masked GAE, discounted returns, turn <-> token placement),
-`groups.py` (GRPO group statistics, whitening), `tokens.py` (masked means, log-ratios,
-log-probs and entropies from logits), `dpo.py` (DPO and preference pairs).
+`groups.py` (GRPO group statistics, whitening), `episodes.py` (episodes laid out as
+several rows after context rewrites: episode space and chained GAE), `tokens.py`
+(masked means, log-ratios, log-probs and entropies from logits), `dpo.py` (DPO and
+preference pairs).
 
 Losses return per-token terms; the caller aggregates once (`aggregate`). Registry
 metadata says what a variant needs: `ADVANTAGES.meta(name)["needs_values"]`,
@@ -27,6 +29,7 @@ from agentic_rl.registry import Registry
 from agentic_rl.rl.advantages import (
     ADVANTAGES,
     AdvantageConfig,
+    batch_episodes,
     compute_advantages,
     compute_advantages_by_agent,
 )
@@ -38,6 +41,12 @@ from agentic_rl.rl.dpo import (
     dpo_loss,
     dpo_loss_from_pairs,
     sequence_logprobs,
+)
+from agentic_rl.rl.episodes import (
+    Episodes,
+    chained_gae,
+    from_episode_turns,
+    to_episode_turns,
 )
 from agentic_rl.rl.groups import GroupStats, dense_group_ranks, group_stats, whiten
 from agentic_rl.rl.kl import KL_ESTIMATORS, kl_loss, kl_penalty_rewards, kl_per_token
@@ -82,13 +91,16 @@ __all__ = [
     "POLICY_LOSSES",
     "AdvantageConfig",
     "DPOConfig",
+    "Episodes",
     "GroupStats",
     "LossConfig",
     "PreferencePairs",
     "Registry",
     "aggregate",
+    "batch_episodes",
     "broadcast_turns_to_tokens",
     "build_preference_pairs",
+    "chained_gae",
     "clipped_surrogate",
     "compute_advantages",
     "compute_advantages_by_agent",
@@ -103,6 +115,7 @@ __all__ = [
     "episode_returns",
     "finalize",
     "fold_token_rewards",
+    "from_episode_turns",
     "gather_at_turn_ends",
     "turn_starts",
     "group_stats",
@@ -119,6 +132,7 @@ __all__ = [
     "present_turns",
     "safe_div",
     "sequence_logprobs",
+    "to_episode_turns",
     "value_loss",
     "whiten",
 ]

@@ -1,4 +1,4 @@
-"""Advantage estimators (``ADVANTAGES``) for multi-turn episodes laid out as one token row.
+"""Advantage estimators (``ADVANTAGES``) for multi-turn episodes laid out as token rows.
 
 Inputs follow the EpisodeBatch contract of DESIGN.md:
 
@@ -7,6 +7,9 @@ Inputs follow the EpisodeBatch contract of DESIGN.md:
     turn_end     int32 [B, K]  position of the last sampled token of turn k; -1 = no turn k
     turn_rewards f32   [B, K]  reward received after turn k
     group_id     int32 [B]     episodes that share a task (any integers, not necessarily dense)
+    episodes     optional ``Episodes(episode_index [B], turn_offset [B])``: rows with one
+                 episode_index are one episode whose context was rewritten, row b's
+                 turn k being the episode's turn turn_offset[b] + k (``rl/episodes.py``)
 
 Conventions shared by every estimator in this module:
 
@@ -21,7 +24,7 @@ Conventions shared by every estimator in this module:
 * Every registered estimator has the keyword-only signature::
 
       fn(*, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg,
-         values=None, token_rewards=None, bootstrap=None)
+         values=None, token_rewards=None, bootstrap=None, episodes=None)
           -> (advantages [B, T], returns [B, T])
 
   ``returns`` are value targets for critic-based estimators and the raw
@@ -35,6 +38,15 @@ Conventions shared by every estimator in this module:
   Critic-based estimators bootstrap their last step from it (``compute_advantages``
   builds it from the batch's ``truncated`` flag and the critic's value at the cut);
   critic-free ones accept and ignore it: they have no value to bootstrap with.
+* Episodes as several rows: with ``episodes`` every estimator gives each sampled token
+  exactly the advantage and return it would get if its episode were one row. Turn-level
+  maths (turn GAE, Monte-Carlo and group returns) runs on episode space, token-level
+  recurrences are chained across rows, group estimators compare episodes (one sample per
+  episode), and an episode's truncation bootstrap is its final row's. ``episodes=None``
+  (each row its own episode) is the one-row code, unchanged. ``compute_advantages``
+  passes ``episodes`` when the batch has ``episode_index`` and ``turn_offset``; an
+  estimator registered without the keyword still runs on batches of one-row episodes
+  and raises for batches with a multi-row one.
 * Float hyperparameters live in ``AdvantageConfig`` as pytree leaves, so they can
   be traced: a sweep can ``jax.vmap`` over ``cfg.replace(gamma=g)``.
 
@@ -43,18 +55,32 @@ group statistics and whitening of the critic-free baselines are ``rl/groups.py``
 module holds every registered estimator next to the shared input checks and the entry
 point, one registry in one place, hence its length.
 
-Imports: jax, flax.struct, agentic_rl.registry, agentic_rl.rl.returns and .groups.
+Imports: jax, numpy (the host-side check of concrete episode fields), flax.struct,
+agentic_rl.registry, agentic_rl.rl.returns, .groups and .episodes.
 """
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from agentic_rl.registry import Registry
+from agentic_rl.rl.episodes import (
+    Episodes,
+    as_episodes,
+    chained_gae,
+    episode_bootstrap,
+    episode_group_id,
+    episode_rank,
+    first_rows,
+    from_episode_turns,
+    to_episode_turns,
+)
 from agentic_rl.rl.groups import GroupStats, group_stats, whiten
 from agentic_rl.rl.returns import (
     broadcast_turns_to_tokens,
@@ -139,6 +165,10 @@ def _bootstrap(bootstrap: Array | None, loss_mask: Array) -> Array | None:
     return bootstrap
 
 
+def _episodes(episodes, loss_mask: Array) -> Episodes | None:
+    return None if episodes is None else as_episodes(episodes, loss_mask.shape[0])
+
+
 def _require_values(values: Array | None, loss_mask: Array, name: str) -> Array:
     if values is None:
         raise ValueError(f"advantage estimator {name!r} needs critic values [B, T]")
@@ -162,7 +192,7 @@ def _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards) -> Array:
 @ADVANTAGES.register("gae", needs_values=True)
 def gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """Token-level GAE with a critic (PPO).
 
@@ -179,12 +209,17 @@ def gae(
     values = _require_values(values, loss_mask, "gae")
     bootstrap = _bootstrap(bootstrap, loss_mask)
     r = _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards)
-    adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam, last_value=bootstrap)
+    episodes = _episodes(episodes, loss_mask)
+    if episodes is None:
+        adv = masked_gae(r, values, loss_mask, cfg.gamma, cfg.lam, last_value=bootstrap)
+    else:
+        adv = chained_gae(r, values, loss_mask, cfg.gamma, cfg.lam, episodes,
+                          last_value=bootstrap)
     return adv, jnp.where(loss_mask, adv + values, 0)
 
 
 def _turn_level_gae(name, turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
-                    token_rewards, cfg, bootstrap):
+                    token_rewards, cfg, bootstrap, episodes):
     """Checked inputs and the turn-level GAE shared by turn_gae and bilevel_gae:
     (a_turn [B, K], v_turn [B, K], turn_end, turn_index, loss_mask, values)."""
     turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
@@ -195,16 +230,27 @@ def _turn_level_gae(name, turn_rewards, turn_end, turn_index, loss_mask, group_i
     # V_k is read at the turn's first sampled token: the state the turn starts from. At the
     # turn's end the critic has already seen (almost) the whole utterance it should judge.
     starts = turn_starts(turn_index, loss_mask, turn_end.shape[1])
-    v_turn = jnp.where(present_turns(turn_end), gather_at_turn_ends(values, starts), 0)
-    a_turn = masked_gae(r_turn, v_turn, present_turns(turn_end), cfg.turn_gamma, cfg.turn_lam,
-                        last_value=_bootstrap(bootstrap, loss_mask))
+    present = present_turns(turn_end)
+    v_turn = jnp.where(present, gather_at_turn_ends(values, starts), 0)
+    bootstrap = _bootstrap(bootstrap, loss_mask)
+    episodes = _episodes(episodes, loss_mask)
+    if episodes is None:
+        a_turn = masked_gae(r_turn, v_turn, present, cfg.turn_gamma, cfg.turn_lam,
+                            last_value=bootstrap)
+    else:  # the same turn maths on whole episodes
+        a_ep = masked_gae(to_episode_turns(r_turn, present, episodes),
+                          to_episode_turns(v_turn, present, episodes),
+                          to_episode_turns(present, present, episodes),
+                          cfg.turn_gamma, cfg.turn_lam,
+                          last_value=episode_bootstrap(bootstrap, present, episodes))
+        a_turn = from_episode_turns(a_ep, present, episodes)
     return a_turn, v_turn, turn_end, turn_index, loss_mask, values
 
 
 @ADVANTAGES.register("turn_gae", needs_values=True)
 def turn_gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """Turn-level GAE: one MDP step per turn, every token of the turn shares its advantage.
 
@@ -220,7 +266,7 @@ def turn_gae(
     """
     a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
         "turn_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
-        token_rewards, cfg, bootstrap,
+        token_rewards, cfg, bootstrap, episodes,
     )
     adv = broadcast_turns_to_tokens(a_turn, turn_index, loss_mask)
     ret = broadcast_turns_to_tokens(a_turn + v_turn, turn_index, loss_mask)
@@ -230,7 +276,7 @@ def turn_gae(
 @ADVANTAGES.register("bilevel_gae", needs_values=True)
 def bilevel_gae(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """Bi-level GAE: turn-level GAE across turns, then token-level GAE within each turn.
 
@@ -253,7 +299,7 @@ def bilevel_gae(
     """
     a_turn, v_turn, turn_end, turn_index, loss_mask, values = _turn_level_gae(
         "bilevel_gae", turn_rewards, turn_end, turn_index, loss_mask, group_id, values,
-        token_rewards, cfg, bootstrap,
+        token_rewards, cfg, bootstrap, episodes,
     )
     seq_len = loss_mask.shape[1]
     r = place_turn_values(a_turn + v_turn, turn_end, seq_len)
@@ -268,7 +314,7 @@ def bilevel_gae(
 @ADVANTAGES.register("mc_returns")
 def mc_returns(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """Monte-Carlo discounted return per turn, as the advantage of every token of the turn.
 
@@ -280,7 +326,14 @@ def mc_returns(
         turn_rewards, turn_end, turn_index, loss_mask, group_id
     )
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
-    g = discounted_returns(r_turn, present_turns(turn_end), cfg.turn_gamma)
+    present = present_turns(turn_end)
+    episodes = _episodes(episodes, loss_mask)
+    if episodes is None:
+        g = discounted_returns(r_turn, present, cfg.turn_gamma)
+    else:
+        g = from_episode_turns(discounted_returns(
+            to_episode_turns(r_turn, present, episodes),
+            to_episode_turns(present, present, episodes), cfg.turn_gamma), present, episodes)
     ret = broadcast_turns_to_tokens(g, turn_index, loss_mask)
     return ret, ret
 
@@ -294,7 +347,12 @@ def _group_scores(turn_rewards, turn_end, turn_index, loss_mask, token_rewards, 
     compared with turn k of the other episodes of its group that have a turn k.
     """
     r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask, token_rewards)
-    present = present_turns(turn_end)
+    return _scores(r_turn, present_turns(turn_end), cfg)
+
+
+def _scores(r_turn, present, cfg):
+    """`_group_scores` from effective turn rewards and present turns (of rows, or of
+    whole episodes in episode space)."""
     if cfg.level == "outcome":
         g = discounted_returns(r_turn, present, cfg.turn_gamma)
         first = jnp.argmax(present, axis=1)[:, None]
@@ -310,6 +368,12 @@ def _scores_to_tokens(x, turn_index, loss_mask, level):
     return broadcast_turns_to_tokens(x, turn_index, loss_mask)
 
 
+def _episode_scores_to_rows(x, present, episodes, level):
+    if level == "outcome":  # the episode's scalar on every row of it
+        return x[episode_rank(episodes)]
+    return from_episode_turns(x, present, episodes)
+
+
 def _group_estimator(name, adv_fn):
     def estimator(
         *,
@@ -322,12 +386,24 @@ def _group_estimator(name, adv_fn):
         values=None,
         token_rewards=None,
         bootstrap=None,
+        episodes=None,
     ):
         turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
             turn_rewards, turn_end, turn_index, loss_mask, group_id
         )
-        x, valid = _group_scores(turn_rewards, turn_end, turn_index, loss_mask, token_rewards, cfg)
-        a = adv_fn(x, group_stats(x, valid, group_id), cfg)
+        episodes = _episodes(episodes, loss_mask)
+        if episodes is None:
+            x, valid = _group_scores(turn_rewards, turn_end, turn_index, loss_mask,
+                                     token_rewards, cfg)
+            a = adv_fn(x, group_stats(x, valid, group_id), cfg)
+        else:  # one sample per episode, compared within the group of its rows
+            present = present_turns(turn_end)
+            r_turn = effective_turn_rewards(turn_rewards, turn_end, turn_index, loss_mask,
+                                            token_rewards)
+            x, valid = _scores(to_episode_turns(r_turn, present, episodes),
+                               to_episode_turns(present, present, episodes), cfg)
+            a = adv_fn(x, group_stats(x, valid, episode_group_id(group_id, episodes)), cfg)
+            x, a = (_episode_scores_to_rows(v, present, episodes, cfg.level) for v in (x, a))
         adv = _scores_to_tokens(a, turn_index, loss_mask, cfg.level)
         return adv, _scores_to_tokens(x, turn_index, loss_mask, cfg.level)
 
@@ -370,29 +446,44 @@ estimator stays unbiased. Groups of one, and identical rewards, give 0."""
 
 
 def _reinforce_pp(
-    turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, baseline: bool
+    turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, baseline: bool,
+    episodes=None,
 ):
     turn_rewards, turn_end, turn_index, loss_mask, group_id = _prep(
         turn_rewards, turn_end, turn_index, loss_mask, group_id
     )
     r = _token_rewards(turn_rewards, turn_end, loss_mask, token_rewards)
-    g = discounted_returns(r, loss_mask, cfg.gamma)
+    episodes = _episodes(episodes, loss_mask)
+    if episodes is None:
+        g = discounted_returns(r, loss_mask, cfg.gamma)
+    else:  # reward-to-go across the episode's rows: GAE with V = 0, lambda = 1
+        g = chained_gae(r, jnp.zeros_like(r), loss_mask, cfg.gamma, 1.0, episodes)
     adv = g
     if baseline:
         has_tokens = jnp.any(loss_mask, axis=1)
         first = jnp.argmax(loss_mask, axis=1)[:, None]
         x = jnp.take_along_axis(g, first, axis=1)  # episode return seen from its first token
-        st = group_stats(x, has_tokens[:, None], group_id)
-        # Identical group returns: subtract the episode's own return (exact 0 signal).
-        b = jnp.where(st.spread, st.mean, x)
+        if episodes is None:
+            st = group_stats(x, has_tokens[:, None], group_id)
+            # Identical group returns: subtract the episode's own return (exact 0 signal).
+            b = jnp.where(st.spread, st.mean, x)
+        else:  # the return from the episode's first row, one sample per episode
+            rank = episode_rank(episodes)
+            head = first_rows(loss_mask, episodes)
+            x_ep = jax.ops.segment_sum(jnp.where(head, x[:, 0], 0.0), rank, x.shape[0])[:, None]
+            valid = jax.ops.segment_max(has_tokens.astype(jnp.int32), rank, x.shape[0]) > 0
+            valid = valid[:, None]
+            st = group_stats(x_ep, valid, episode_group_id(group_id, episodes))
+            b = jnp.where(st.spread, st.mean, x_ep)[rank]
         adv = jnp.where(loss_mask, g - b, 0)
-    return whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps), g
+    return whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps,
+                  episode_index=None if episodes is None else episodes.episode_index), g
 
 
 @ADVANTAGES.register("reinforce_pp")
 def reinforce_pp(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """REINFORCE++ (Hu, 2025): token-level reward-to-go, whitened over the batch.
 
@@ -402,20 +493,22 @@ def reinforce_pp(
     (``cfg.whiten_weighting``). The batch-level baseline replaces a critic.
     """
     return _reinforce_pp(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, False
+        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, False,
+        episodes,
     )
 
 
 @ADVANTAGES.register("reinforce_pp_baseline")
 def reinforce_pp_baseline(
     *, turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, values=None,
-    token_rewards=None, bootstrap=None,
+    token_rewards=None, bootstrap=None, episodes=None,
 ):
     """REINFORCE++-baseline: reward-to-go minus the group-mean episode return, then
     whitened over the batch. The group mean removes per-prompt difficulty before the
     batch normalisation sets the scale."""
     return _reinforce_pp(
-        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, True
+        turn_rewards, turn_end, turn_index, loss_mask, group_id, cfg, token_rewards, True,
+        episodes,
     )
 
 
@@ -426,6 +519,57 @@ def _field(batch: Any, name: str) -> Any:
     if isinstance(batch, dict):
         return batch[name]
     return getattr(batch, name)
+
+
+def _optional_field(batch: Any, name: str) -> Any:
+    if isinstance(batch, dict):
+        return batch.get(name)
+    return getattr(batch, name, None)
+
+
+def batch_episodes(batch: Any) -> Episodes | None:
+    """The batch's ``Episodes`` if it has both ``episode_index`` and ``turn_offset``
+    (not None), else None (each row its own episode). Also None for concrete (not traced)
+    fields in which every episode is one row: then the estimators run their one-row code
+    and reproduce it bit for bit (traced, the episode code agrees to float rounding)."""
+    idx, off = _optional_field(batch, "episode_index"), _optional_field(batch, "turn_offset")
+    if idx is None or off is None:
+        return None
+    if not isinstance(idx, jax.core.Tracer) and np.unique(np.asarray(idx)).size == np.size(idx):
+        return None  # known now: every episode is one row, so the one-row code, bit for bit
+    return Episodes(jnp.asarray(idx, jnp.int32), jnp.asarray(off, jnp.int32))
+
+
+def accepts_episodes(fn) -> bool:
+    """Whether an estimator takes the ``episodes`` keyword (or ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "episodes" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def _legacy_message(name: str) -> str:
+    return (f"advantage estimator {name!r} takes no `episodes` keyword, but the batch has an "
+            "episode laid out as several rows (repeated episode_index): its advantages "
+            "would treat each row as an episode. Add `episodes=None` to its signature and "
+            "handle it (agentic_rl.rl.episodes), or give every row its own episode_index")
+
+
+def _check_one_row_episodes(name: str, episodes: Episodes) -> None:
+    """For an estimator without the ``episodes`` keyword: every episode must be one row.
+    Checked now on concrete arrays; under jit by a host callback that raises."""
+    idx = episodes.episode_index
+
+    def check(idx):
+        idx = np.asarray(idx)
+        if len(np.unique(idx)) != idx.size:
+            raise ValueError(_legacy_message(name))
+
+    if isinstance(idx, jax.core.Tracer):
+        jax.debug.callback(check, idx)
+    else:
+        check(idx)
 
 
 def compute_advantages(
@@ -439,7 +583,10 @@ def compute_advantages(
     """Runs the estimator named by ``cfg.estimator`` on an EpisodeBatch-like object.
 
     ``batch`` is anything with the fields turn_rewards, turn_end, turn_index,
-    loss_mask and group_id (an EpisodeBatch, a dict, a namespace). With
+    loss_mask and group_id (an EpisodeBatch, a dict, a namespace). If it also has
+    ``episode_index`` and ``turn_offset`` (not None), they reach the estimator as
+    ``episodes``: rows of one episode get its exact advantages (``rl/episodes.py``);
+    an estimator without that keyword gets a ValueError for a multi-row episode. With
     ``cut_values`` [B] (the critic's value of the state after each row's last token)
     it also needs ``truncated`` [B]: rows cut by a limit bootstrap from their cut
     value, the others from 0. If ``cfg.whiten``, the advantages are then whitened over
@@ -456,6 +603,12 @@ def compute_advantages(
                 "cut_values need the batch's truncated flag [B] (which rows were cut by a limit)"
             ) from None
         kwargs["bootstrap"] = jnp.where(truncated, jnp.asarray(cut_values, jnp.float32), 0.0)
+    episodes = batch_episodes(batch)
+    if episodes is not None:
+        if accepts_episodes(fn):
+            kwargs["episodes"] = episodes
+        else:
+            _check_one_row_episodes(cfg.estimator, episodes)
     adv, ret = fn(
         turn_rewards=jnp.asarray(_field(batch, "turn_rewards")),
         turn_end=jnp.asarray(_field(batch, "turn_end")),
@@ -468,7 +621,8 @@ def compute_advantages(
         **kwargs,
     )
     if cfg.whiten:
-        adv = whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps)
+        adv = whiten(adv, loss_mask, weighting=cfg.whiten_weighting, eps=cfg.eps,
+                     episode_index=None if episodes is None else episodes.episode_index)
     return adv, ret
 
 
@@ -496,6 +650,8 @@ def compute_advantages_by_agent(
                                   cut_values=cut_values)
     fields = ("turn_rewards", "turn_end", "turn_index", "loss_mask", "group_id")
     base = {k: _field(batch, k) for k in fields}
+    for k in ("episode_index", "turn_offset"):
+        base[k] = _optional_field(batch, k)
     if cut_values is not None:
         base["truncated"] = _field(batch, "truncated")
     loss_mask = jnp.asarray(base["loss_mask"], bool)

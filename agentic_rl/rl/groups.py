@@ -57,14 +57,16 @@ def group_stats(x: Array, valid: Array, group_id: Array) -> GroupStats:
     return GroupStats(n, mean, std, valid & (gmax > gmin))
 
 
-def whiten(x: Array, mask: Array, *, weighting: str = "token", eps: float | Array = 1e-6) -> Array:
+def whiten(x: Array, mask: Array, *, weighting: str = "token", eps: float | Array = 1e-6,
+           episode_index: Array | None = None) -> Array:
     """Normalises x to zero mean / unit std over the masked entries of the whole batch.
 
     ``weighting="token"`` gives every action token the same weight (REINFORCE++ as
     published). ``weighting="rollout"`` gives every episode (row) the same total
     weight, 1/n_tokens per token, so a few long episodes cannot dominate the batch
     mean and std. Returns 0 where mask is 0, and exact 0 everywhere if all masked
-    values are identical.
+    values are identical. ``episode_index`` [B] (rows with one id are one episode laid
+    out as several rows): "rollout" then weighs every episode the same, not every row.
     """
     if weighting not in WEIGHTINGS:
         raise ValueError(f"unknown whiten weighting {weighting!r}; valid names: token, rollout")
@@ -73,7 +75,11 @@ def whiten(x: Array, mask: Array, *, weighting: str = "token", eps: float | Arra
     if weighting == "token":
         w = m
     else:
-        w = m / jnp.maximum(m.sum(axis=-1, keepdims=True), 1)
+        n = m.sum(axis=-1, keepdims=True)
+        if episode_index is not None:  # tokens of the row's whole episode
+            rank = dense_group_ranks(jnp.asarray(episode_index))
+            n = jax.ops.segment_sum(n[:, 0], rank, n.shape[0])[rank][:, None]
+        w = m / jnp.maximum(n, 1)
     total = jnp.maximum(w.sum(), 1e-12)
     mu = jnp.sum(w * x) / total
     var = jnp.sum(w * jnp.square(x - mu)) / total

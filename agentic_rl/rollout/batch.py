@@ -15,13 +15,21 @@ Conventions fixed here (the DESIGN table leaves them open):
   the episode while the environment would have gone on, False when the environment
   ended it. A cut episode's return is not finished: critic-based advantages bootstrap
   from the value of the state at the cut instead of treating it as terminal.
+- An episode whose context was rewritten (a sliding window, a summary) is laid out as
+  several rows, one per unbroken context: rows with the same `episode_index[b]` are one
+  episode, and row b's turn k is the episode's turn `turn_offset[b] + k`. Rows of one
+  episode share `group_id`, their turn ranges do not overlap and fit the turn axis K, and
+  only the row holding the episode's last turn may be `truncated` (the others are
+  continued by the next row). The advantages of `agentic_rl.rl` then treat the rows as the
+  one episode they are (`rl/episodes.py`). By default each row is its own episode
+  (`episode_index` = 0..B-1, `turn_offset` = 0).
 
 Imports: numpy and flax.struct only; no model, no environment.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,7 +87,23 @@ class EpisodeBatch:
     group_id: Any  # int32 [B]
     agent_id: Any  # int32 [B, T]
     truncated: Any  # bool [B]: cut by a rollout limit rather than ended by the env
+    # int32 [B]: rows with the same id are one episode (dense ids 0..E-1); None = each row
+    # its own episode (0..B-1)
+    episode_index: Any = None
+    # int32 [B]: the episode-global index of the row's first turn; None = 0
+    turn_offset: Any = None
     metadata: HostMetadata = struct.field(pytree_node=False, default_factory=HostMetadata)
+
+    def __post_init__(self):
+        # Fill the defaults (each row its own episode, offset 0) so every consumer sees
+        # arrays. Only when constructed with None and real rows (not in pytree plumbing).
+        rows = np.shape(self.tokens)[:1] if self.tokens is not None else ()
+        if not rows:
+            return
+        if self.episode_index is None:
+            object.__setattr__(self, "episode_index", np.arange(rows[0], dtype=np.int32))
+        if self.turn_offset is None:
+            object.__setattr__(self, "turn_offset", np.zeros(rows[0], np.int32))
 
     @property
     def batch_size(self) -> int:
@@ -113,6 +137,8 @@ _SPEC = {  # field -> (allowed numpy dtype kinds, named axes)
     "turn_rewards": ("f", ("B", "K")),
     "group_id": ("iu", ("B",)),
     "truncated": ("b", ("B",)),
+    "episode_index": ("iu", ("B",)),
+    "turn_offset": ("iu", ("B",)),
 }
 
 
@@ -161,6 +187,43 @@ def _check_turn_ends(a: dict[str, np.ndarray]) -> None:
         raise ValueError("EpisodeBatch.turn_rewards must be 0 for absent turns")
 
 
+def _check_episodes(a: dict[str, np.ndarray]) -> None:
+    """The invariants of episodes laid out as several rows (module docstring)."""
+    ep, off = a["episode_index"].astype(np.int64), a["turn_offset"].astype(np.int64)
+    B, K = a["turn_end"].shape
+    if np.any(ep < 0) or np.any(ep >= B):
+        raise ValueError(f"EpisodeBatch.episode_index must be dense ids in [0, B={B})")
+    if np.any(off < 0):
+        raise ValueError("EpisodeBatch.turn_offset must be >= 0")
+    n = (a["turn_end"] >= 0).sum(axis=1)  # present turns come first (_check_turn_ends)
+    end = off + n
+    if np.any(end > K):
+        b = int(np.argmax(end > K))
+        raise ValueError(
+            f"EpisodeBatch.turn_offset: row {b} holds episode turns [{off[b]}, {end[b]}), "
+            f"past the turn axis K={K}")
+    for e in np.unique(ep):
+        rows = np.flatnonzero(ep == e)
+        if len(rows) == 1:
+            continue
+        if np.any(a["group_id"][rows] != a["group_id"][rows[0]]):
+            raise ValueError(
+                f"EpisodeBatch.group_id: rows {rows.tolist()} of episode {e} differ in group_id")
+        held = rows[n[rows] > 0]
+        order = held[np.argsort(off[held], kind="stable")]
+        if np.any(off[order[1:]] < end[order[:-1]]):
+            raise ValueError(
+                f"EpisodeBatch.turn_offset: rows {rows.tolist()} of episode {e} overlap in "
+                "their turn ranges [turn_offset, turn_offset + num_turns)")
+        last = order[-1] if len(order) else None
+        bad = [int(b) for b in rows if a["truncated"][b] and b != last]
+        if bad:
+            raise ValueError(
+                f"EpisodeBatch.truncated: row {bad[0]} of episode {e} is not its final row; "
+                "only the row holding the episode's last turn may be truncated (the others "
+                "are continued by the next row)")
+
+
 def validate_episode_batch(batch: EpisodeBatch) -> None:
     """See `EpisodeBatch.validate`."""
     a = _check_shapes(batch)
@@ -183,6 +246,7 @@ def validate_episode_batch(batch: EpisodeBatch) -> None:
     if not np.all(np.isfinite(a["turn_rewards"])):
         raise ValueError("EpisodeBatch.turn_rewards has non-finite values")
     _check_turn_ends(a)
+    _check_episodes(a)
 
 
 @dataclass
@@ -199,6 +263,9 @@ class EpisodeRecord:
     group_id: int = 0
     truncated: bool = False  # cut by a rollout limit, not ended by the environment
     metadata: dict[str, Any] = field(default_factory=dict)
+    # rows (records) with the same non-None key are one episode; None: its own episode
+    episode: Hashable | None = None
+    turn_offset: int = 0  # the episode-global index of the row's first turn
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -234,14 +301,16 @@ def collate(
 ) -> EpisodeBatch:
     """Stacks episodes into a validated `EpisodeBatch`.
 
-    T is `length` if given (an error if an episode is longer), else the bucketed longest
-    episode. K is `num_turns` if given (pass the max-turns config for a static shape),
-    else the most turns in the batch.
+    T is `length` if given (an error if a row is longer), else the bucketed longest row.
+    K is `num_turns` if given (pass the max-turns config for a static shape), else the
+    most turns of an episode (`turn_offset` + turns of its rows). Records with the same
+    non-None `episode` key become rows of one episode (`episode_index`, dense in order of
+    first appearance; None keys get their own ids).
     """
     if not records:
         raise ValueError("collate needs at least one episode")
     longest = max(len(r) for r in records)
-    most_turns = max(len(r.turn_ends) for r in records)
+    most_turns = max(int(r.turn_offset) + len(r.turn_ends) for r in records)
     T = bucket(longest, length_bucket) if length is None else length
     K = max(most_turns, 1) if num_turns is None else num_turns
     if longest > T:
@@ -260,7 +329,10 @@ def collate(
         "turn_rewards": np.zeros((B, K), np.float32),
         "group_id": np.zeros((B,), np.int32),
         "truncated": np.zeros((B,), bool),
+        "episode_index": np.zeros((B,), np.int32),
+        "turn_offset": np.zeros((B,), np.int32),
     }
+    ids: dict[Hashable, int] = {}
     for b, r in enumerate(records):
         n, k = len(r), len(r.turn_ends)
         if len(r.turn_rewards) != k:
@@ -275,6 +347,9 @@ def collate(
         out["turn_rewards"][b, :k] = r.turn_rewards
         out["group_id"][b] = r.group_id
         out["truncated"][b] = bool(r.truncated)
+        key = ("row", b) if r.episode is None else ("episode", r.episode)
+        out["episode_index"][b] = ids.setdefault(key, len(ids))
+        out["turn_offset"][b] = int(r.turn_offset)
     batch = EpisodeBatch(**out, metadata=HostMetadata([r.metadata for r in records]))
     return batch.validate()
 
@@ -286,8 +361,8 @@ def collate(
 def pad_rows(batch: EpisodeBatch, rows: int) -> EpisodeBatch:
     """`batch` with empty rows appended up to `rows` (episodes dropped by env errors), so
     every step has the same shape. Empty rows have no tokens, hence no loss, and each its
-    own (negative) group id so no group statistics see them; their metadata is
-    `{"padding": True}`."""
+    own (negative) group id so no group statistics see them, and each its own episode;
+    their metadata is `{"padding": True}`."""
     missing = rows - batch.batch_size
     if missing <= 0:
         return batch
@@ -298,6 +373,8 @@ def pad_rows(batch: EpisodeBatch, rows: int) -> EpisodeBatch:
         pad = np.full((missing, *a.shape[1:]), fill.get(name, 0), a.dtype)
         if name == "group_id":
             pad = (a.min(initial=0) - 1 - np.arange(missing)).astype(a.dtype)
+        if name == "episode_index":  # each padding row its own episode
+            pad = (a.max(initial=-1) + 1 + np.arange(missing)).astype(a.dtype)
         out[name] = np.concatenate([a, pad])
     metadata = HostMetadata([*batch.metadata, *({"padding": True} for _ in range(missing))])
     return batch.replace(**out, metadata=metadata)

@@ -9,6 +9,8 @@ updated state and the step's metrics out:
      the critic's values and the reference log-probs, as the config needs them;
   2. advantages and returns (`rl.compute_advantages`), with the KL as a per-token reward
      penalty if asked, and truncated rows bootstrapped from the critic's value at the cut;
+     the rows of an episode laid out as several rows (context rewrites: `episode_index`,
+     `turn_offset`) get the advantages of the one episode they are;
   3. `train_on_batch`: epochs x minibatches x micro-batches of guarded updates.
 
 `LearnerBatch` holds the device fields of an `EpisodeBatch` (plus which tokens the sampler
@@ -84,6 +86,12 @@ class LearnerBatch:
     adapter_ids: Array | None = None
     # int32 [B]: each row's acting agent (-1: none), for per-agent advantage estimators
     row_agent: Array | None = None
+    # int32 [B] each: episodes laid out as several rows (context rewrites): rows with one
+    # episode_index are one episode, row b's turn k is its turn turn_offset[b] + k. None
+    # (the default, and what `from_episodes` keeps when every episode is one row): each
+    # row its own episode, the advantages' one-row code.
+    episode_index: Array | None = None
+    turn_offset: Array | None = None
 
     @classmethod
     def from_episodes(cls, batch: EpisodeBatch, *, train_on_observations: bool = False,
@@ -95,12 +103,17 @@ class LearnerBatch:
         end-of-turn tokens between them), for the `rl.train_on_observations` ablation;
         the prompt and padding stay out. `num_adapters` > 1: the policy has one LoRA adapter
         per agent, and `adapter_ids` says which one computed each token. `row_agents`: keep
-        each row's agent (`row_agent`, its last turn's), for per-agent estimators."""
+        each row's agent (`row_agent`, its last turn's), for per-agent estimators.
+        `episode_index` / `turn_offset` are kept when some episode spans several rows
+        (the advantages then treat its rows as one episode), else left None."""
         a = lambda name: np.asarray(getattr(batch, name))
         loss = a("loss_mask").astype(bool)
         sampled = loss
         if train_on_observations:
             loss = loss | (a("attention_mask").astype(bool) & (a("turn_index") >= 0))
+        episode_index = getattr(batch, "episode_index", None)
+        multi_row = episode_index is not None and \
+            np.unique(np.asarray(episode_index)).size < np.size(episode_index)
         return cls(tokens=a("tokens").astype(np.int32), attention_mask=a("attention_mask"),
                    loss_mask=loss, sampled_mask=sampled,
                    sample_logprobs=a("sample_logprobs").astype(np.float32),
@@ -110,7 +123,9 @@ class LearnerBatch:
                    group_id=a("group_id").astype(np.int32), truncated=a("truncated"),
                    adapter_ids=(token_adapters(a("agent_id")) if num_adapters > 1 else None),
                    row_agent=(a("agent_id").max(axis=1).astype(np.int32) if row_agents
-                              else None))
+                              else None),
+                   episode_index=(a("episode_index").astype(np.int32) if multi_row else None),
+                   turn_offset=(a("turn_offset").astype(np.int32) if multi_row else None))
 
 
 @flax.struct.dataclass
@@ -227,6 +242,11 @@ def dpo_step(state: TrainState, batch: LearnerBatch, hp: LearnerConfig
     (reward_margin = beta x the mean log-ratio margin of chosen over rejected,
     reward_accuracy, chosen/rejected rewards, num_pairs) of the first update, the guard's,
     and `advantages` [B, T]: +1 on chosen and -1 on rejected tokens (for the viewer)."""
+    if batch.episode_index is not None:
+        raise ValueError(
+            "DPO compares whole episodes by their sequence log-probs and returns; a batch "
+            "with an episode laid out as several rows (episode_index, context rewrites) is "
+            "not supported by dpo_step")
     step = hp.step
     tokens, attn, mask = batch.tokens, batch.attention_mask, batch.sampled_mask
     rows = tokens.shape[0]

@@ -165,3 +165,69 @@ def test_a_loss_missing_a_declared_input_is_a_clear_error(probe_losses):
         rl.compute_policy_loss(lp, lp, lp, mask, cfg)
     with pytest.raises(ValueError, match="unknown loss inputs"):
         rl.compute_policy_loss(lp, lp, lp, mask, cfg, ref_logprobs=lp, refs=lp)
+
+
+def split_episodes(seed=0, groups=2, group_size=4, length=32):
+    """`episodes` twice: as one row per episode, and with each episode's second turn in a
+    row of its own (a rewritten context: a new 4-token prefix, then turn 1 with
+    turn_offset 1). Returns (one-row batch, split batch, {(row, pos): (split row, pos)})."""
+    whole = episodes(seed, groups, group_size, length)
+    rng = np.random.default_rng(100 + seed)
+    records, where = [], {}
+    for b in range(whole.batch_size):
+        toks, te = np.asarray(whole.tokens[b]), np.asarray(whole.turn_end[b])
+        loss, lp = np.asarray(whole.loss_mask[b]), np.asarray(whole.sample_logprobs[b])
+        ti, n = np.asarray(whole.turn_index[b]), int(whole.attention_mask[b].sum())
+        start1 = int(np.flatnonzero(loss & (ti == 1))[0])
+        first = EpisodeRecord(group_id=int(whole.group_id[b]), episode=b)
+        second = EpisodeRecord(group_id=int(whole.group_id[b]), episode=b, turn_offset=1)
+        for rec, lo, hi, k, prefix in ((first, 0, start1, 0, []),
+                                       (second, start1, n, 1, rng.integers(0, V, 4).tolist())):
+            rec.append(prefix, sampled=False, turn=-1, agent=-1)
+            for t in range(lo, hi):
+                if loss[t]:
+                    where[b, t] = (len(records), len(rec))
+                    rec.append([int(toks[t])], sampled=True, turn=int(ti[t]) - k, agent=0,
+                               logprobs=[float(lp[t])])
+                else:
+                    rec.append([int(toks[t])], sampled=False,
+                               turn=int(ti[t]) - k if ti[t] >= 0 else -1, agent=-1)
+            rec.turn_ends.append(where[b, int(te[k])][1])
+            rec.turn_rewards.append(float(whole.turn_rewards[b, k]))
+            records.append(rec)
+    return whole, collate(records, length=length, num_turns=2), where
+
+
+@pytest.mark.parametrize("estimator,level", [("grpo", "turn"), ("rloo", "outcome"),
+                                             ("reinforce_pp_baseline", "outcome"), ("gae", "")])
+def test_learner_trains_a_split_episode_as_the_episode(estimator, level):
+    """`score_and_advantages` on a LearnerBatch whose episodes are each split into two rows
+    (a context rewrite before turn 1) gives every sampled token the advantage of the
+    unsplit batch (critic-free estimators: they read no model output). With a critic the
+    values differ by context, so there: the learner's advantages are the estimator's on
+    the split batch with its episodes, not the row-wise ones."""
+    whole, split, where = split_episodes()
+    split.validate()
+    one = LearnerBatch.from_episodes(whole)
+    two = LearnerBatch.from_episodes(split)
+    assert one.episode_index is None and one.turn_offset is None  # one-row code, unchanged
+    np.testing.assert_array_equal(two.episode_index, np.arange(16) // 2)
+    np.testing.assert_array_equal(two.turn_offset, np.arange(16) % 2)
+    critic = estimator == "gae"
+    hp = config(critic).replace(
+        advantage=rl.AdvantageConfig(estimator=estimator, level=level or "outcome"))
+    state = make_state(lora=False, critic=critic)
+    fn = jax.jit(score_and_advantages)
+    adv_two = np.asarray(fn(state, two, hp).advantages)
+    if not critic:
+        adv_one = np.asarray(fn(state, one, hp).advantages)
+        for (b, t), (r, tn) in where.items():
+            np.testing.assert_allclose(adv_two[r, tn], adv_one[b, t], rtol=1e-5, atol=1e-5)
+        return
+    tb = fn(state, two, hp)
+    cut = value_at_cut(tb.old_values, jnp.asarray(two.attention_mask))
+    expect, _ = rl.compute_advantages(two, hp.advantage, values=tb.old_values, cut_values=cut)
+    rowwise, _ = rl.compute_advantages(two.replace(episode_index=None, turn_offset=None),
+                                       hp.advantage, values=tb.old_values, cut_values=cut)
+    np.testing.assert_allclose(adv_two, expect, atol=1e-5)
+    assert not np.allclose(adv_two, rowwise, atol=1e-3)
