@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from agentic_rl.agents import run_episodes
@@ -227,3 +228,38 @@ def test_full_context_ends_truncated_at_the_context_limit():
     res, _ = run_long("window", tasks=1, max_tokens=8000)  # the window fits where full cannot
     assert res.metrics["success_rate"] == 1.0
     assert max(len(r.tokens) for r in res.records) < 8000
+
+
+@pytest.mark.parametrize("estimator,extra", [
+    ("mc_returns", {"turn_gamma": 0.9}),
+    ("reinforce_pp", {"gamma": 0.999, "whiten_weighting": "rollout"}),
+])
+def test_rows_of_a_rewritten_episode_get_the_whole_episodes_credit(estimator, extra):
+    """The scripted solver plays the same moves whatever it is shown, so the window run and
+    the full run are the same episodes cut differently: every sampled token must get the
+    same advantage, although a window row holds only its slice of the episode."""
+    from agentic_rl.rl import AdvantageConfig, compute_advantages
+
+    full, _ = run_long("full")
+    win, _ = run_long("window")
+    assert win.batch.batch_size > 2 * full.batch.batch_size
+    episodes = [r.metadata["episode_id"].split(".")[0] for r in win.records]
+    assert np.asarray(win.batch.episode_index).tolist() == [int(e[1]) for e in episodes]
+    cfg = AdvantageConfig(estimator=estimator, **extra)
+
+    def per_turn(result):
+        b = result.batch
+        adv = np.asarray(compute_advantages(b, cfg)[0])
+        out = {}
+        for r in range(b.batch_size):
+            mask = np.asarray(b.loss_mask[r], bool)
+            for k in set(np.asarray(b.turn_index[r])[mask].tolist()):
+                sel = mask & (np.asarray(b.turn_index[r]) == k)
+                key = (int(b.episode_index[r]), int(b.turn_offset[r]) + k)
+                out[key] = adv[r][sel].tolist()
+        return out
+
+    got, want = per_turn(win), per_turn(full)
+    assert got.keys() == want.keys()
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6, err_msg=str(key))
