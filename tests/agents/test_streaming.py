@@ -1,8 +1,8 @@
 """Incremental streaming through the real gateway and the real `openai` SDK: chunks leave
-the server while the completion is still being sampled, tool-call markup and client stop
-strings never leak into the streamed text, the streamed text is the message the row
-continues from, a client that hangs up stops its row early, and on the jitted sampler a
-streamed completion is token for token the unstreamed one."""
+the server while the completion is still being sampled (chat and text completions),
+tool-call markup and client stop strings never leak into the streamed text, the streamed
+text is the message the row continues from, a client that hangs up stops its row early,
+and on the jitted sampler a streamed completion is token for token the unstreamed one."""
 
 from __future__ import annotations
 
@@ -80,6 +80,55 @@ def test_chunks_reach_the_client_while_sampling_continues(fmt):
         records, _ = service.finish_rollout("r")
         assert len(records) == 1 and records[0].metadata["num_turns"] == 2
         assert service.metrics["prefix_breaks"] == 0
+    finally:
+        service.engine.close()
+
+
+def test_text_completions_stream_while_sampling_continues(fmt):
+    text = "Counting: one two three four five six seven. END and more"
+    policy = HeldPolicy(fmt.tok, [text], hold_after=10)
+    service = _service(policy, fmt)
+    try:
+        with Gateway(service) as gw:
+            client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0,
+                                   timeout=60)
+            got, finish, usage, lps, ids = [], None, None, [], None
+            for chunk in client.completions.create(
+                    model="policy", prompt="count", stop=["END"], logprobs=1, stream=True,
+                    stream_options={"include_usage": True}):
+                if chunk.usage is not None:
+                    assert chunk.choices == []
+                    usage = chunk.usage
+                    continue
+                (choice,) = chunk.choices
+                assert chunk.object == "text_completion" and choice.index == 0
+                if choice.text:
+                    got.append(choice.text)
+                    # the policy waits for this before sampling token 11: without
+                    # incremental streaming no text could arrive and it would time out
+                    policy.go.set()
+                if choice.logprobs is not None:
+                    lps += choice.logprobs.token_logprobs
+                finish = choice.finish_reason or finish
+                ids = chunk.model_extra.get("token_ids", ids)
+            streamed = "".join(got)
+            assert streamed == "Counting: one two three four five six seven. "
+            assert len(got) > 5 and not any("E" in g for g in got)  # "E", "EN" held back
+            assert finish == "stop"
+            assert ids is not None and usage.completion_tokens == len(ids) == len(lps)
+            assert lps == [-0.5] * len(ids)
+            # the unstreamed completion of the same script is the same text
+            policy.go.set()
+            whole = client.completions.create(model="policy", prompt="count", stop=["END"])
+            assert whole.choices[0].text == streamed
+            # echo: the prompt comes first; two prompts are two choices
+            texts = {0: "", 1: ""}
+            for chunk in client.completions.create(model="policy", prompt=["p0", "p1"],
+                                                   echo=True, stream=True):
+                for c in chunk.choices:
+                    texts[c.index] += c.text
+            assert texts == {0: "p0" + text, 1: "p1" + text}
+        assert service.metrics["stream_hangups"] == 0
     finally:
         service.engine.close()
 
