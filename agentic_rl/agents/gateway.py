@@ -130,8 +130,9 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
         """Server-sent events as the tokens are sampled (`method`: `service.chat` or
         `service.completions`; `make_stream(request, request_id, n)`: its `ChatStream` or
         `CompletionStream`). A request that is refused before sampling starts gets its 4xx
-        JSON error, not a stream; a client that hangs up stops its rows at the sampler's next
-        chunk and frees them."""
+        JSON error, not a stream. A client that hangs up, at any time from when its body
+        was read (also before the response started streaming: while the request waits
+        in the batching engine), stops its rows at the sampler's next chunk and frees them."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
@@ -169,10 +170,21 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                 service._count("stream_hangups")
             call.add_done_callback(free_rows)
 
+        async def watch() -> None:
+            # The body is read, so the next message is the disconnect (or the response's
+            # end): a client that leaves is noticed at once, also while its call waits to
+            # be planned or sampled and before its response started, without relying on
+            # Starlette starting (and cancelling) the response's body generator.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            hang_up()
+
+        watcher = asyncio.ensure_future(watch())
         first = asyncio.ensure_future(events.get())
         await asyncio.wait({call, first}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():  # refused before sampling: the error is the response
             first.cancel()
+            watcher.cancel()
             call.result()
             raise RuntimeError("the call ended without opening its stream")
         stream = opened["stream"]
@@ -227,6 +239,7 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                 state["complete"] = True
                 yield "data: [DONE]\n\n"
             finally:
+                watcher.cancel()
                 hang_up()  # unless complete: the client went away mid-stream
 
         return StreamingResponse(events_out(), media_type="text/event-stream",

@@ -1,12 +1,14 @@
 """Incremental streaming through the real gateway and the real `openai` SDK: chunks leave
 the server while the completion is still being sampled (chat and text completions),
 tool-call markup and client stop strings never leak into the streamed text, the streamed
-text is the message the row continues from, a client that hangs up stops its row early,
-and on the jitted sampler a streamed completion is token for token the unstreamed one."""
+text is the message the row continues from, a client that hangs up (also before its
+stream started) stops its row early, and on the jitted sampler a streamed completion is
+token for token the unstreamed one."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -47,6 +49,16 @@ class HeldPolicy(ScriptedPolicy):
 
 def _service(policy, fmt, **kw):
     return make_service(policy, fmt, max_new_tokens=400, max_context_tokens=4096, **kw)
+
+
+def _wait_for(condition, timeout_s: float = 30.0) -> bool:
+    """Polls `condition` until it holds or `timeout_s` passed (generous: CI is loaded)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 def test_chunks_reach_the_client_while_sampling_continues(fmt):
@@ -129,6 +141,42 @@ def test_text_completions_stream_while_sampling_continues(fmt):
                     texts[c.index] += c.text
             assert texts == {0: "p0" + text, 1: "p1" + text}
         assert service.metrics["stream_hangups"] == 0
+    finally:
+        service.engine.close()
+
+
+@pytest.mark.parametrize("route, body", [
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("completions", {"prompt": "hi"}),
+])
+def test_a_client_that_leaves_before_its_stream_starts_stops_its_row(fmt, route, body):
+    """The client sends its request and closes the socket before the server has opened its
+    stream (the test holds the rollout's lock, so the call waits to be planned, as it
+    would wait on a busy server): the gateway notices (a stream hang-up), and the row
+    stops at its first token and is freed instead of being sampled to the end."""
+    policy = ScriptedPolicy(fmt.tok, ["z" * 3000])
+    service = make_service(policy, fmt, max_new_tokens=4000, max_context_tokens=8000)
+    service.start_rollout("r")
+    scope = service.scopes["r"]
+    payload = json.dumps({**body, "stream": True}).encode()
+    try:
+        with Gateway(service) as gw:
+            head = (f"POST /rollouts/r/v1/{route} HTTP/1.1\r\nHost: {gw.host}\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n").encode()
+            with scope.lock:  # the call cannot be planned until the client has gone
+                sock = socket.create_connection((gw.host, gw.port), timeout=30)
+                sock.sendall(head + payload)
+                read = _wait_for(lambda: service.metrics["requests"] == 1)  # body read
+                sock.close()
+                noticed = _wait_for(lambda: service.metrics.get("stream_hangups") == 1)
+            freed = _wait_for(lambda: policy.released)
+            assert read and noticed and freed, (read, noticed, freed)
+        assert policy.released == ["r"]
+        (chain,) = scope.chains
+        assert chain.closed and chain.truncated and chain.turn == 1
+        assert chain.finish_reasons == ["length"]
+        assert 1 <= sum(chain.record.loss_mask) <= 5  # stopped at once, not 3000 tokens
     finally:
         service.engine.close()
 
