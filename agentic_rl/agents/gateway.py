@@ -7,7 +7,7 @@ agent; without them a call goes to the serving scope):
 
     POST /v1/chat/completions      messages, tools, sampling, n, logprobs, stream (SSE,
                                    sent as the tokens are sampled)
-    POST /v1/completions           raw-text prompts
+    POST /v1/completions           raw-text prompts, stream (SSE, as for chat)
     GET  /v1/models
     POST /rollouts/{id}/reward     {"reward": r, "call_id": optional response id}
     GET  /health
@@ -32,7 +32,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agentic_rl.agents.openai_format import APIError, ChatStream
+from agentic_rl.agents.openai_format import APIError, ChatStream, CompletionStream
 from agentic_rl.agents.service import ChatService
 
 
@@ -92,34 +92,58 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
     def sse(obj: Any) -> str:
         return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
-    async def chat(request: Request):
-        body = await read_json(request)
-        rollout_id, agent = where(request)
-        if isinstance(body, dict) and body.get("stream") is True:
-            return await stream_chat(request, body, rollout_id, agent)
-        response, _, _ = await run(service.chat, body, rollout_id=rollout_id, agent=agent)
-        return JSONResponse(response)
+    def sampling_route(method, make_stream):
+        """A handler for `method` (`service.chat` or `service.completions`): the JSON
+        response, or with `stream: true` its events (`make_stream`, see `stream_call`)."""
+        async def handler(request: Request):
+            body = await read_json(request)
+            rollout_id, agent = where(request)
+            if isinstance(body, dict) and body.get("stream") is True:
+                return await stream_call(request, method, body, rollout_id, agent,
+                                         make_stream)
+            response, _, _ = await run(method, body, rollout_id=rollout_id, agent=agent)
+            return JSONResponse(response)
+        return handler
 
-    async def stream_chat(request: Request, body: dict, rollout_id, agent):
-        """Server-sent events as the tokens are sampled (see `ChatStream`). A request that
-        is refused before sampling starts gets its 4xx JSON error, not a stream; a client
-        that hangs up stops its rows at the sampler's next chunk and frees them."""
+    def stop_ids() -> tuple[int, ...]:
+        return (service.fmt.end_of_turn_id, *service.cfg.stop_token_ids)
+
+    def token_text(t: int) -> str:
+        return service.fmt.tok.decode([t])
+
+    def chat_stream(req, request_id: str, n: int) -> ChatStream:
+        return ChatStream(request_id, req.model or service.cfg.model_name, n,
+                          decode=service.fmt.decode, token_text=token_text,
+                          stop_ids=stop_ids(), stops=req.sampling.stop, tools=bool(req.tools),
+                          logprobs=req.sampling.logprobs, include_usage=req.include_usage)
+
+    def completion_stream(req, request_id: str, n: int) -> CompletionStream:
+        echo = [p for p in req.prompts for _ in range(req.sampling.n)] if req.echo else None
+        return CompletionStream(request_id, req.model or service.cfg.model_name, n,
+                                decode=service.fmt.decode, token_text=token_text,
+                                stop_ids=stop_ids(), stops=req.sampling.stop,
+                                logprobs=req.sampling.logprobs,
+                                include_usage=req.include_usage, echo=echo)
+
+    async def stream_call(request: Request, method, body: dict, rollout_id, agent,
+                          make_stream):
+        """Server-sent events as the tokens are sampled (`method`: `service.chat` or
+        `service.completions`; `make_stream(request, request_id, n)`: its `ChatStream` or
+        `CompletionStream`). A request that is refused before sampling starts gets its 4xx
+        JSON error, not a stream. A client that hangs up, at any time from when its body
+        was read (also before the response started streaming: while the request waits
+        in the batching engine), stops its rows at the sampler's next chunk and frees them."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         gone = threading.Event()
         opened: dict[str, Any] = {}
+        state = {"complete": False}  # everything was sent: a hang-up now changes nothing
 
         def put(item) -> None:
             loop.call_soon_threadsafe(events.put_nowait, item)
 
         def listen(req, request_id: str, rows: list[str]):
-            fmt = service.fmt
-            opened["stream"] = ChatStream(
-                request_id, req.model or service.cfg.model_name, len(rows),
-                decode=fmt.decode, token_text=lambda t: fmt.tok.decode([t]),
-                end_of_turn_id=fmt.end_of_turn_id, stops=req.sampling.stop,
-                tools=bool(req.tools), logprobs=req.sampling.logprobs,
-                include_usage=req.include_usage)
+            opened["stream"] = make_stream(req, request_id, len(rows))
             opened["rows"] = rows
             put(None)  # accepted: the stream opens
 
@@ -129,27 +153,49 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                 put((i, list(ids), list(logprobs)))
             return on_piece
 
-        call = asyncio.ensure_future(run(service.chat, body, rollout_id=rollout_id,
-                                         agent=agent, listen=listen))
+        call = asyncio.ensure_future(run(method, body, rollout_id=rollout_id, agent=agent,
+                                         listen=listen))
+
+        def free_rows(_=None) -> None:
+            if "rows" in opened:  # (a call refused before it was accepted has none)
+                service.abandon(rollout_id, opened["rows"])
+
+        def hang_up(counted: bool = True) -> None:
+            """The client went away before the end (or the call failed): stop its rows,
+            free them once the call returns."""
+            if gone.is_set() or state["complete"]:
+                return
+            gone.set()
+            if counted:
+                service._count("stream_hangups")
+            call.add_done_callback(free_rows)
+
+        async def watch() -> None:
+            # The body is read, so the next message is the disconnect (or the response's
+            # end): a client that leaves is noticed at once, also while its call waits to
+            # be planned or sampled and before its response started, without relying on
+            # Starlette starting (and cancelling) the response's body generator.
+            while (await request.receive())["type"] != "http.disconnect":
+                pass
+            hang_up()
+
+        watcher = asyncio.ensure_future(watch())
         first = asyncio.ensure_future(events.get())
         await asyncio.wait({call, first}, return_when=asyncio.FIRST_COMPLETED)
         if not first.done():  # refused before sampling: the error is the response
             first.cancel()
+            watcher.cancel()
             call.result()
-            raise RuntimeError("the chat call ended without opening its stream")
+            raise RuntimeError("the call ended without opening its stream")
         stream = opened["stream"]
 
-        def free_rows(_=None) -> None:
-            service.abandon(rollout_id, opened["rows"])
-
         async def events_out():
-            complete = False
             checked = {"at": time.monotonic()}
             try:
                 for chunk in stream.start():
                     yield sse(chunk)
                 getter = None
-                while True:
+                while not gone.is_set():
                     if getter is None:
                         getter = asyncio.ensure_future(events.get())
                     done, _ = await asyncio.wait({getter, call}, timeout=0.25,
@@ -173,45 +219,34 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                     if await request.is_disconnected():
                         getter.cancel()
                         return
+                if gone.is_set():
+                    return
                 try:
                     response, choices, _ = call.result()
                 except APIError as e:
+                    hang_up(counted=False)
                     yield sse(e.body())
                     return
                 except Exception as e:  # noqa: BLE001 - reported in the stream, not a crash
                     traceback.print_exc()
+                    hang_up(counted=False)
                     yield sse({"error": {"message": f"internal error: {type(e).__name__}: "
                                          f"{e}", "type": "server_error", "param": None,
                                          "code": None}})
                     return
                 for chunk in stream.finish(response, choices):
                     yield sse(chunk)
+                state["complete"] = True
                 yield "data: [DONE]\n\n"
-                complete = True
             finally:
-                if not complete:  # the client went away mid-stream: stop and free its rows
-                    gone.set()
-                    call.add_done_callback(free_rows)
+                watcher.cancel()
+                hang_up()  # unless complete: the client went away mid-stream
 
         return StreamingResponse(events_out(), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache"})
 
-    async def completions(request: Request):
-        body = await read_json(request)
-        rollout_id, agent = where(request)
-        response = await run(service.completions, body, rollout_id=rollout_id, agent=agent)
-        if not (isinstance(body, dict) and body.get("stream")):
-            return JSONResponse(response)
-
-        async def events():
-            for i, choice in enumerate(response["choices"]):
-                chunk = {"id": response["id"], "object": "text_completion",
-                         "created": response["created"], "model": response["model"],
-                         "choices": [{**choice, "index": i}]}
-                yield f"data: {json.dumps(chunk, ensure_ascii=False)}\n\n"
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(events(), media_type="text/event-stream")
+    chat = sampling_route(service.chat, chat_stream)
+    completions = sampling_route(service.completions, completion_stream)
 
     async def models(request: Request):
         return JSONResponse(service.models())

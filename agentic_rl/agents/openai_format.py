@@ -83,6 +83,7 @@ class CompletionRequest:
     sampling: Sampling
     echo: bool = False
     stream: bool = False
+    include_usage: bool = False
 
 
 def _number(body: Mapping, key: str, lo: float, hi: float) -> float | None:
@@ -321,8 +322,8 @@ def parse_completion_request(body: Any) -> CompletionRequest:
         raise _bad("'logprobs' > 1 is not supported (the sampled token's log-prob only)",
                    "logprobs", "unsupported_parameter")
     sampling = _sampling({**body, "logprobs": bool(body.get("logprobs"))})
-    stream, _ = _stream(body)
-    return CompletionRequest(_model(body), tuple(prompts), sampling, echo, stream)
+    stream, usage = _stream(body)
+    return CompletionRequest(_model(body), tuple(prompts), sampling, echo, stream, usage)
 
 
 # ---------------------------------------------------------------------------- messages
@@ -451,50 +452,31 @@ def chat_response(request_id: str, model: str, choices: Sequence[Choice], prompt
     }
 
 
-class ChatStream:
-    """The `chat.completion.chunk`s of one streamed response, built as tokens arrive.
+class _PieceStream:
+    """What has been streamed of each of `n` choices, as their tokens arrive.
 
-    `piece(i, ids, logprobs)` turns choice i's newly sampled tokens into at most one
-    content chunk: the text decoded so far, less what was already sent, held back where it
-    could still change. That is: from the first client stop string (never returned),
-    from a `<tool_call>` opening when the request has tools (the call is sent as
-    `tool_calls` at the end, not as text), a tail that may be the start of either, and a
-    trailing partial UTF-8 character. `finish(response, choices)` sends what the final
-    message adds to the streamed text (e.g. the text after a malformed call), the tool
-    calls, the finish chunk (with the sampler's `token_ids`) and the usage. The streamed
-    contents of a choice add up to its final message content (up to the surrounding
-    whitespace that `same_message` ignores), so a client that sends the accumulated
-    message back continues its row.
+    `_advance(i, ids, logprobs)` adds choice i's newly sampled tokens and returns the text
+    that can be sent now, with the (token text, log-prob) pairs gathered since the last
+    text sent: the text decoded so far, less what was already sent, held back where it
+    could still change. That is: from the first marker (a client stop string, never
+    returned; a tool-call opening), a tail that may be the start of one, and a trailing
+    partial UTF-8 character; a final stop token (`stop_ids`) is not text. `_rest(i, final)`
+    is what the final text adds to the streamed text, once the response is complete.
     """
 
-    def __init__(self, request_id: str, model: str, n: int, *, decode, token_text,
-                 end_of_turn_id: int, stops: Sequence[str], tools: bool, logprobs: bool,
-                 include_usage: bool):
-        self.base = {"id": request_id, "object": "chat.completion.chunk",
-                     "created": int(time.time()), "model": model,
-                     "system_fingerprint": "agentic_rl"}
-        self.decode, self.token_text, self.eot = decode, token_text, end_of_turn_id
-        self.markers = tuple(s for s in stops if s) + (("<tool_call>",) if tools else ())
-        self.logprobs, self.include_usage = logprobs, include_usage
+    def __init__(self, n: int, *, decode, token_text, stop_ids: Sequence[int],
+                 markers: Sequence[str], logprobs: bool):
+        self.decode, self.token_text, self.stop_ids = decode, token_text, frozenset(stop_ids)
+        self.markers = tuple(m for m in markers if m)
+        self.logprobs = logprobs
         self.ids: list[list[int]] = [[] for _ in range(n)]
         self.sent = [""] * n
         self.closed = [False] * n  # a marker was seen: nothing more is sent as it comes
-        self.pending: list[list[dict[str, Any]]] = [[] for _ in range(n)]  # log-prob entries
-
-    def _chunk(self, i: int, delta: dict[str, Any], finish: str | None = None,
-               logprobs: list | None = None) -> dict[str, Any]:
-        return {**self.base, "choices": [{"index": i, "delta": delta, "finish_reason": finish,
-                                          "logprobs": {"content": logprobs} if logprobs
-                                          else None}]}
-
-    def start(self) -> list[dict[str, Any]]:
-        """The role chunk of every choice."""
-        return [self._chunk(i, {"role": "assistant", "content": ""})
-                for i in range(len(self.ids))]
+        self.pending: list[list[tuple[str, float]]] = [[] for _ in range(n)]
 
     def _safe_text(self, i: int) -> str:
         ids = self.ids[i]
-        text = self.decode(ids[:-1] if ids and ids[-1] == self.eot else ids)
+        text = self.decode(ids[:-1] if ids and ids[-1] in self.stop_ids else ids)
         cuts = [k for k in (text.find(m) for m in self.markers) if k >= 0]
         if cuts:
             self.closed[i] = True
@@ -508,43 +490,153 @@ class ChatStream:
         text = text[: len(text) - hold]
         return text.rstrip("\ufffd")  # a multi-byte character not yet complete
 
-    def piece(self, i: int, ids: Sequence[int], logprobs: Sequence[float]
-              ) -> dict[str, Any] | None:
-        """The content chunk for choice i's new tokens, or None (nothing to send yet)."""
+    def _advance(self, i: int, ids: Sequence[int], logprobs: Sequence[float]
+                 ) -> tuple[str, list[tuple[str, float]]] | None:
         if self.logprobs:
-            self.pending[i] += _logprob_entries([self.token_text(t) for t in ids], logprobs)
-        if self.closed[i]:
-            self.ids[i] += ids
-            return None
+            self.pending[i] += [(self.token_text(t), float(lp)) for t, lp in zip(ids, logprobs)]
         self.ids[i] += ids
+        if self.closed[i]:
+            return None
         text = self._safe_text(i)
         if not text.startswith(self.sent[i]) or len(text) == len(self.sent[i]):
             return None
         delta, self.sent[i] = text[len(self.sent[i]):], text
         entries, self.pending[i] = self.pending[i], []
-        return self._chunk(i, {"content": delta}, logprobs=entries or None)
+        return delta, entries
+
+    def _rest(self, i: int, final: str) -> tuple[str, list[tuple[str, float]]]:
+        sent = self.sent[i]
+        if final.startswith(sent):
+            rest = final[len(sent):]
+        elif final.strip().startswith(sent.strip()):
+            rest = final.strip()[len(sent.strip()):]
+        else:  # cannot happen with a prefix-stable decoder; never send text twice
+            rest = ""
+        self.sent[i] += rest
+        entries, self.pending[i] = self.pending[i], []
+        return rest, entries
+
+
+class ChatStream(_PieceStream):
+    """The `chat.completion.chunk`s of one streamed response, built as tokens arrive.
+
+    `piece(i, ids, logprobs)` turns choice i's newly sampled tokens into at most one
+    content chunk (the text held back as `_PieceStream` says; the markers are the
+    client's stop strings and, when the request has tools, `<tool_call>`: the call is
+    sent as `tool_calls` at the end, not as text). `finish(response, choices)` sends what
+    the final message adds to the streamed text (e.g. the text after a malformed call),
+    the tool calls, the finish chunk (with the sampler's `token_ids`) and the usage. The
+    streamed contents of a choice add up to its final message content (up to the
+    surrounding whitespace that `same_message` ignores), so a client that sends the
+    accumulated message back continues its row.
+    """
+
+    def __init__(self, request_id: str, model: str, n: int, *, decode, token_text,
+                 stop_ids: Sequence[int], stops: Sequence[str], tools: bool, logprobs: bool,
+                 include_usage: bool):
+        super().__init__(n, decode=decode, token_text=token_text, stop_ids=stop_ids,
+                         markers=(*stops, *(("<tool_call>",) if tools else ())),
+                         logprobs=logprobs)
+        self.base = {"id": request_id, "object": "chat.completion.chunk",
+                     "created": int(time.time()), "model": model,
+                     "system_fingerprint": "agentic_rl"}
+        self.include_usage = include_usage
+
+    def _chunk(self, i: int, delta: dict[str, Any], finish: str | None = None,
+               entries: list[tuple[str, float]] | None = None) -> dict[str, Any]:
+        lp = _logprob_entries(*zip(*entries)) if entries else None
+        return {**self.base, "choices": [{"index": i, "delta": delta, "finish_reason": finish,
+                                          "logprobs": {"content": lp} if lp else None}]}
+
+    def start(self) -> list[dict[str, Any]]:
+        """The role chunk of every choice."""
+        return [self._chunk(i, {"role": "assistant", "content": ""})
+                for i in range(len(self.ids))]
+
+    def piece(self, i: int, ids: Sequence[int], logprobs: Sequence[float]
+              ) -> dict[str, Any] | None:
+        """The content chunk for choice i's new tokens, or None (nothing to send yet)."""
+        got = self._advance(i, ids, logprobs)
+        return None if got is None else self._chunk(i, {"content": got[0]}, entries=got[1])
 
     def finish(self, response: Mapping[str, Any], choices: Sequence[Choice]
                ) -> list[dict[str, Any]]:
         """The closing chunks, once the response is complete."""
         out = []
         for i, (c, wire) in enumerate(zip(choices, response["choices"])):
-            final, sent = c.message["content"] or "", self.sent[i]
-            if final.startswith(sent):
-                rest = final[len(sent):]
-            elif final.strip().startswith(sent.strip()):
-                rest = final.strip()[len(sent.strip()):]
-            else:  # cannot happen with a prefix-stable decoder; never send text twice
-                rest = ""
-            entries, self.pending[i] = self.pending[i], []
+            rest, entries = self._rest(i, c.message["content"] or "")
             if rest:
-                out.append(self._chunk(i, {"content": rest}, logprobs=entries or None))
+                out.append(self._chunk(i, {"content": rest}, entries=entries))
                 entries = []
             if c.message.get("tool_calls"):
                 out.append(self._chunk(i, {"tool_calls": [
                     {"index": k, **call} for k, call in enumerate(wire["message"]["tool_calls"])
                 ]}))
-            last = self._chunk(i, {}, c.finish_reason, logprobs=entries or None)
+            last = self._chunk(i, {}, c.finish_reason, entries=entries)
+            last["token_ids"] = list(c.token_ids)
+            out.append(last)
+        if self.include_usage:
+            out.append({**self.base, "choices": [], "usage": response["usage"]})
+        return out
+
+
+class CompletionStream(_PieceStream):
+    """The `text_completion` chunks of one streamed text completion, built as tokens
+    arrive (choice i is the i-th choice of the response: prompt-major, `n` per prompt).
+
+    With `echo` (each choice's prompt) a choice's first chunk is its prompt. `piece`
+    sends the text held back as `_PieceStream` says (the markers are the client's stop
+    strings), with the new tokens' log-probs in the completions layout (`text_offset`
+    counts from the start of the streamed text). `finish` sends what the final text adds,
+    the finish chunk (with the sampler's `token_ids`) and, with `include_usage`, a last
+    chunk with no choices and the usage. A choice's streamed texts add up to its text in
+    the unstreamed response.
+    """
+
+    def __init__(self, request_id: str, model: str, n: int, *, decode, token_text,
+                 stop_ids: Sequence[int], stops: Sequence[str], logprobs: bool,
+                 include_usage: bool, echo: Sequence[str] | None = None):
+        super().__init__(n, decode=decode, token_text=token_text, stop_ids=stop_ids,
+                         markers=stops, logprobs=logprobs)
+        self.base = {"id": request_id, "object": "text_completion",
+                     "created": int(time.time()), "model": model}
+        self.include_usage = include_usage
+        self.echo = list(echo) if echo is not None else None
+        self.offsets = [len(p) for p in self.echo] if self.echo else [0] * n
+
+    def _chunk(self, i: int, text: str, finish: str | None = None,
+               entries: list[tuple[str, float]] | None = None) -> dict[str, Any]:
+        lp = None
+        if entries:
+            offsets = []
+            for t, _ in entries:
+                offsets.append(self.offsets[i])
+                self.offsets[i] += len(t)
+            lp = {"tokens": [t for t, _ in entries], "token_logprobs": [x for _, x in entries],
+                  "top_logprobs": None, "text_offset": offsets}
+        return {**self.base, "choices": [{"index": i, "text": text, "finish_reason": finish,
+                                          "logprobs": lp}]}
+
+    def start(self) -> list[dict[str, Any]]:
+        """The echoed prompts (nothing without echo)."""
+        return [self._chunk(i, p) for i, p in enumerate(self.echo or ())]
+
+    def piece(self, i: int, ids: Sequence[int], logprobs: Sequence[float]
+              ) -> dict[str, Any] | None:
+        """The text chunk for choice i's new tokens, or None (nothing to send yet)."""
+        got = self._advance(i, ids, logprobs)
+        return None if got is None else self._chunk(i, got[0], entries=got[1])
+
+    def finish(self, response: Mapping[str, Any], choices: Sequence[Choice]
+               ) -> list[dict[str, Any]]:
+        """The closing chunks, once the response is complete."""
+        out = []
+        for i, c in enumerate(choices):
+            rest, entries = self._rest(i, c.message["content"] or "")
+            if rest:
+                out.append(self._chunk(i, rest, entries=entries))
+                entries = []
+            last = self._chunk(i, "", c.finish_reason, entries=entries)
             last["token_ids"] = list(c.token_ids)
             out.append(last)
         if self.include_usage:

@@ -187,7 +187,7 @@ class ChatService:
             "requests": 0, "prefix_breaks": 0, "new_conversations": 0,
             "malformed_tool_calls": 0, "context_overflows": 0, "max_turns_refusals": 0,
             "ignored_sampling_params": 0, "bad_requests": 0, "completion_tokens": 0,
-            "prompt_tokens": 0,
+            "prompt_tokens": 0, "stream_hangups": 0,
         }
 
     # -- scopes ---------------------------------------------------------------------------
@@ -561,6 +561,19 @@ class ChatService:
             raise
         return req, self._scope(rollout_id), agent or req.model or self.cfg.model_name
 
+    def _listen(self, scope: Scope, plans, listen, req, request_id: str):
+        """The piece listener of a streamed call (`listen(request, request_id, chain_ids)`,
+        see `chat`), or None; if `listen` raises, the chains are no longer pending."""
+        if listen is None:
+            return None
+        try:
+            return listen(req, request_id, [c.id for c, _, _ in plans])
+        except BaseException:
+            with scope.lock:
+                for c, _, _ in plans:
+                    c.pending = False
+            raise
+
     def chat(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None,
              listen=None) -> tuple[dict[str, Any], list[Choice], list[str]]:
         """One chat completion: (response body, choices, the chain id of each choice).
@@ -575,15 +588,7 @@ class ChatService:
             plans = self._plan(scope, req, agent)
         stops = tuple(dict.fromkeys((*self.cfg.stop_strings, *req.sampling.stop)))
         request_id = f"chatcmpl-{self._next_id()}"
-        on_piece = None
-        if listen is not None:
-            try:
-                on_piece = listen(req, request_id, [c.id for c, _, _ in plans])
-            except BaseException:
-                with scope.lock:
-                    for c, _, _ in plans:
-                        c.pending = False
-                raise
+        on_piece = self._listen(scope, plans, listen, req, request_id)
         gens = self._sample(scope, plans, req.sampling, stops, on_piece)
         new_tokens = [len(t) - c.sent for c, t, _ in plans]
         choices = []
@@ -610,10 +615,11 @@ class ChatService:
 
     # -- text completions -------------------------------------------------------------------
 
-    def completions(self, body: Any, *, rollout_id: str | None = None,
-                    agent: str | None = None) -> dict[str, Any]:
+    def completions(self, body: Any, *, rollout_id: str | None = None, agent: str | None = None,
+                    listen=None) -> tuple[dict[str, Any], list[Choice], list[str]]:
         """A text completion per prompt (x n): raw text in, no chat template; each prompt
-        is a row of its own."""
+        is a row of its own. Returns (response body, choices, the chain id of each
+        choice); choice i is prompt i // n. Streaming: `listen` as for `chat`."""
         req, scope, agent = self._accept(parse_completion_request, body, rollout_id, agent)
         plans = []
         with scope.lock:
@@ -624,8 +630,10 @@ class ChatService:
                     c = self._new_chain(scope, agent, "[]", kind="completion")
                     c.pending = True
                     plans.append((c, ids, prompt))
-        gens = self._sample(scope, plans, req.sampling, tuple(dict.fromkeys(req.sampling.stop)))
         request_id = f"cmpl-{self._next_id()}"
+        on_piece = self._listen(scope, plans, listen, req, request_id)
+        gens = self._sample(scope, plans, req.sampling, tuple(dict.fromkeys(req.sampling.stop)),
+                            on_piece)
         choices, texts = [], []
         with scope.lock:
             for (c, ids, prompt), gen in zip(plans, gens):
@@ -637,11 +645,13 @@ class ChatService:
                 choices.append(self._choice(message, gen, gen.finish_reason))
                 texts.append(prompt + text if req.echo else text)
         self._count("completion_tokens", sum(len(g.token_ids) for g in gens))
-        return completion_response(request_id, req.model or self.cfg.model_name, texts, choices,
-                                   sum(len(ids) for _, ids, _ in plans[:: req.sampling.n]),
-                                   logprobs=req.sampling.logprobs,
-                                   extra={"rollout_id": scope.id, "agent": agent,
-                                          "rows": [c.id for c, _, _ in plans]})
+        rows = [c.id for c, _, _ in plans]
+        response = completion_response(
+            request_id, req.model or self.cfg.model_name, texts, choices,
+            sum(len(ids) for _, ids, _ in plans[:: req.sampling.n]),
+            logprobs=req.sampling.logprobs,
+            extra={"rollout_id": scope.id, "agent": agent, "rows": rows})
+        return response, choices, rows
 
     def models(self) -> dict[str, Any]:
         names = dict.fromkeys([self.cfg.model_name, *self.agent_ids])

@@ -71,6 +71,8 @@ from agentic_rl.envs.tools.base import (
     ToolExecutionError,
     ToolResult,
     execute_tool,
+    format_errors,
+    tool_error_step,
     tool_system_prompt,
     validate_arguments,
 )
@@ -89,7 +91,7 @@ from agentic_rl.envs.tools.files import (
     search_files_tool,
 )
 from agentic_rl.envs.tools.mcp import HttpServer, McpToolset, StdioServer, stdio_server
-from agentic_rl.envs.tools.parser import ParserLimits, format_errors, parse_action
+from agentic_rl.envs.tools.parser import ParserLimits, parse_action
 from agentic_rl.envs.tools.sandbox.sandbox import (
     CellResult,
     CodeSandbox,
@@ -186,6 +188,7 @@ __all__ = [
     "string_answer_reward",
     "string_match",
     "token_f1",
+    "tool_error_step",
     "tool_system_prompt",
     "validate_arguments",
 ]

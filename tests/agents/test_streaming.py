@@ -1,12 +1,14 @@
 """Incremental streaming through the real gateway and the real `openai` SDK: chunks leave
-the server while the completion is still being sampled, tool-call markup and client stop
-strings never leak into the streamed text, the streamed text is the message the row
-continues from, a client that hangs up stops its row early, and on the jitted sampler a
-streamed completion is token for token the unstreamed one."""
+the server while the completion is still being sampled (chat and text completions),
+tool-call markup and client stop strings never leak into the streamed text, the streamed
+text is the message the row continues from, a client that hangs up (also before its
+stream started) stops its row early, and on the jitted sampler a streamed completion is
+token for token the unstreamed one."""
 
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 
@@ -49,6 +51,16 @@ def _service(policy, fmt, **kw):
     return make_service(policy, fmt, max_new_tokens=400, max_context_tokens=4096, **kw)
 
 
+def _wait_for(condition, timeout_s: float = 30.0) -> bool:
+    """Polls `condition` until it holds or `timeout_s` passed (generous: CI is loaded)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 def test_chunks_reach_the_client_while_sampling_continues(fmt):
     text = "Counting: one two three four five six seven."
     policy = HeldPolicy(fmt.tok, [text, text], hold_after=10)
@@ -80,6 +92,91 @@ def test_chunks_reach_the_client_while_sampling_continues(fmt):
         records, _ = service.finish_rollout("r")
         assert len(records) == 1 and records[0].metadata["num_turns"] == 2
         assert service.metrics["prefix_breaks"] == 0
+    finally:
+        service.engine.close()
+
+
+def test_text_completions_stream_while_sampling_continues(fmt):
+    text = "Counting: one two three four five six seven. END and more"
+    policy = HeldPolicy(fmt.tok, [text], hold_after=10)
+    service = _service(policy, fmt)
+    try:
+        with Gateway(service) as gw:
+            client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="k", max_retries=0,
+                                   timeout=60)
+            got, finish, usage, lps, ids = [], None, None, [], None
+            for chunk in client.completions.create(
+                    model="policy", prompt="count", stop=["END"], logprobs=1, stream=True,
+                    stream_options={"include_usage": True}):
+                if chunk.usage is not None:
+                    assert chunk.choices == []
+                    usage = chunk.usage
+                    continue
+                (choice,) = chunk.choices
+                assert chunk.object == "text_completion" and choice.index == 0
+                if choice.text:
+                    got.append(choice.text)
+                    # the policy waits for this before sampling token 11: without
+                    # incremental streaming no text could arrive and it would time out
+                    policy.go.set()
+                if choice.logprobs is not None:
+                    lps += choice.logprobs.token_logprobs
+                finish = choice.finish_reason or finish
+                ids = chunk.model_extra.get("token_ids", ids)
+            streamed = "".join(got)
+            assert streamed == "Counting: one two three four five six seven. "
+            assert len(got) > 5 and not any("E" in g for g in got)  # "E", "EN" held back
+            assert finish == "stop"
+            assert ids is not None and usage.completion_tokens == len(ids) == len(lps)
+            assert lps == [-0.5] * len(ids)
+            # the unstreamed completion of the same script is the same text
+            policy.go.set()
+            whole = client.completions.create(model="policy", prompt="count", stop=["END"])
+            assert whole.choices[0].text == streamed
+            # echo: the prompt comes first; two prompts are two choices
+            texts = {0: "", 1: ""}
+            for chunk in client.completions.create(model="policy", prompt=["p0", "p1"],
+                                                   echo=True, stream=True):
+                for c in chunk.choices:
+                    texts[c.index] += c.text
+            assert texts == {0: "p0" + text, 1: "p1" + text}
+        assert service.metrics["stream_hangups"] == 0
+    finally:
+        service.engine.close()
+
+
+@pytest.mark.parametrize("route, body", [
+    ("chat/completions", {"messages": [{"role": "user", "content": "hi"}]}),
+    ("completions", {"prompt": "hi"}),
+])
+def test_a_client_that_leaves_before_its_stream_starts_stops_its_row(fmt, route, body):
+    """The client sends its request and closes the socket before the server has opened its
+    stream (the test holds the rollout's lock, so the call waits to be planned, as it
+    would wait on a busy server): the gateway notices (a stream hang-up), and the row
+    stops at its first token and is freed instead of being sampled to the end."""
+    policy = ScriptedPolicy(fmt.tok, ["z" * 3000])
+    service = make_service(policy, fmt, max_new_tokens=4000, max_context_tokens=8000)
+    service.start_rollout("r")
+    scope = service.scopes["r"]
+    payload = json.dumps({**body, "stream": True}).encode()
+    try:
+        with Gateway(service) as gw:
+            head = (f"POST /rollouts/r/v1/{route} HTTP/1.1\r\nHost: {gw.host}\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Content-Length: {len(payload)}\r\n\r\n").encode()
+            with scope.lock:  # the call cannot be planned until the client has gone
+                sock = socket.create_connection((gw.host, gw.port), timeout=30)
+                sock.sendall(head + payload)
+                read = _wait_for(lambda: service.metrics["requests"] == 1)  # body read
+                sock.close()
+                noticed = _wait_for(lambda: service.metrics.get("stream_hangups") == 1)
+            freed = _wait_for(lambda: policy.released)
+            assert read and noticed and freed, (read, noticed, freed)
+        assert policy.released == ["r"]
+        (chain,) = scope.chains
+        assert chain.closed and chain.truncated and chain.turn == 1
+        assert chain.finish_reasons == ["length"]
+        assert 1 <= sum(chain.record.loss_mask) <= 5  # stopped at once, not 3000 tokens
     finally:
         service.engine.close()
 

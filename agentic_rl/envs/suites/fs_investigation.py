@@ -54,9 +54,9 @@ from agentic_rl.envs.base import Action, Message, StepResult, Task, message
 from agentic_rl.envs.rewards import ANSWER_TAG_RE
 from agentic_rl.envs.suite import ENVS, EnvSuite, temporary_dir
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.envs.tools.base import Tool, run_tool_calls, tool_system_prompt
+from agentic_rl.envs.tools.base import Tool, run_tool_calls, tool_error_step, tool_system_prompt
 from agentic_rl.envs.tools.files import ConfinedFiles, FsLimits, file_tools, search_files_tool
-from agentic_rl.envs.tools.parser import format_errors, render_tool_call
+from agentic_rl.envs.tools.parser import render_tool_call
 
 FS_INSTRUCTIONS = (
     "You are investigating a company's files. Your working directory holds incident "
@@ -300,9 +300,7 @@ class FsInvestigationEnv:
             raise RuntimeError("step() called before reset() or after the episode ended")
         s["turn"] += 1
         if action.errors:
-            obs = message("tool", format_errors(action.errors), name="error")
-            result = StepResult([obs], 0.0, False,
-                                {"tool_error_kinds": [e.kind for e in action.errors]})
+            result = tool_error_step(action.errors)
         elif len(action.tool_calls) > self.max_calls_per_turn:
             text = (f"Error: {len(action.tool_calls)} tool calls in one turn; at most "
                     f"{self.max_calls_per_turn} allowed. Nothing was run.")

@@ -51,8 +51,8 @@ from typing import Any
 from agentic_rl.envs.base import Action, Message, StepResult, Task, message
 from agentic_rl.envs.suite import ENVS, EnvSuite
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.envs.tools.base import Tool, tool_system_prompt
-from agentic_rl.envs.tools.parser import format_errors, render_tool_call
+from agentic_rl.envs.tools.base import Tool, tool_error_step, tool_system_prompt
+from agentic_rl.envs.tools.parser import render_tool_call
 
 WALL, FLOOR, ITEM, EXIT, AGENT = "#", ".", "*", "E", "@"
 DIRECTIONS: dict[str, tuple[int, int]] = {
@@ -332,9 +332,8 @@ class GridworldEnv:
         info: dict[str, Any] = {}
         if action.errors:
             s["invalid"] += 1
-            info["tool_error_kinds"] = [e.kind for e in action.errors]
-            obs = [message("tool", format_errors(action.errors) + "\n\n" + self._status(""),
-                           name="error")]
+            error = tool_error_step(action.errors, "\n\n" + self._status(""))
+            obs, info = error.observation, error.info
         elif not action.tool_calls:
             s["invalid"] += 1
             obs = [message("user", "No tool call: call move, pick_up or look.\n\n"

@@ -34,10 +34,10 @@ from agentic_rl.envs.tools.base import (
     ToolCall,
     execute_tool,
     run_tool_calls,
+    tool_error_step,
     tool_system_prompt,
 )
 from agentic_rl.envs.tools.calculator import calculator_tool
-from agentic_rl.envs.tools.parser import format_errors
 
 MATH_INSTRUCTIONS = (
     "You are a careful math assistant. Solve the problem step by step. Use the calculator "
@@ -133,9 +133,7 @@ class MathToolEnv:
         if self._task is None or self._done:
             raise RuntimeError("step() called before reset() or after the episode ended")
         if action.errors:
-            obs = message("tool", format_errors(action.errors), name="error")
-            kinds = [e.kind for e in action.errors]
-            return StepResult([obs], 0.0, False, {"tool_error_kinds": kinds})
+            return tool_error_step(action.errors)
         if action.tool_calls:
             return self._run_tools(action.tool_calls)
         return self._finish(action.text)

@@ -30,8 +30,13 @@ from agentic_rl.envs.rewards import ANSWER_TAG_RE
 from agentic_rl.envs.suite import ENVS, EnvSuite, temporary_dir
 from agentic_rl.envs.suites.sql_data import generate_sql_tasks, load_spider_tasks
 from agentic_rl.envs.tasks import TaskSet
-from agentic_rl.envs.tools.base import Tool, ToolExecutionError, run_tool_calls, tool_system_prompt
-from agentic_rl.envs.tools.parser import format_errors
+from agentic_rl.envs.tools.base import (
+    Tool,
+    ToolExecutionError,
+    run_tool_calls,
+    tool_error_step,
+    tool_system_prompt,
+)
 from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError, SqlLimits, sql_tools
 
 _FENCE_RE = re.compile(r"```(?:sql)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
@@ -147,10 +152,7 @@ class SqlEnv:
         if self._task is None or self._done:
             raise RuntimeError("step() called before reset() or after the episode ended")
         if action.errors:
-            obs = message("tool", format_errors(action.errors), name="error")
-            return StepResult(
-                [obs], 0.0, False, {"tool_error_kinds": [e.kind for e in action.errors]}
-            )
+            return tool_error_step(action.errors)
         if action.tool_calls:
             return run_tool_calls(self.tools, action.tool_calls)
         return self._finish(action.text)

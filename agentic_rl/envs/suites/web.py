@@ -47,9 +47,10 @@ from agentic_rl.envs.tools.base import (
     Tool,
     ToolExecutionError,
     run_tool_calls,
+    tool_error_step,
     tool_system_prompt,
 )
-from agentic_rl.envs.tools.parser import format_errors, parse_action, render_tool_call
+from agentic_rl.envs.tools.parser import parse_action, render_tool_call
 from agentic_rl.envs.tools.web import WebBrowser, WebServer, WebSite, generate_site, web_tools
 from agentic_rl.envs.tools.web.site import Entity
 
@@ -264,9 +265,7 @@ class WebEnv:
         if self._task is None or self._done:
             raise RuntimeError("step() called before reset() or after the episode ended")
         if action.errors:
-            obs = message("tool", format_errors(action.errors), name="error")
-            kinds = [e.kind for e in action.errors]
-            return StepResult([obs], 0.0, False, {"tool_error_kinds": kinds})
+            return tool_error_step(action.errors)
         if action.tool_calls:
             return run_tool_calls(self.tools, action.tool_calls)
         self._done = True

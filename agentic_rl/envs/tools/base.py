@@ -5,8 +5,9 @@ validated against the schema before execution, execution runs in a daemon thread
 a timeout (a hung tool cannot hang the episode), exceptions become error text, and the
 output is truncated. `execute_tool` therefore never raises for anything a model can do.
 
-`require_positive` is the one check shared by the tools' limits dataclasses and
-`run_tool_calls` the one way an env turns a turn's tool calls into observations.
+`require_positive` is the one check shared by the tools' limits dataclasses,
+`run_tool_calls` the one way an env turns a turn's tool calls into observations, and
+`tool_error_step` the one way it answers a turn with malformed calls.
 
 Imports: stdlib and agentic_rl.envs.base only; never jax.
 """
@@ -331,3 +332,21 @@ def run_tool_calls(tools: Sequence[Tool], calls: Sequence[ToolCall]) -> StepResu
         if not result.ok:
             exec_errors.append(result.error)
     return StepResult(observations, 0.0, False, {"tool_exec_errors": exec_errors})
+
+
+def format_errors(errors: Sequence[ToolCallError]) -> str:
+    """The observation text for malformed calls: what went wrong and how to call correctly."""
+    lines = [f"Error: {e.message}" for e in errors]
+    lines.append(
+        'Call a tool as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, '
+        "or answer without a tool call."
+    )
+    return "\n".join(lines)
+
+
+def tool_error_step(errors: Sequence[ToolCallError], suffix: str = "") -> StepResult:
+    """The answer to a turn whose tool calls were malformed (nothing is run): one `error`
+    tool observation (`format_errors`, then `suffix`), reward 0, not done;
+    `info["tool_error_kinds"]` lists the errors' kinds."""
+    obs = message("tool", format_errors(errors) + suffix, name="error")
+    return StepResult([obs], 0.0, False, {"tool_error_kinds": [e.kind for e in errors]})

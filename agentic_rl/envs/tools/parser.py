@@ -259,13 +259,3 @@ def parse_action(
             parsed = parse_call_body(body, by_name, limits, f"{id_prefix}_{i}")
             (calls if isinstance(parsed, ToolCall) else errors).append(parsed)
     return Action(text=text, content=content.strip(), tool_calls=tuple(calls), errors=tuple(errors))
-
-
-def format_errors(errors: Sequence[ToolCallError]) -> str:
-    """The observation text for malformed calls: what went wrong and how to call correctly."""
-    lines = [f"Error: {e.message}" for e in errors]
-    lines.append(
-        'Call a tool as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, '
-        "or answer without a tool call."
-    )
-    return "\n".join(lines)
