@@ -26,9 +26,10 @@ class HeldPolicy(ScriptedPolicy):
     """Streams its scripted text one token at a time, but holds after `hold_after` tokens
     until `go` is set: a test can prove a chunk reached the client mid-generation."""
 
-    def __init__(self, tok, script, hold_after: int):
+    def __init__(self, tok, script, hold_after: int, token_s: float = 0.0):
         super().__init__(tok, script, logprob=-0.5)
         self.hold_after, self.go, self.stopped_at = hold_after, threading.Event(), None
+        self.token_s = token_s  # time per token once released (a real sampler's pace)
 
     def generate(self, requests, on_tokens=None):
         if on_tokens is None:
@@ -39,6 +40,8 @@ class HeldPolicy(ScriptedPolicy):
             if sent["n"] == self.hold_after and not self.go.wait(30):
                 raise AssertionError("the client never saw the first chunks")
             sent["n"] += 1
+            if self.token_s and sent["n"] > self.hold_after:
+                time.sleep(self.token_s)
             keep = on_tokens(i, ids, logprobs)
             if keep is False:
                 self.stopped_at = sent["n"]
@@ -225,7 +228,9 @@ def test_tool_call_markup_and_stop_strings_are_never_streamed_as_text(fmt):
 
 
 def test_a_client_that_hangs_up_stops_its_row_at_once(fmt):
-    policy = HeldPolicy(fmt.tok, ["y" * 3000], hold_after=3)
+    # 2 ms a token: the 3000 tokens take 6 s, far longer than the gateway needs to notice
+    # (a scripted policy without a pace can finish before the first check under CI load)
+    policy = HeldPolicy(fmt.tok, ["y" * 3000], hold_after=3, token_s=0.002)
     service = make_service(policy, fmt, max_new_tokens=4000, max_context_tokens=8000)
     service.start_rollout("r")
     try:
