@@ -111,14 +111,18 @@ def context_config(cfg) -> ContextConfig:
                          memory_chars=c.memory_chars, summary_chars=c.summary_chars)
 
 
-def rows_per_episode(cfg) -> int:
-    """The most rows one environment episode can make: 1 with the full context; with a
-    rewriting strategy, one more per rewrite (before turns keep + every, keep + 2 every, ...
-    of at most max_turns)."""
+def rows_per_episode(cfg, *, program: bool = False) -> int:
+    """Training rows one episode may make (the step's rows are tasks x group x this).
+
+    The environment loop: 1 with the full context; with a rewriting strategy, one more
+    per rewrite (before turns keep + every, keep + 2 every, ... of at most max_turns), so
+    no row of an episode is ever dropped. An agent program (`program`): at least
+    `agent.rows_per_episode` (its last rows are kept beyond that)."""
     c = context_config(cfg)
-    if c.strategy == "full":
-        return 1
-    return 1 + max(0, (cfg.rollout.max_turns - 1 - c.keep_turns) // c.rewrite_every)
+    rows = 1
+    if c.strategy != "full":
+        rows += max(0, (cfg.rollout.max_turns - 1 - c.keep_turns) // c.rewrite_every)
+    return max(rows, int(cfg.agent.rows_per_episode)) if program else rows
 
 
 def sampling_params(cfg, *, greedy: bool = False) -> SamplingParams:

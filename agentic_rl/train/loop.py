@@ -163,8 +163,7 @@ class Trainer:
         # Rows per step: one per episode; an agent program may make several (a rewritten
         # history starts a new row), up to agent.rows_per_episode; the environment loop
         # with a context strategy, one per rewrite more (`builders.rows_per_episode`).
-        per_episode = int(cfg.agent.rows_per_episode) if (cfg.agent.program or agent) else \
-            builders.rows_per_episode(cfg)
+        per_episode = builders.rows_per_episode(cfg, program=bool(cfg.agent.program or agent))
         self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size * per_episode
         self.mesh = make_mesh()
         self._check_divisibility()

@@ -91,7 +91,8 @@ class ProgramRollouts:
                           gateway_url=self.gateway.url if self.gateway else None,
                           num_turns=r.max_turns, length_bucket=r.length_bucket,
                           collate_batch=collate_batch, on_live=self._set_live,
-                          max_rows_per_episode=int(self.cfg.agent.rows_per_episode),
+                          max_rows_per_episode=builders.rows_per_episode(self.cfg,
+                                                                         program=True),
                           train_agents=self.cfg.agent.train_agents or None,
                           team_reward_weight=float(self.cfg.agent.team_reward_weight),
                           posted_reward_weight=float(self.cfg.agent.posted_reward_weight))

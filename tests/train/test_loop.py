@@ -52,6 +52,31 @@ def test_short_run_end_to_end(tiny_config, tmp_path, variant):
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_a_windowed_context_trains_on_every_row_of_its_episodes(tiny_config, tmp_path):
+    """rollout.context.strategy=window: each rewrite is a row of the same episode; the
+    step's rows grow to hold them all and the learner gets them stitched (episode_index;
+    PPO: token GAE chained across an episode's rows)."""
+    cfg = apply_overrides(tiny_config("ppo"), {
+        "train.max_steps": "1", "eval.every": "0", "rollout.context.strategy": "window",
+        "rollout.context.keep_turns": "1", "rollout.context.rewrite_every": "1"})
+    trainer = Trainer(cfg, tmp_path)
+    try:
+        assert trainer.rows == 2 * 4 * 2  # tasks x group x (1 + (3 - 1 - 1) // 1)
+        result, _ = trainer.rollout()
+        batch, _ = trainer.learner_batch(result.batch)
+        continued = sum(bool(r.metadata["continued"]) for r in result.records)
+        assert continued > 0 and result.metrics["num_episodes"] == 8
+        assert batch.episode_index is not None
+        ids = np.asarray(batch.episode_index)[: len(result.records)]
+        assert len(set(ids.tolist())) == 8  # the rows form 8 episodes
+        history = trainer.train()
+    finally:
+        trainer.close()
+    (row,) = read_jsonl(tmp_path / "metrics.jsonl")
+    assert np.isfinite(row["train/loss"]) and row["train/skipped"] == 0
+    del history
+
+
 def test_kill_and_resume_matches_uninterrupted_run(tiny_config, tmp_path):
     full = apply_overrides(tiny_config(), {"train.max_steps": "4"})
     run(full, tmp_path / "full")
