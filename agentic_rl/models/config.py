@@ -71,6 +71,12 @@ class ModelConfig:
     dtype: str = "float32"
     param_dtype: str = "float32"
     remat: bool = False  # recompute each layer in the backward pass (saves activation memory)
+    # Full-sequence attention (training, scoring) takes its queries in blocks of this many
+    # (`attention.causal_attention`): scores are [heads, block, T], not [heads, T, T], and
+    # each block is recomputed in the backward pass, so a training step's memory grows
+    # linearly with the sequence length. 0: one block (the plain kernel) at any length.
+    # Sequences of at most `attention_chunk` tokens run the plain kernel either way.
+    attention_chunk: int = 1024
 
     def __post_init__(self):
         if self.num_heads % self.num_kv_heads:

@@ -154,6 +154,7 @@ def load_policy(
     remat: bool | None = None,
     seed: int = 0,
     lora_adapters: int = 1,
+    attention_chunk: int | None = None,
 ) -> LoadedPolicy:
     """Load a policy from an embedded model name, a HF directory or a .gguf file.
 
@@ -161,9 +162,11 @@ def load_policy(
     value_head: add a zero-initialised value head on the shared trunk (PPO).
     lora_rank > 0: add LoRA adapters (B = 0, so the policy starts equal to the base);
     `lora_adapters` of them per projection (one per agent; see `add_lora`).
+    remat, attention_chunk: the `ModelConfig` memory options (None: their defaults).
     """
     model_dir = resolve_model_dir(name_or_path)
-    lm = load_hf_model(model_dir, dtype=dtype, param_dtype=param_dtype, remat=remat)
+    lm = load_hf_model(model_dir, dtype=dtype, param_dtype=param_dtype, remat=remat,
+                       attention_chunk=attention_chunk)
     rngs = nnx.Rngs(seed)
     policy = PolicyModel(lm.cfg, rngs=rngs, value_head=value_head, lm=lm)
     attach_lora(policy, lora_rank, lora_alpha, lora_targets, lora_adapters, rngs=rngs)
@@ -178,12 +181,13 @@ def load_critic(
     param_dtype: str | None = None,
     remat: bool | None = None,
     seed: int = 0,
+    attention_chunk: int | None = None,
 ) -> CriticModel:
     """A separate PPO critic: its own trunk, initialised from the same checkpoint as the
     policy, plus a zero-initialised value head. Use it instead of `value_head=True` when
     value learning should not share (and disturb) the policy's representation."""
     lm = load_hf_model(resolve_model_dir(name_or_path), dtype=dtype, param_dtype=param_dtype,
-                       remat=remat)
+                       remat=remat, attention_chunk=attention_chunk)
     return CriticModel(lm.cfg, rngs=nnx.Rngs(seed), lm=lm)
 
 

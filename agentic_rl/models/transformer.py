@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentic_rl.models.attention import attention, prefixed_attention
+from agentic_rl.models.attention import attention, causal_attention, prefixed_attention
 from agentic_rl.models.config import ModelConfig, rope_inv_freq
 from agentic_rl.models.kv_cache import KVCache, cached_forward
 from agentic_rl.models.layers import (
@@ -87,7 +87,8 @@ class Transformer(nnx.Module):
                       adapter_ids: Array | None = None) -> Array:
         """Full-sequence forward (training / scoring). tokens, attention_mask: [B, T].
 
-        Positions count real tokens only (cumsum of the mask), so left and right
+        Attention takes its queries in blocks of `cfg.attention_chunk` (memory linear in
+        T). Positions count real tokens only (cumsum of the mask), so left and right
         padding both give the positions an unpadded sequence would have.
         `adapter_ids` int [B, T] (or [B]): each token's LoRA adapter when the model has
         several (-1: none); ignored with one.
@@ -97,10 +98,10 @@ class Transformer(nnx.Module):
             attention_mask = jnp.ones((B, T), bool)
         attention_mask = attention_mask.astype(bool)
         positions = jnp.maximum(jnp.cumsum(attention_mask, axis=1) - 1, 0).astype(jnp.int32)
-        allowed = jnp.tril(jnp.ones((T, T), bool))[None] & attention_mask[:, None, :]
+        block = self.cfg.attention_chunk
 
         def attend(q, k, v, _):
-            return attention(q, k, v, allowed), None
+            return causal_attention(q, k, v, attention_mask, block), None
 
         select = adapter_select(per_token(adapter_ids, T), self.num_adapters)
         h, _ = self._run_layers(self.embed(tokens), positions, attend, None, select)

@@ -46,7 +46,7 @@ def tiny_model_config(cfg) -> ModelConfig:
     vocab = len(CharTokenizer().special_tokens) + 128
     return ModelConfig(vocab_size=vocab, **dict(cfg.model.tiny),
                        dtype=cfg.model.dtype, param_dtype=cfg.model.param_dtype,
-                       remat=cfg.model.remat)
+                       remat=cfg.model.remat, attention_chunk=cfg.model.attention_chunk)
 
 
 def build_policy(cfg) -> PolicyBundle:
@@ -69,7 +69,7 @@ def build_policy(cfg) -> PolicyBundle:
         policy = load_policy(m.name, dtype=m.dtype, param_dtype=m.param_dtype,
                              value_head=shared, lora_rank=m.lora_rank, lora_alpha=m.lora_alpha,
                              lora_targets=m.lora_targets or None, remat=m.remat, seed=cfg.seed,
-                             lora_adapters=n)
+                             lora_adapters=n, attention_chunk=m.attention_chunk)
         fmt = make_chat_format(m.chat_format, policy.tokenizer)
         built = PolicyBundle(policy.model, policy.tokenizer, fmt, hf_tokenizer=policy.tokenizer)
     if separate_critic(cfg):

@@ -56,7 +56,13 @@ def default_config() -> ml_collections.ConfigDict:
     c.model.lora_adapters = "shared"
     c.model.dtype = "float32"
     c.model.param_dtype = "float32"
+    # Memory at length (models.ModelConfig): remat recomputes each layer in the backward
+    # pass (less activation memory, about one more forward of compute); attention_chunk
+    # takes full-sequence attention's queries in blocks of that many tokens, so scores
+    # are [heads, block, T] and a step's memory grows linearly with the episode length
+    # (0 = the plain [heads, T, T] kernel; episodes up to that length are unaffected).
     c.model.remat = False
+    c.model.attention_chunk = 1024
     c.model.tiny = ml_collections.ConfigDict(
         {"hidden_size": 64, "intermediate_size": 128, "num_layers": 2, "num_heads": 4,
          "num_kv_heads": 2}

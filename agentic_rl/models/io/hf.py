@@ -182,11 +182,14 @@ def load_hf_model(
     dtype: str | None = None,
     param_dtype: str | None = None,
     remat: bool | None = None,
+    attention_chunk: int | None = None,
 ) -> Transformer:
-    """Load a Transformer from a local HF directory (config.json + *.safetensors)."""
+    """Load a Transformer from a local HF directory (config.json + *.safetensors).
+    dtype, param_dtype, remat, attention_chunk: `ModelConfig` fields (None: the default)."""
     model_dir = Path(model_dir)
     overrides = {k: v for k, v in
-                 dict(dtype=dtype, param_dtype=param_dtype, remat=remat).items() if v is not None}
+                 dict(dtype=dtype, param_dtype=param_dtype, remat=remat,
+                      attention_chunk=attention_chunk).items() if v is not None}
     cfg = ModelConfig.from_hf_dict(read_hf_config(model_dir), **overrides)
     model = nnx.eval_shape(lambda: Transformer(cfg, rngs=nnx.Rngs(0)))
     _materialise_zeros(model)
