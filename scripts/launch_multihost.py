@@ -67,20 +67,24 @@ def _pump(i: int, stream) -> None:
 
 def launch(command: list[str], num_processes: int, *, devices: int | None = None,
            timeout: float | None = None, env: dict[str, str] | None = None,
-           cwd: str | None = None, quiet: bool = False) -> int:
+           cwd: str | None = None, log_prefix: str | None = None) -> int:
     """Runs `command` as `num_processes` local processes of one JAX job; returns the exit
-    status (the first non-zero one; 124 on timeout). Always kills what it started."""
+    status (the first non-zero one; 124 on timeout). Always kills what it started.
+    `log_prefix`: process i's output goes to `{log_prefix}{i}.log` instead of stderr."""
     address = f"127.0.0.1:{free_port()}"
     procs: list[subprocess.Popen] = []
     threads = []
     try:
         for i in range(num_processes):
+            out = open(f"{log_prefix}{i}.log", "w") if log_prefix else subprocess.PIPE
             p = subprocess.Popen(command, env=process_env(i, num_processes, address, devices, env),
-                                 cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
                                  text=True, start_new_session=True)
             procs.append(p)
-            t = threading.Thread(target=_pump if not quiet else _drain, args=(i, p.stdout),
-                                 daemon=True)
+            if log_prefix:
+                out.close()
+                continue
+            t = threading.Thread(target=_pump, args=(i, p.stdout), daemon=True)
             t.start()
             threads.append(t)
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -108,12 +112,6 @@ def launch(command: list[str], num_processes: int, *, devices: int | None = None
                 pass
         for t in threads:
             t.join(timeout=5)
-
-
-def _drain(i: int, stream) -> None:
-    for _ in iter(stream.readline, ""):
-        pass
-    stream.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,6 +9,7 @@ the final trainable params to OUT.npz, keyed by leaf path.
 
 from __future__ import annotations
 
+import json
 import sys
 
 
@@ -42,6 +43,9 @@ def main(argv: list[str]) -> int:
             for p, x in jax.tree_util.tree_flatten_with_path(params)[0]}
     if distributed.is_primary():
         np.savez(out, **flat)
+        with open(out + ".json", "w") as f:
+            json.dump({"step": trainer.step, "resumed_from": trainer.resumed_from,
+                       "processes": jax.process_count(), "devices": len(jax.devices())}, f)
     print(f"process {jax.process_index()}/{jax.process_count()} devices "
           f"{len(jax.devices())} step {trainer.step} resumed {trainer.resumed_from}",
           file=sys.stderr)
