@@ -6,6 +6,11 @@ Unknown keys fail with the list of valid ones. Starting again with the same --wo
 resumes from its newest intact checkpoint (a corrupt or incomplete newer one is reported
 and skipped).
 
+Multi-process / multi-host: start the same command once per process, with
+`--config.distributed.coordinator_address=HOST:PORT --config.distributed.num_processes=N
+--config.distributed.process_id=I` (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES,
+JAX_PROCESS_ID); see train/distributed.py and scripts/launch_multihost.py.
+
 Bad input (a config file that does not load, a bad key, value, variant, model, env or
 workdir, a workdir holding a checkpoint of another config or no intact checkpoint) is
 reported in one `error:` line on stderr with exit status 2; a run stopped by non-finite
@@ -86,6 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(to_json(cfg))
         return 0
+    from agentic_rl.train import distributed
+
+    try:  # before anything touches a device (config distributed.* or JAX_* variables)
+        distributed.initialize(cfg.distributed)
+    except (ValueError, TypeError) as e:
+        return _fail(e)
     from agentic_rl import compile_cache
     from agentic_rl.models.loading import LOAD_ERRORS
     from agentic_rl.train import builders
@@ -119,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         trainer.close()
+    if not distributed.is_primary():
+        return 0
     print(f"done: {trainer.step} steps; metrics in {workdir}/metrics.jsonl", file=sys.stderr)
     return 0
 

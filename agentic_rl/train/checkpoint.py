@@ -16,6 +16,13 @@ is *corrupt*. Restoring verifies the step first; `restore_latest` tries the newe
 then older ones, saying on stderr which step was skipped and why. Deleting a step removes
 its manifest first, so a step half-deleted by a kill is incomplete, never "corrupt".
 
+Multi-process runs (train/distributed.py): every process calls `save`, `restore*` and
+the deletions (orbax's save, restore and delete are collective: each process writes or
+reads its own shards, the primary host commits); only process 0 writes the manifest and
+deletes or moves files, with a barrier after each, so every process then sees the same
+directory. Arrays are saved with their global shapes, so a checkpoint restores into any
+number of processes and devices (the target state's shardings decide the layout).
+
 Retention: the `keep` most recent steps plus the best step by the eval metric; the
 host JSON of every checkpoint carries `best` so `latest` and `best` both resolve.
 
@@ -38,6 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from agentic_rl.train import distributed
 from agentic_rl.train.state import TrainState
 
 MANIFEST = "agentic_rl_manifest.json"
@@ -245,7 +253,9 @@ class Checkpointer:
         self.manager.wait_until_finished()
         if not self.step_dir(step).is_dir():
             raise RuntimeError(f"orbax wrote no directory for step {step} in {self.directory}")
-        write_manifest(self.step_dir(step), step)
+        if distributed.is_primary():
+            write_manifest(self.step_dir(step), step)
+        distributed.barrier(f"agentic_rl:manifest:{step}")
         self._verified.add(step)
         self._prune(host.get("best"))
 
@@ -253,11 +263,15 @@ class Checkpointer:
         """Un-commits (manifest first), then removes a step directory."""
         self._verified.discard(step)
         path = self.step_dir(step)
-        (path / MANIFEST).unlink(missing_ok=True)
+        primary = distributed.is_primary()
+        if primary:
+            (path / MANIFEST).unlink(missing_ok=True)
+        distributed.barrier(f"agentic_rl:uncommit:{step}")
         if step in self.manager.all_steps():
-            self.manager.delete(step)
-        if path.exists():  # a directory orbax does not track (no metadata)
+            self.manager.delete(step)  # collective: every process calls it
+        if primary and path.exists():  # a directory orbax does not track (no metadata)
             shutil.rmtree(path, ignore_errors=True)
+        distributed.barrier(f"agentic_rl:deleted:{step}")
         self.manager.reload()
 
     def _prune(self, best: dict | None) -> None:
@@ -272,12 +286,15 @@ class Checkpointer:
         """Moves a corrupt step out of the way (kept for inspection) to
         `<directory>.corrupt/<step>[-n]`."""
         root = self.directory.with_name(self.directory.name + ".corrupt")
-        root.mkdir(parents=True, exist_ok=True)
         dest, n = root / str(step), 1
         while dest.exists():
             dest, n = root / f"{step}-{n}", n + 1
         self._verified.discard(step)
-        shutil.move(str(self.step_dir(step)), dest)
+        distributed.barrier(f"agentic_rl:quarantine:{step}")  # all have chosen `dest`
+        if distributed.is_primary():
+            root.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.step_dir(step)), dest)
+        distributed.barrier(f"agentic_rl:quarantined:{step}")
         self.manager.reload()
         return dest
 

@@ -232,6 +232,16 @@ def default_config() -> ml_collections.ConfigDict:
     c.log = ml_collections.ConfigDict()
     c.log.tensorboard = True
     c.log.progress = True
+
+    # Multi-process / multi-host JAX (train/distributed.py). Empty fields fall back to
+    # JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID, JAX_LOCAL_DEVICE_IDS;
+    # none set: one process.
+    c.distributed = ml_collections.ConfigDict()
+    c.distributed.coordinator_address = ""  # host:port of process 0
+    c.distributed.num_processes = 0
+    c.distributed.process_id = -1
+    c.distributed.local_device_ids = ""  # comma-separated, e.g. "0,1"
+    c.distributed.auto = False  # let JAX detect the cluster (SLURM, Open MPI, k8s, TPU)
     c.lock()
     return c
 

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import nnx
 
 from agentic_rl.agents import evaluate_policy, run_episodes
 from agentic_rl.models import merge_lora, save_hf_model
@@ -44,7 +45,7 @@ from agentic_rl.rollout import (
 from agentic_rl.rollout.preferences import load_preference_pairs, preference_batch
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.shapes import leading_rows, shared_prefix
-from agentic_rl.train import builders, viewer
+from agentic_rl.train import builders, distributed, viewer
 from agentic_rl.train.checkpoint import Checkpointer, write_json
 from agentic_rl.train.config import (
     ConfigError,
@@ -141,6 +142,23 @@ def _eval_line(step: int, metrics: dict[str, Any]) -> str:
     return bits[0] + " " + " · ".join(bits[1:])
 
 
+class _NoWriter:
+    """The metrics writer of processes other than 0 (only process 0 writes files)."""
+
+    def write(self, step: int, metrics: dict[str, Any]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _split_local(module):
+    """(graphdef, state) of a module with its arrays copied to this process's first
+    device (distributed.local_copy): for process-local sampling and export."""
+    graphdef, state = nnx.split(module)
+    return graphdef, distributed.local_copy(state)
+
+
 class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
@@ -152,9 +170,14 @@ class Trainer:
     def __init__(self, cfg, workdir: str | Path, *, policy: builders.PolicyBundle | None = None,
                  suite=None, agent=None, reward=None, progress: Progress | None = None):
         self.cfg = validate(cfg)
+        # before any device is used (a no-op when the CLI did it, or for one process)
+        distributed.initialize(cfg.distributed)
+        self.primary = distributed.is_primary()
         self.progress = progress or Progress(enabled=bool(cfg.log.progress))
         self.workdir = Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.primary:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        distributed.barrier("agentic_rl:workdir")
         self.suite = suite or builders.build_suite(cfg)
         self._name_agents(agent)
         self.num_adapters = num_adapters(cfg)
@@ -293,7 +316,8 @@ class Trainer:
         # the optimizer is static in the state's tree: new shardings, a new compiled step
         self.shardings = tree_shardings(self.state, self.mesh, self.cfg.train.fsdp)
         self.learner_fn = make_learner_step(self.shardings, self.batch_sharding)
-        _write_atomic(self.workdir / "config.json", to_json(self.cfg))
+        if self.primary:
+            _write_atomic(self.workdir / "config.json", to_json(self.cfg))
 
     def _check_divisibility(self) -> None:
         n = self.mesh.shape["data"]
@@ -314,9 +338,10 @@ class Trainer:
         found = self.ckpt.restore_latest(self.state)
         config_path = self.workdir / "config.json"
         if found is None:
-            _write_atomic(config_path, to_json(self.cfg))
-            (self.workdir / "metrics.jsonl").unlink(missing_ok=True)
-            _drop_trajectories(self.workdir / "trajectories", after=-1)
+            if self.primary:
+                _write_atomic(config_path, to_json(self.cfg))
+                (self.workdir / "metrics.jsonl").unlink(missing_ok=True)
+                _drop_trajectories(self.workdir / "trajectories", after=-1)
             return
         latest, self.state, host = found
         self.step = int(host["step"])
@@ -324,6 +349,8 @@ class Trainer:
         self.best = host.get("best")
         self.nonfinite_streak = int(host.get("nonfinite_streak", 0))
         self.resumed_from = self.step
+        if not self.primary:
+            return
         _rewind_jsonl(self.workdir / "metrics.jsonl", self.step)
         _drop_trajectories(self.workdir / "trajectories", after=self.step)
         _write_atomic(config_path, to_json(self.cfg))
@@ -346,6 +373,10 @@ class Trainer:
         random numbers at every step.
         """
         model, params = self.state.model().lm, builders.sampling_params(self.cfg, greedy=greedy)
+        if distributed.is_multiprocess():
+            # Sampling is process-local: a copy of the weights on this process's first
+            # device (decoding over the global mesh would cross hosts at every token).
+            model = nnx.merge(*_split_local(model))
 
         def sync(sampler: SamplerPolicy) -> None:
             # an agent that outlived its episode's timeout may still hold a row
@@ -444,9 +475,13 @@ class Trainer:
         if self.critic_schedule is not None:
             metrics["train/critic_learning_rate"] = float(self.critic_schedule(update))
         t1 = time.perf_counter()
+        # Every process holds this same host batch (distributed.py); device_put makes it
+        # one global array, each process placing the rows of its own devices.
+        distributed.assert_same_on_all(f"the batch of step {self.step + 1}", batch.tokens,
+                                       batch.loss_mask, batch.turn_rewards)
         self.state, train_metrics = self.learner_fn(
             self.state, jax.device_put(batch, self.batch_sharding), hp)
-        train_metrics = jax.device_get(train_metrics)
+        train_metrics = distributed.to_host(train_metrics)
         advantages = np.asarray(train_metrics.pop("advantages"))
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         self.step += 1
@@ -534,7 +569,8 @@ class Trainer:
                 b.loss_mask, step=self.step, limit=n)
         records += [viewer.trajectory_record(e, step=self.step, kind="eval")
                     for e in viewer.spread(eval_episodes, n)]
-        viewer.save_trajectories(self.workdir / "trajectories", self.step, records)
+        if self.primary:
+            viewer.save_trajectories(self.workdir / "trajectories", self.step, records)
 
     def _update_best(self, metrics: dict[str, Any]) -> bool:
         key = self.cfg.checkpoint.best_metric
@@ -552,9 +588,10 @@ class Trainer:
         """Runs until train.max_steps; returns the metrics of the steps run in this call."""
         cfg = self.cfg
         history: list[dict[str, Any]] = []
-        writer = MetricsWriter(self.workdir, total_steps=cfg.train.max_steps,
-                               start_step=self.step, tensorboard=cfg.log.tensorboard,
-                               progress=cfg.log.progress)
+        writer = (MetricsWriter(self.workdir, total_steps=cfg.train.max_steps,
+                                start_step=self.step, tensorboard=cfg.log.tensorboard,
+                                progress=cfg.log.progress)
+                  if self.primary else _NoWriter())
         try:
             with self.progress.watch_compiles():
                 self._train_steps(writer, history)
@@ -598,6 +635,10 @@ class Trainer:
 
     def _export_one(self, out_dir: Path, adapter: int | None = None) -> Path:
         model = self.state.model()
+        if distributed.is_multiprocess():  # every process gathers; process 0 writes
+            model = nnx.merge(*_split_local(model))
+            if not self.primary:
+                return Path(out_dir)
         if self.lora:
             merge_lora(model, adapter=adapter)
         path = save_hf_model(model.lm, out_dir, tokenizer=self.policy.hf_tokenizer)
