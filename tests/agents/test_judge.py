@@ -319,3 +319,20 @@ def test_judge_config_errors(kwargs):
 def test_combine_errors(kwargs):
     with pytest.raises(ValueError):
         Combine(**kwargs)
+
+
+def test_openai_chat_through_the_gateway(fmt):
+    """The URL source: any OpenAI-compatible server, here our own gateway."""
+    from agentic_rl.agents import Gateway
+    from agentic_rl.agents.judge import OpenAIChat
+
+    policy = ScriptedPolicy(fmt.tok, lambda request, history: '{"scores": [0.25, 0.75]}')
+    engine = BatchingEngine(policy, window_s=0.002)
+    try:
+        service = ChatService(engine, fmt, judge_service_config(64, 8192))
+        with Gateway(service) as gw:
+            judge = Judge(OpenAIChat(gw.url + "/v1", max_tokens=64))
+            assert judge.score_group("t", _traj("a", "b")) == [0.25, 0.75]
+        assert judge.metrics["calls"] == 1
+    finally:
+        engine.close()
