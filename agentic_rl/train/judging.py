@@ -69,7 +69,11 @@ class TrainJudge:
         """Judges the batch's groups (with `model`, the current policy's weights, for the
         "policy" source) and returns the batch with its turn rewards combined."""
         if self.follows_policy and model is not None:
-            self.engine.call(lambda s: s.update_model(model))
+            def sync(sampler: SamplerPolicy) -> None:
+                sampler.release(list(sampler.rows))  # a judge call that was cut short
+                sampler.update_model(model)
+
+            self.engine.call(sync)
         judged = judge_batch(self.judge, list(batch.metadata), batch.turn_rewards,
                              batch.turn_end, self.combine)
         return batch.replace(turn_rewards=judged.turn_rewards), judged.metrics, judged

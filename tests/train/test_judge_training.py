@@ -36,13 +36,14 @@ def test_judge_config_errors(tiny_config, overrides, match):
 
 
 @pytest.mark.slow  # compiles a judge sampler of its own (about a minute on a loaded CPU)
-def test_a_step_with_the_policy_as_judge(tiny_config, tmp_path):
+def test_steps_with_the_policy_as_judge(tiny_config, tmp_path):
     cfg = apply_overrides(tiny_config(), {
-        **SMALL, "judge.enabled": "true", "judge.w_verifier": 0.0, "judge.w_judge": 1.0,
-        "judge.max_new_tokens": 8, "judge.max_context_tokens": 1024, "judge.neutral": 0.25})
+        **SMALL, "train.max_steps": 2, "judge.enabled": "true", "judge.w_verifier": 0.0,
+        "judge.w_judge": 1.0, "judge.max_new_tokens": 8, "judge.max_context_tokens": 1024,
+        "judge.neutral": 0.25})
     trainer = Trainer(cfg, tmp_path)
     try:
-        (row,) = trainer.train()
+        _, row = trainer.train()  # step 2: the judge's sampler follows the new weights
     finally:
         trainer.close()
     assert row["judge/groups"] == 2 and row["judge/calls"] >= 2
