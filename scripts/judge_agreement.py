@@ -31,6 +31,8 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--judge-context", type=int, default=2048)
     p.add_argument("--judge-new-tokens", type=int, default=192)
+    p.add_argument("--judge-batch", type=int, default=4,
+                   help="judge prompts per sampler call (bounds the prefill's memory)")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
 
@@ -70,10 +72,13 @@ def main(argv=None) -> int:
     print(f"[{t_roll:5.0f}s] rollout done: success {result.metrics.get('success_rate', 0):.1%}"
           f" over {batch.batch_size} episodes", file=sys.stderr)
 
-    judge_sampler = SamplerPolicy(policy.model.lm, policy.tokenizer, max_rows=len(tasks),
+    del sampler  # its KV cache: the judge's prefill needs the memory (16 x 4 was OOM-killed)
+    judge_sampler = SamplerPolicy(policy.model.lm, policy.tokenizer,
+                                  max_rows=min(len(tasks), args.judge_batch),
                                   params=SamplingParams(temperature=0.0, greedy=True),
                                   seed=args.seed, capacity=args.judge_context)
-    engine = BatchingEngine(judge_sampler, window_s=0.05)
+    engine = BatchingEngine(judge_sampler, window_s=0.05,
+                            max_batch=min(len(tasks), args.judge_batch))
     replies: list[str] = []
     try:
         service = ChatService(engine, fmt, judge_service_config(args.judge_new_tokens,

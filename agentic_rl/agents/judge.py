@@ -69,12 +69,14 @@ DEFAULT_PROMPT = (
     "Here are {n} attempts at the same task. Compare them and score each one.\n\n"
     "Task:\n{task}\n\n{trajectories}\n\nRubric:\n{rubric}\n\n"
     'Reply with JSON only, one entry per attempt (ids 1 to {n}):\n'
-    '{"scores": [{"id": 1, "score": 0.0, "why": "..."}, ...]}')
+    '{"scores": [{"id": 1, "score": <a number from 0 to 1>, "why": "<one sentence>"}, ...]}')
+# The format is shown with placeholders, not numbers: a judge that copies the example
+# (the embedded 135M model does) must not have the copy read as scores.
 
 STRICT_RETRY = (
     "Your reply could not be read, or it missed attempts {missing}. Reply with this JSON "
     "and nothing else, one entry for every id from 1 to {n}, each score a number between "
-    '0 and 1: {"scores": [{"id": 1, "score": 0.5}, {"id": 2, "score": 0.5}]}')
+    '0 and 1: {"scores": [{"id": 1, "score": <number>}, {"id": 2, "score": <number>}]}')
 
 PLACEHOLDERS = ("{n}", "{task}", "{trajectories}", "{rubric}")
 

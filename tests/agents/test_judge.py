@@ -55,6 +55,15 @@ def test_parse_scores_cases(text, n, want):
     assert parse_scores(text, n) == pytest.approx(want)
 
 
+def test_a_copied_format_example_is_not_a_score():
+    """The embedded model copies the prompt's example reply: that must read as no scores
+    (then retry, then neutral), not as the example's numbers."""
+    from agentic_rl.agents.judge import DEFAULT_PROMPT, STRICT_RETRY
+
+    assert parse_scores(DEFAULT_PROMPT, 4) == {}
+    assert parse_scores(STRICT_RETRY, 2) == {}
+
+
 def test_parse_scores_odd_inputs():
     assert parse_scores(None, 2) == {}
     assert parse_scores("[0.5]", 0) == {}
