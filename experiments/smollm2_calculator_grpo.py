@@ -27,6 +27,8 @@ Variants (append `:NAME` to the config path):
     (none)  GRPO as above
     ppo     PPO with a value head on the shared trunk and GAE
     full    full fine-tuning (no LoRA) with the KL reference as a frozen copy
+    judge   GRPO on the LLM judge's reward only (the policy judges each group; the
+            verifier only evaluates): does verifier-measured success rise? (not yet run)
     smoke   2 steps, to check the set-up
 
 Expected result: see docs/results.md (measured 2026-12-02 from a fresh clone, README
@@ -97,11 +99,17 @@ def get_config(variant: str | None = None):
         c.model.lora_rank = 0
         c.optim.learning_rate = 1e-6
         c.rl.kl_coef = 0.01
+    elif variant == "judge":
+        # judge reward only: the policy (frozen at each step) scores each group of 8;
+        # the verifier is used for evaluation alone (docs/results.md: not yet run)
+        c.judge.enabled = True
+        c.judge.w_verifier = 0.0
+        c.judge.w_judge = 1.0
     elif variant == "smoke":
         c.train.max_steps = 2
         c.eval.every = 2
         c.eval.num_episodes = 4
         c.eval.at_start = False
     else:
-        raise ValueError(f"unknown variant {variant!r}; valid: grpo, ppo, full, smoke")
+        raise ValueError(f"unknown variant {variant!r}; valid: grpo, ppo, full, judge, smoke")
     return c

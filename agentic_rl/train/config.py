@@ -215,6 +215,37 @@ def default_config() -> ml_collections.ConfigDict:
     c.train.max_nonfinite = 3  # consecutive skipped (non-finite) updates that stop the run
     c.train.fsdp = False  # shard params on their 'embed' axis over the data mesh axis
 
+    # A relative LLM judge (agentic_rl.agents.judge, RULER-shaped): each task's group of
+    # training episodes is shown to a judge model at once with a rubric and gets one score
+    # in [0, 1] per episode, added to the episode's final turn reward before the
+    # advantages. Evaluation stays on the verifier's reward. source: "policy" (the policy
+    # being trained, frozen at the step, in a greedy sampler of its own with
+    # max_context_tokens of KV cache), a model name / HF directory / .gguf (loaded once,
+    # chat_format its template), or an http(s):// OpenAI-compatible base URL (model: the
+    # name sent). mode "weighted": reward = w_verifier * verifier + w_judge * judge
+    # (w_verifier=0: judge reward only); "tiebreak": the judge adds at most eps and only
+    # orders episodes whose verifier returns tie. rubric / prompt / system: "" = the
+    # module's defaults; the prompt's placeholders are {n} {task} {trajectories} {rubric}.
+    # Malformed replies are asked once more (retries), then get `neutral` (judge/malformed).
+    c.judge = ml_collections.ConfigDict()
+    c.judge.enabled = False
+    c.judge.source = "policy"
+    c.judge.chat_format = "smollm2"
+    c.judge.model = "policy"
+    c.judge.mode = "weighted"
+    c.judge.w_verifier = 1.0
+    c.judge.w_judge = 1.0
+    c.judge.eps = 0.01
+    c.judge.rubric = ""
+    c.judge.prompt = ""
+    c.judge.system = ""
+    c.judge.max_new_tokens = 192
+    c.judge.max_context_tokens = 2048
+    c.judge.max_chars_per_trajectory = 2000
+    c.judge.max_chars_per_message = 600
+    c.judge.retries = 1
+    c.judge.neutral = 0.5
+
     c.eval = ml_collections.ConfigDict()
     c.eval.every = 10  # steps; 0 = never
     c.eval.num_episodes = 32
@@ -369,6 +400,40 @@ def num_adapters(cfg: ml_collections.ConfigDict) -> int:
 def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
     """Reference log-probs are computed for DPO, a KL term or a loss that reads them."""
     return cfg.rl.algo == "dpo" or cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)
+
+
+def judge_settings(cfg) -> tuple[Any, Any]:
+    """(JudgeConfig, Combine) of `cfg.judge`; ConfigError for a bad setting."""
+    from agentic_rl.agents.judge import Combine, JudgeConfig
+
+    j = cfg.judge
+    defaults = JudgeConfig()
+    try:
+        judge = JudgeConfig(rubric=j.rubric or defaults.rubric, prompt=j.prompt or
+                            defaults.prompt, system=j.system or defaults.system,
+                            max_prompt_tokens=j.max_context_tokens - j.max_new_tokens - 8,
+                            max_chars_per_trajectory=j.max_chars_per_trajectory,
+                            max_chars_per_message=j.max_chars_per_message, neutral=j.neutral,
+                            retries=j.retries, model_key=j.source)
+        combine = Combine(j.mode, w_verifier=j.w_verifier, w_judge=j.w_judge, eps=j.eps)
+    except ValueError as e:
+        raise ConfigError(f"judge: {e}") from None
+    return judge, combine
+
+
+def check_judge(cfg) -> None:
+    j = cfg.judge
+    _choice("judge.mode", j.mode, ("weighted", "tiebreak"))
+    if j.max_new_tokens < 1 or j.max_context_tokens < j.max_new_tokens + 72:
+        raise ConfigError(f"judge.max_context_tokens={j.max_context_tokens} must leave room "
+                          f"for a prompt besides judge.max_new_tokens={j.max_new_tokens}")
+    if cfg.rl.algo == "dpo" and cfg.rl.dpo.pairs_file:
+        raise ConfigError("judge.enabled scores rollouts; offline DPO (rl.dpo.pairs_file) "
+                          "has none")
+    if cfg.rollout.group_size < 2:
+        raise ConfigError("judge.enabled compares the episodes of a group: set "
+                          "rollout.group_size >= 2")
+    judge_settings(cfg)
 
 
 def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -526,6 +591,8 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
             "rl.train_on_observations needs the scoring pass: the sampler has no log-probs "
             "for observation tokens; set train.reuse_sample_logprobs=False"
         )
+    if cfg.judge.enabled:
+        check_judge(cfg)
     from agentic_rl.train.builders import rollout_config
 
     try:  # the rollout's own range checks, reported as config errors

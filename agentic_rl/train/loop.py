@@ -244,6 +244,14 @@ class Trainer:
                                             self.suite, builders.sampling_params(cfg),
                                             agent=agent, reward_fn=reward)
 
+        # The LLM judge (judge.enabled): scores each group of training episodes; its part
+        # of the reward is added between the rollout and the advantages.
+        self.judge = None
+        if cfg.judge.enabled:
+            from agentic_rl.train.judging import TrainJudge
+
+            self.judge = TrainJudge(cfg, self.policy, self.policy.model.lm)
+
         self.ckpt = Checkpointer(self.workdir / "checkpoints", keep=cfg.checkpoint.keep,
                                  best_mode=cfg.checkpoint.best_mode)
         self.step = 0  # training steps completed
@@ -467,6 +475,12 @@ class Trainer:
                 "per agent) or frozen (agent.train_agents)")
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
+        if self.judge is not None:
+            t_judge = time.perf_counter()
+            result.batch, judge_metrics, _ = self.judge.apply(result.batch,
+                                                              self.state.model().lm)
+            metrics.update(judge_metrics)
+            metrics["time/judge_s"] = time.perf_counter() - t_judge
         batch, hp = self.learner_batch(result.batch)
         t = self.cfg.train
         # the learning rate of this step's first optimizer update
@@ -647,6 +661,8 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        if self.judge is not None:
+            self.judge.close()
         if self.programs is not None:
             self.programs.close()
         self.ckpt.close()

@@ -83,7 +83,7 @@ def test_tiny_experiment_variants_validate(tiny_config, variant):
 
 def test_experiment_configs_validate():
     for spec in ("smollm2_calculator_grpo.py", "smollm2_calculator_grpo.py:ppo",
-                 "smollm2_calculator_grpo.py:full"):
+                 "smollm2_calculator_grpo.py:full", "smollm2_calculator_grpo.py:judge"):
         validate(load_config_file(str(REPO / "experiments" / spec)))
 
 
