@@ -19,7 +19,9 @@ Columns: the final greedy eval success rate and eval mean return, the training m
 return over the last 5 steps, steps until the eval success first reached 0.9 (over the
 seeds that did, with how many did), the area under the eval-success curve divided by
 the number of steps (1.0 = solved from the start), and the median seconds per training
-step (rollout + update; compilation excluded). Means and sample standard deviations
+step (rollout + update; compilation excluded) and the tokens per training episode (mean
+over steps; an episode rewritten into several rows counts its rows' tokens, prompt
+copies included). Means and sample standard deviations
 (ddof=1) over seeds; the plots show the mean and a ±1 std band.
 """
 
@@ -74,7 +76,8 @@ def arm_config(ablations, arm_key: str, seed: int, steps: int | None,
     from agentic_rl.train.config_files import apply_overrides, load_config_file
 
     arm = ablations.ARMS[arm_key]
-    cfg = load_config_file(f"{ablations.BASE_CONFIG}:{arm.variant}")
+    cfg = load_config_file(f"{getattr(arm, 'config', None) or ablations.BASE_CONFIG}:"
+                           f"{arm.variant}")
     cfg = apply_overrides(cfg, dict(arm.overrides))
     overrides: dict[str, Any] = {**extra, "seed": seed}
     if steps is not None:
@@ -157,6 +160,7 @@ def summarize_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
     last_step = int(rows[-1]["step"])
     reached = next((s for s, v in zip(es, ev) if v >= THRESHOLD), None)
     step_times = sorted(float(r["time/step_s"]) for r in rows if "time/step_s" in r)
+    _, tokens = _series(rows, "rollout/mean_tokens")
     return {
         "steps": last_step,
         "initial_eval_success": ev[0] if es and es[0] == 0 else math.nan,
@@ -168,6 +172,7 @@ def summarize_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # the median leaves out the first step's compilation (shared through the cache
         # by later runs, so totals would depend on the order the arms ran in)
         "step_s": step_times[len(step_times) // 2] if step_times else math.nan,
+        "tokens_per_episode": sum(tokens) / len(tokens) if tokens else math.nan,
     }
 
 
@@ -198,7 +203,7 @@ def _fmt(values: Sequence[float], digits: int = 2) -> str:
 
 COLUMNS = ("arm", "config", "seeds", "final eval success", "final eval return",
            "train return (last 5)", f"steps to {THRESHOLD}", "eval-success AUC",
-           "s/step (median)")
+           "s/step (median)", "tokens/episode")
 
 
 def table_rows(family, runs: dict[str, list[dict[str, Any]]], ablations) -> list[list[str]]:
@@ -217,6 +222,7 @@ def table_rows(family, runs: dict[str, list[dict[str, Any]]], ablations) -> list
             steps,
             _fmt([r["auc_eval_success"] for r in rs]),
             _fmt([r["step_s"] for r in rs], 1),
+            _fmt([r.get("tokens_per_episode", math.nan) for r in rs], 0),
         ])
     return out
 
