@@ -79,6 +79,8 @@ ARMS: dict[str, Arm] = {
                           note="walk: window + a one-character self-written summary"),
     "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
                             note="walk: full context, GRPO turn-level credit"),
+    "long_ppo": Arm("ppo", config=LONG_CONFIG,
+                    note="walk: full context, PPO (value head, token-level GAE, lam 0.95)"),
 }
 
 
@@ -109,7 +111,8 @@ FAMILIES: dict[str, Family] = {
         "context strategies full / window / memory / summarize, and episode- vs turn-level "
         "credit, on the 30-turn dense-reward corridor walk",
         {"full": "long_full", "window": "long_window", "memory": "long_memory",
-         "summarize": "long_summarize", "full+turn credit": "long_turn_credit"}),
+         "summarize": "long_summarize", "full+turn credit": "long_turn_credit",
+         "full+ppo": "long_ppo"}),
 }
 
 

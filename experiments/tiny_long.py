@@ -28,11 +28,13 @@ Variants:
   max_new_tokens 1 the summary is one character.
 - episode_credit / turn_credit: GRPO with outcome-level advantages (= full) vs
   `rl.advantage.level=turn` (turn k's return-to-go against turn k of the group).
+- ppo: full context, PPO with a value head on the shared trunk and token-level GAE
+  (lam 0.95): per-step credit from a learned baseline.
 """
 
 from agentic_rl.train.config import default_config
 
-VARIANTS = ("full", "window", "memory", "summarize", "episode_credit", "turn_credit")
+VARIANTS = ("full", "window", "memory", "summarize", "episode_credit", "turn_credit", "ppo")
 LENGTH = 30
 MAX_TURNS = 40
 
@@ -82,6 +84,9 @@ def get_config(variant: str | None = None):
         c.rollout.length_bucket = c.rollout.max_episode_tokens
     elif variant == "turn_credit":
         c.rl.advantage.level = "turn"
+    elif variant == "ppo":
+        c.rl.algo = "ppo"  # value head on the shared trunk, token-level GAE
+        c.rl.advantage.lam = 0.95
     else:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     return c
