@@ -30,6 +30,23 @@ Variants:
   `rl.advantage.level=turn` (turn k's return-to-go against turn k of the group).
 - ppo: full context, PPO with a value head on the shared trunk and token-level GAE
   (lam 0.95): per-step credit from a learned baseline.
+
+Measured (2026-12-03, seed 0 only, 2-core dev CPU shared with a CI run and a benchmark,
+load average 8-13 for most of it, `nice -n 10`, up to 4 runs at once; 35-60 min wall per
+40-step run, 15-30 s per step once the machine was quiet):
+- untrained: greedy eval success 0 and return 0 (it answers other characters).
+- turn_credit: greedy eval success 0 at steps 0-30, 1.0 at step 40 (return 2.0, every
+  held-out walk in 30 turns). Training success 0 until step 30, then 0.19 (step 33),
+  0.72 (36), 0.97 (38), 1.0 (40).
+- full (= episode_credit): greedy eval 0 at every eval through step 40. Training return
+  ~0.6 from step 20 on: it answers a/b but ignores the sign (random a/b gets 0.67). A
+  greedy wrong letter gets the same observation back and repeats, so eval return 0.025.
+- ppo: 12 steps (stopped), behind the GRPO arms at step 12. window / memory / summarize:
+  3 / 2 / 2 steps, for cost only. Tokens per episode: full ~960-1015 (one row), window
+  1283 (up to 5 rows, rollout 2.5-3.5x slower), memory 2647 (its tool prompt in every
+  row, notes never written), summarize ~2200 (its request and a one-character summary
+  at each rewrite). Table: docs/ablations.md, "context".
+Seeds 1-2 not run: the turn-vs-episode gap is one seed.
 """
 
 from agentic_rl.train.config import default_config
