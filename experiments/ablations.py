@@ -1,4 +1,5 @@
-"""Ablation families on the tiny guess-number learner (`experiments/tiny_learning.py`).
+"""Ablation families on the tiny guess-number learner (`experiments/tiny_learning.py`) and
+on the tiny 30-turn corridor walk (`experiments/tiny_long.py`: family `context`).
 
 Each family compares a few *arms*; an arm is a variant of that config plus config
 overrides, so every run is an ordinary trainer run (its workdir holds config.json).
@@ -12,10 +13,13 @@ ARMS and run once per seed. `scripts/ablate.py` runs them and writes the tables 
     python scripts/ablate.py --family group_size --seeds 0 1 2 --out runs/ablations/group_size
     python scripts/ablate.py --family kl --seeds 0 1 2 --out runs/ablations/kl
     python scripts/ablate.py --family credit --seeds 0 1 2 --out runs/ablations/credit
+    python scripts/ablate.py --family context --seeds 0 1 2 --out runs/ablations/context \
+        --figure-dir docs/figures/ablations
     python scripts/ablate.py --family all --seeds 0 1 2 --out runs/ablations
 
-Every run trains 30 steps of 128 episodes (see tiny_learning.py). Results and their
-reading: docs/ablations.md.
+Every guess-number run trains 30 steps of 128 episodes (see tiny_learning.py); the
+`context` family's runs are much longer (40 turns an episode, see tiny_long.py). Results
+and their reading: docs/ablations.md.
 """
 
 from __future__ import annotations
@@ -25,16 +29,19 @@ from pathlib import Path
 from typing import Any
 
 BASE_CONFIG = Path(__file__).with_name("tiny_learning.py")
+LONG_CONFIG = Path(__file__).with_name("tiny_long.py")
 EPISODES_PER_STEP = 128  # tiny_learning.py: 16 tasks x 8 episodes
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One configuration: a variant of BASE_CONFIG plus dotted-key overrides."""
+    """One configuration: a variant of `config` (default BASE_CONFIG) plus dotted-key
+    overrides."""
 
     variant: str
     overrides: dict[str, Any] = field(default_factory=dict)
     note: str = ""
+    config: Path | None = None
 
 
 def _group(size: int) -> dict[str, Any]:
@@ -61,6 +68,19 @@ ARMS: dict[str, Arm] = {
                   note="k3 KL to the initial weights in the loss, coefficient 0.01"),
     "turn_credit": Arm("grpo", {"rl.advantage.level": "turn"},
                        note="turn k's return-to-go vs turn k of the other episodes"),
+    # the 30-turn corridor walk (tiny_long.py); long_full is also its episode-level arm
+    "long_full": Arm("full", config=LONG_CONFIG,
+                     note="walk: full context (one row), GRPO outcome-level credit"),
+    "long_window": Arm("window", config=LONG_CONFIG,
+                       note="walk: prompt + last 2-9 turns (rewrite every 8)"),
+    "long_memory": Arm("memory", config=LONG_CONFIG,
+                       note="walk: window + a notes slot (never written: '(none)')"),
+    "long_summarize": Arm("summarize", config=LONG_CONFIG,
+                          note="walk: window + a one-character self-written summary"),
+    "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
+                            note="walk: full context, GRPO turn-level credit"),
+    "long_ppo": Arm("ppo", config=LONG_CONFIG,
+                    note="walk: full context, PPO (value head, token-level GAE, lam 0.95)"),
 }
 
 
@@ -87,6 +107,12 @@ FAMILIES: dict[str, Family] = {
     "credit": Family(
         "episode-level vs turn-level credit on the dense-reward game (GRPO)",
         {"episode": "grpo", "turn": "turn_credit"}),
+    "context": Family(
+        "context strategies full / window / memory / summarize, and episode- vs turn-level "
+        "credit, on the 30-turn dense-reward corridor walk",
+        {"full": "long_full", "window": "long_window", "memory": "long_memory",
+         "summarize": "long_summarize", "full+turn credit": "long_turn_credit",
+         "full+ppo": "long_ppo"}),
 }
 
 

@@ -15,11 +15,14 @@ resumes from its checkpoint. For each family the script writes `table.md`, `tabl
 for several. `--config.a.b=VALUE` overrides apply to every arm, after the arm's own (the
 trainer's syntax).
 
-Columns: the final greedy eval success rate and eval mean return, the training mean
+Columns: the training steps each seed's run reached (`--no-run` tabulates unfinished
+runs as far as they got), the final greedy eval success rate and eval mean return, the training mean
 return over the last 5 steps, steps until the eval success first reached 0.9 (over the
 seeds that did, with how many did), the area under the eval-success curve divided by
 the number of steps (1.0 = solved from the start), and the median seconds per training
-step (rollout + update; compilation excluded). Means and sample standard deviations
+step (rollout + update; compilation excluded) and the tokens per training episode (mean
+over steps; an episode rewritten into several rows counts its rows' tokens, prompt
+copies included). Means and sample standard deviations
 (ddof=1) over seeds; the plots show the mean and a ±1 std band.
 """
 
@@ -74,7 +77,8 @@ def arm_config(ablations, arm_key: str, seed: int, steps: int | None,
     from agentic_rl.train.config_files import apply_overrides, load_config_file
 
     arm = ablations.ARMS[arm_key]
-    cfg = load_config_file(f"{ablations.BASE_CONFIG}:{arm.variant}")
+    cfg = load_config_file(f"{getattr(arm, 'config', None) or ablations.BASE_CONFIG}:"
+                           f"{arm.variant}")
     cfg = apply_overrides(cfg, dict(arm.overrides))
     overrides: dict[str, Any] = {**extra, "seed": seed}
     if steps is not None:
@@ -157,6 +161,7 @@ def summarize_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
     last_step = int(rows[-1]["step"])
     reached = next((s for s, v in zip(es, ev) if v >= THRESHOLD), None)
     step_times = sorted(float(r["time/step_s"]) for r in rows if "time/step_s" in r)
+    _, tokens = _series(rows, "rollout/mean_tokens")
     return {
         "steps": last_step,
         "initial_eval_success": ev[0] if es and es[0] == 0 else math.nan,
@@ -168,6 +173,7 @@ def summarize_run(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # the median leaves out the first step's compilation (shared through the cache
         # by later runs, so totals would depend on the order the arms ran in)
         "step_s": step_times[len(step_times) // 2] if step_times else math.nan,
+        "tokens_per_episode": sum(tokens) / len(tokens) if tokens else math.nan,
     }
 
 
@@ -196,9 +202,9 @@ def _fmt(values: Sequence[float], digits: int = 2) -> str:
     return "n/a" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
-COLUMNS = ("arm", "config", "seeds", "final eval success", "final eval return",
+COLUMNS = ("arm", "config", "seeds", "steps", "final eval success", "final eval return",
            "train return (last 5)", f"steps to {THRESHOLD}", "eval-success AUC",
-           "s/step (median)")
+           "s/step (median)", "tokens/episode")
 
 
 def table_rows(family, runs: dict[str, list[dict[str, Any]]], ablations) -> list[list[str]]:
@@ -211,12 +217,14 @@ def table_rows(family, runs: dict[str, list[dict[str, Any]]], ablations) -> list
                  else f"never (0/{len(rs)})")
         out.append([
             label, ablations.ARMS[key].note, str(len(rs)),
+            "/".join(str(r["steps"]) for r in rs) or "n/a",
             _fmt([r["final_eval_success"] for r in rs]),
             _fmt([r["final_eval_return"] for r in rs]),
             _fmt([r["final_train_return"] for r in rs]),
             steps,
             _fmt([r["auc_eval_success"] for r in rs]),
             _fmt([r["step_s"] for r in rs], 1),
+            _fmt([r.get("tokens_per_episode", math.nan) for r in rs], 0),
         ])
     return out
 
@@ -354,6 +362,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--steps", type=int, help="override train.max_steps of every arm")
     ap.add_argument("--figure-dir", type=Path, help="also save each plot as DIR/<family>.png")
     ap.add_argument("--list", action="store_true", help="print the families and arms")
+    ap.add_argument("--no-run", action="store_true",
+                    help="train nothing: tabulate the runs already in RUNS, unfinished ones "
+                         "as far as they got (the table's steps column says how far)")
     return ap
 
 
@@ -399,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs_dir = args.runs_dir or args.out / "runs"
     keys = list(dict.fromkeys(k for n in names for k in ablations.get_family(n).arms.values()))
-    problem = (check_plan(ablations, keys, args.seeds, runs_dir, args.steps, extra)
+    problem = ((None if args.no_run else
+                check_plan(ablations, keys, args.seeds, runs_dir, args.steps, extra))
                or check_writable_dir("--out", args.out)
                or check_writable_dir("--runs-dir", runs_dir)
                or (check_writable_dir("--figure-dir", args.figure_dir)
@@ -412,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
 
     compile_cache.enable()  # arms share shapes: later runs load their programs from disk
     errors: dict[str, str] = {}
-    for seed in args.seeds:  # seed-major: a partial sweep already has every arm
+    for seed in [] if args.no_run else args.seeds:  # seed-major: a partial sweep has every arm
         for key in keys:
             err = run_arm(ablations, key, seed, runs_dir / key / f"seed_{seed}", args.steps,
                           extra)
