@@ -484,11 +484,6 @@ class ChatService:
             stop_strings=stops, turn=chain.turn,
             adapter=chain.agent_id if self.cfg.adapter_per_agent else 0,
             continues=chain.predecessor if chain.turn == 0 else None)
-        scope = self._scope_of(chain.id)
-        for c in scope.chains if scope else ():
-            if c.successor == chain.id:
-                return c.id
-        return None
 
     def _commit(self, chain: Chain, tokens: list[int], new: list[Message], gen: Generation,
                 message: Message, call_id: str, finish: str) -> None:
