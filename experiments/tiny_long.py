@@ -46,7 +46,11 @@ load average 8-13 for most of it, `nice -n 10`, up to 4 runs at once; 35-60 min 
   1283 (up to 5 rows, rollout 2.5-3.5x slower), memory 2647 (its tool prompt in every
   row, notes never written), summarize ~2200 (its request and a one-character summary
   at each rewrite). Table: docs/ablations.md, "context".
-Seeds 1-2 not run: the turn-vs-episode gap is one seed.
+Later the same day, on a quieter machine (a CI run alongside, `nice -n 19`, ~30 s/step):
+- turn_credit seed 1 (`--config.seed=1`): greedy eval 0 at steps 0, 10, 20, **1.0 at 30
+  and 40** (return 2.0); training success 0 until step 24, 0.31 (25), 0.84 (27), 0.97 (30).
+Not run: seed 2 of turn_credit, and seeds 1-2 of every other variant, so the
+turn-vs-episode gap rests on one episode-credit seed.
 """
 
 from agentic_rl.train.config import default_config
