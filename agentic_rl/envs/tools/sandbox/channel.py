@@ -140,15 +140,20 @@ class Channel:
 
     def receive(self, deadline: float, max_bytes: int,
                 watchdog: Callable[[], None] | None = None) -> dict[str, Any]:  # fmt: skip
-        """One frame as a JSON object; `ProtocolError` if it is over `max_bytes` or malformed,
-        or if more bytes follow it (nothing may follow a reply)."""
+        """One frame as a JSON object; `ProtocolError` if it is over `max_bytes` or malformed.
+
+        Reads exactly the frame's bytes, never into the next one: at start-up the
+        supervisor's frame and the worker's hello are sent back to back, and a host slow
+        to read (a loaded machine) used to find both in one recv and fail the start with
+        "unexpected bytes after a reply". Bytes nobody asked for stay in the socket, where
+        `pending()` finds them before the next cell runs."""
         while len(self._buffer) < HEADER.size:
-            self._fill(deadline, watchdog, HEADER.size + max_bytes)
+            self._fill(deadline, watchdog, HEADER.size)
         (size,) = HEADER.unpack(self._buffer[: HEADER.size])
         if size > max_bytes:
             raise ProtocolError(f"oversized reply ({size} bytes > {max_bytes})")
         while len(self._buffer) < HEADER.size + size:
-            self._fill(deadline, watchdog, HEADER.size + size + 1)
+            self._fill(deadline, watchdog, HEADER.size + size)
         data = bytes(self._buffer[HEADER.size : HEADER.size + size])
         extra = len(self._buffer) - HEADER.size - size
         self._buffer.clear()

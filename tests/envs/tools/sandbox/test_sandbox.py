@@ -282,3 +282,27 @@ def test_bad_limits_and_isolation_are_rejected():
         SandboxLimits(wall_s=0)
     with pytest.raises(ValueError, match="isolation must be one of"):
         CodeSandbox(isolation="docker")
+
+
+def test_back_to_back_frames_are_read_one_at_a_time():
+    """The supervisor's frame and the worker's hello arrive together when the host is slow
+    to read; each receive must take one frame and leave the next (it used to read both
+    and fail the start with "unexpected bytes after a reply" under CI load)."""
+    import socket
+    import time as _time
+
+    from agentic_rl.envs.tools.sandbox.channel import Channel, encode_frame
+
+    host, peer = socket.socketpair()
+    try:
+        peer.sendall(encode_frame({"seq": 0, "worker_pid": 7}) +
+                     encode_frame({"seq": 0, "ready": True, "pad": "x" * 900}))
+        ch = Channel(host)
+        deadline = _time.monotonic() + 5
+        assert ch.receive(deadline, 4096) == {"seq": 0, "worker_pid": 7}
+        assert ch.pending()  # the hello waits in the socket
+        assert ch.receive(deadline, 1 << 20)["ready"] is True
+        assert not ch.pending()
+    finally:
+        host.close()
+        peer.close()
