@@ -49,8 +49,11 @@ load average 8-13 for most of it, `nice -n 10`, up to 4 runs at once; 35-60 min 
 Later the same day, on a quieter machine (a CI run alongside, `nice -n 19`, ~30 s/step):
 - turn_credit seed 1 (`--config.seed=1`): greedy eval 0 at steps 0, 10, 20, **1.0 at 30
   and 40** (return 2.0); training success 0 until step 24, 0.31 (25), 0.84 (27), 0.97 (30).
-Not run: seed 2 of turn_credit, and seeds 1-2 of every other variant, so the
-turn-vs-episode gap rests on one episode-credit seed.
+- full (= episode_credit) seed 1 (`--config.seed=1`, alongside a CI run): greedy eval 0
+  at steps 0, 10, 20, 30 and 40 (return 0.025); training success 0 throughout, training
+  return 0.53 at step 20 and 0.66 at step 40: the a/b-at-random plateau again.
+So on seeds 0 and 1 turn-level credit learned the walk (eval 1.0) and episode-level
+credit did not (eval 0). Not run: seed 2, and seeds 1-2 of window, memory, summarize, ppo.
 """
 
 from agentic_rl.train.config import default_config
