@@ -19,6 +19,18 @@ from pathlib import Path
 from agentic_rl.envs.base import Task
 from agentic_rl.envs.tools.calculator import evaluate_expression, format_number
 
+
+def unique_values(n: int, make, taken: set[str]) -> list[str]:
+    """`n` values of `make()` not in `taken` (added to it): the distinct names, ids and
+    words that the generated task worlds (search_qa, fs_investigation) are built from."""
+    out: list[str] = []
+    while len(out) < n:
+        value = make()
+        if value not in taken:
+            taken.add(value)
+            out.append(value)
+    return out
+
 GSM8K_DIR_ENV = "AGENTIC_RL_GSM8K_DIR"
 _GSM8K_MARKER = "####"
 

@@ -53,7 +53,7 @@ from typing import Any
 from agentic_rl.envs.base import Action, Message, StepResult, Task, message
 from agentic_rl.envs.rewards import ANSWER_TAG_RE
 from agentic_rl.envs.suite import ENVS, EnvSuite, temporary_dir
-from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tasks import TaskSet, unique_values
 from agentic_rl.envs.tools.base import Tool, run_tool_calls, tool_error_step, tool_system_prompt
 from agentic_rl.envs.tools.files import ConfinedFiles, FsLimits, file_tools, search_files_tool
 from agentic_rl.envs.tools.parser import render_tool_call
@@ -81,16 +81,6 @@ def _word(rng: random.Random, syllables: int) -> str:
         rng.choice(_CODAS))
 
 
-def _unique(rng: random.Random, n: int, make: Callable[[], str], taken: set[str]) -> list[str]:
-    out: list[str] = []
-    while len(out) < n:
-        name = make()
-        if name not in taken:
-            taken.add(name)
-            out.append(name)
-    return out
-
-
 @dataclass(frozen=True)
 class FsWorld:
     """A generated tree: `files` (relative path -> text), the question's incident ids,
@@ -116,16 +106,16 @@ def generate_world(
     taken: set[str] = set()
     chain_len = hops - 2
     num_services = num_chains * chain_len + num_distractors
-    services = _unique(rng, num_services, lambda: f"{_word(rng, 2)}-{rng.choice(('api', 'db', 'queue', 'cache', 'worker', 'gateway'))}", taken)  # noqa: E501
-    people = _unique(rng, num_services + num_chains + 10,
+    services = unique_values(num_services, lambda: f"{_word(rng, 2)}-{rng.choice(('api', 'db', 'queue', 'cache', 'worker', 'gateway'))}", taken)  # noqa: E501
+    people = unique_values(num_services + num_chains + 10,
                      lambda: f"{_word(rng, 2).capitalize()} {_word(rng, 2).capitalize()}", taken)
-    sids = _unique(rng, num_services, lambda: f"s-{rng.randrange(10_000):04d}", taken)
-    eids = _unique(rng, len(people), lambda: f"e{rng.randrange(10_000):04d}", taken)
-    badges = _unique(rng, len(people), lambda: (
+    sids = unique_values(num_services, lambda: f"s-{rng.randrange(10_000):04d}", taken)
+    eids = unique_values(len(people), lambda: f"e{rng.randrange(10_000):04d}", taken)
+    badges = unique_values(len(people), lambda: (
         "".join(rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ") for _ in range(3))
         + f"-{rng.randrange(10_000):04d}"), taken)
     num_incidents = num_chains + max(2, num_distractors // 2)
-    incidents = _unique(rng, num_incidents, lambda: f"INC-{rng.randrange(10_000):04d}", taken)
+    incidents = unique_values(num_incidents, lambda: f"INC-{rng.randrange(10_000):04d}", taken)
 
     person = {p: {"eid": e, "badge": b, "dept": rng.choice(_DEPTS)}
               for p, e, b in zip(people, eids, badges)}

@@ -26,7 +26,7 @@ from agentic_rl.envs.base import Task
 from agentic_rl.envs.rewards import CompositeReward, format_reward, string_answer_reward
 from agentic_rl.envs.suite import ENVS, EnvSuite
 from agentic_rl.envs.suites.math import MathToolEnv
-from agentic_rl.envs.tasks import TaskSet
+from agentic_rl.envs.tasks import TaskSet, unique_values
 from agentic_rl.envs.tools.search import Document, SearchIndex, search_tools
 
 SEARCH_INSTRUCTIONS = (
@@ -51,16 +51,6 @@ def _word(rng: random.Random, syllables: int) -> str:
     return ("".join(parts) + rng.choice(_CODAS)).capitalize()
 
 
-def _unique(rng: random.Random, n: int, make, taken: set[str]) -> list[str]:
-    out: list[str] = []
-    while len(out) < n:
-        name = make()
-        if name not in taken:
-            taken.add(name)
-            out.append(name)
-    return out
-
-
 @dataclass(frozen=True)
 class World:
     """A generated fictional world: its documents and the facts behind them."""
@@ -80,21 +70,21 @@ def generate_world(
         raise ValueError("need >= 2 of each entity and at least as many people as companies")
     rng = random.Random(seed)
     taken: set[str] = set()
-    city_names = _unique(rng, num_cities, lambda: _word(rng, rng.randint(2, 3)), taken)
+    city_names = unique_values(num_cities, lambda: _word(rng, rng.randint(2, 3)), taken)
     cities = {
         c: {
             "country": rng.choice(_COUNTRIES),
             "population": rng.randint(40_000, 4_900_000),
-            "river": _unique(rng, 1, lambda: _word(rng, 2), taken)[0],
+            "river": unique_values(1, lambda: _word(rng, 2), taken)[0],
             "founded": rng.randint(800, 1800),
         }
         for c in city_names
     }
-    person_names = _unique(
-        rng, num_people, lambda: f"{_word(rng, 2)} {_word(rng, rng.randint(2, 3))}", taken
+    person_names = unique_values(
+        num_people, lambda: f"{_word(rng, 2)} {_word(rng, rng.randint(2, 3))}", taken
     )
-    company_names = _unique(
-        rng, num_companies, lambda: f"{_word(rng, 2)} {rng.choice(_INDUSTRIES)}", taken
+    company_names = unique_values(
+        num_companies, lambda: f"{_word(rng, 2)} {rng.choice(_INDUSTRIES)}", taken
     )
     people = {
         p: {
