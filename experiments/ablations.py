@@ -71,12 +71,15 @@ ARMS: dict[str, Arm] = {
     # the 30-turn corridor walk (tiny_long.py); long_full is also its episode-level arm
     "long_full": Arm("full", config=LONG_CONFIG,
                      note="walk: full context (one row), GRPO outcome-level credit"),
+    # the rewriting strategies' variants train with turn-level credit (tiny_long.py)
     "long_window": Arm("window", config=LONG_CONFIG,
-                       note="walk: prompt + last 2-9 turns (rewrite every 8)"),
+                       note="walk: prompt + last 2-9 turns (rewrite every 8), turn credit"),
     "long_memory": Arm("memory", config=LONG_CONFIG,
-                       note="walk: window + a notes slot (never written: '(none)')"),
+                       note="walk: window + a notes slot (never written: '(none)'), "
+                            "turn credit"),
     "long_summarize": Arm("summarize", config=LONG_CONFIG,
-                          note="walk: window + a one-character self-written summary"),
+                          note="walk: window + a one-character self-written summary, "
+                               "turn credit"),
     "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
                             note="walk: full context, GRPO turn-level credit"),
     "long_ppo": Arm("ppo", config=LONG_CONFIG,
@@ -108,11 +111,11 @@ FAMILIES: dict[str, Family] = {
         "episode-level vs turn-level credit on the dense-reward game (GRPO)",
         {"episode": "grpo", "turn": "turn_credit"}),
     "context": Family(
-        "context strategies full / window / memory / summarize, and episode- vs turn-level "
-        "credit, on the 30-turn dense-reward corridor walk",
-        {"full": "long_full", "window": "long_window", "memory": "long_memory",
-         "summarize": "long_summarize", "full+turn credit": "long_turn_credit",
-         "full+ppo": "long_ppo"}),
+        "context strategies full / window / memory / summarize (turn-level credit), and "
+        "episode- vs turn-level credit with the full context, on the 30-turn dense-reward "
+        "corridor walk",
+        {"full, episode credit": "long_full", "full": "long_turn_credit",
+         "window": "long_window", "memory": "long_memory", "summarize": "long_summarize"}),
 }
 
 

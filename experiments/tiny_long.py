@@ -26,6 +26,8 @@ Variants:
   tool call, so the slot stays "(none)": window plus a longer prompt.
 - summarize: window + at each rewrite one extra sampled turn, the summary. With
   max_new_tokens 1 the summary is one character.
+  The three rewriting strategies train with turn-level credit (as turn_credit), the
+  credit that learns the walk with the full context; episode-level credit does not.
 - episode_credit / turn_credit: GRPO with outcome-level advantages (= full) vs
   `rl.advantage.level=turn` (turn k's return-to-go against turn k of the group).
 - ppo: full context, PPO with a value head on the shared trunk and token-level GAE
@@ -102,6 +104,7 @@ def get_config(variant: str | None = None):
         pass
     elif variant in ("window", "memory", "summarize"):
         c.rollout.context.strategy = variant
+        c.rl.advantage.level = "turn"  # the credit that learns the walk (see above)
         # rows of at most keep_turns + rewrite_every = 10 turns (~23 tokens each) after the
         # prompt; memory adds its tool prompt and summarize its request (~250 characters)
         c.rollout.max_episode_tokens = 320 if variant == "window" else 640

@@ -18,7 +18,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from agentic_rl.models.attention import attention, causal_attention, prefixed_attention
+from agentic_rl.models.attention import (
+    causal_attention,
+    prefixed_attention,
+    triangular_attention,
+)
 from agentic_rl.models.config import ModelConfig, rope_inv_freq
 from agentic_rl.models.kv_cache import KVCache, cached_forward
 from agentic_rl.models.layers import (
@@ -132,13 +136,12 @@ class Transformer(nnx.Module):
         # One flat token stream [1, P + B*S]: every per-token op (projections, MLP, norms,
         # RoPE) runs on it unchanged; only attention knows which stream a token is in.
         x = self.embed(jnp.concatenate([tokens[0, :P], tokens[:, P:].reshape(-1)]))[None]
-        causal_p = jnp.tril(jnp.ones((P, P), bool))[None]
-        allowed_s = jnp.tril(jnp.ones((S, S), bool))[None] & mask_s[:, None, :]
+        prefix_mask = jnp.ones((1, P), bool)
 
         def attend(q, k, v, _):
             rows = lambda a: a[0, P:].reshape(B, S, *a.shape[2:])
-            out_p = attention(q[:, :P], k[:, :P], v[:, :P], causal_p)[0]
-            out_s = prefixed_attention(rows(q), k[0, :P], v[0, :P], rows(k), rows(v), allowed_s)
+            out_p = triangular_attention(q[:, :P], k[:, :P], v[:, :P], prefix_mask)[0]
+            out_s = prefixed_attention(rows(q), k[0, :P], v[0, :P], rows(k), rows(v), mask_s)
             return jnp.concatenate([out_p, out_s.reshape(B * S, -1)])[None], None
 
         h, _ = self._run_layers(x, positions[None], attend, None)

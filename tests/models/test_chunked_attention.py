@@ -1,5 +1,6 @@
-"""Query-blocked causal attention (`ModelConfig.attention_chunk`) and per-layer remat give
-the plain kernel's outputs and gradients, padding included."""
+"""Query-blocked causal attention (`ModelConfig.attention_chunk`), the triangle-skipping
+kernel under it, and per-layer remat give the plain kernel's outputs and gradients,
+padding included."""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import pytest
 from flax import nnx
 
 from agentic_rl.models import ModelConfig, PolicyModel
-from agentic_rl.models.attention import attention, causal_attention
+from agentic_rl.models.attention import (
+    attention,
+    causal_attention,
+    prefixed_attention,
+    triangle_blocks,
+    triangular_attention,
+)
 
 V, T = 50, 40
 
@@ -28,6 +35,63 @@ def test_blocked_kernel_equals_plain(block):
     allowed = jnp.tril(jnp.ones((T, T), bool))[None] & mask[:, None, :]
     want = attention(q, k, v, allowed)
     got = jax.jit(causal_attention, static_argnums=4)(q, k, v, mask, block)
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
+
+
+@pytest.mark.parametrize("t", [1, 63, 64, 65, 200, 3000])
+def test_triangle_blocks_cover_the_sequence_in_order(t):
+    blocks = triangle_blocks(t)
+    assert blocks[0][0] == 0 and blocks[-1][1] == t and len(blocks) <= 32
+    assert all(a[1] == b[0] for a, b in zip(blocks, blocks[1:]))
+
+
+def _qkv(rng, b, t, h=4, kv=2, dh=8):
+    q = jnp.asarray(rng.normal(size=(b, t, h, dh)), jnp.float32)
+    k, v = (jnp.asarray(rng.normal(size=(b, t, kv, dh)), jnp.float32) for _ in range(2))
+    return q, k, v
+
+
+@pytest.mark.parametrize("t", [50, 64, 130, 257])
+def test_triangular_kernel_and_its_gradients_equal_plain(t):
+    """Left and right padding: outputs at every query that sees a real key, and the
+    gradients of a loss over those queries, equal the plain kernel's."""
+    rng = np.random.default_rng(t)
+    q, k, v = _qkv(rng, 3, t)
+    pos = np.arange(t)[None]
+    real = np.stack([pos[0] < t, pos[0] < t - 17, pos[0] >= 9])  # full, right-, left-pad
+    mask = jnp.asarray(real)
+    seen = jnp.asarray(np.cumsum(real, axis=1) > 0)  # the query sees >= 1 real key
+    w = jnp.asarray(rng.normal(size=(3, t, 32)), jnp.float32) * seen[..., None]
+    allowed = jnp.tril(jnp.ones((t, t), bool))[None] & mask[:, None, :]
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v) * w)
+
+    want = attention(q, k, v, allowed)
+    got = jax.jit(triangular_attention)(q, k, v, mask)
+    np.testing.assert_allclose(np.asarray(got * seen[..., None]),
+                               np.asarray(want * seen[..., None]), atol=1e-5)
+    gw = jax.grad(loss(lambda q, k, v: attention(q, k, v, allowed)), argnums=(0, 1, 2))(q, k, v)
+    gg = jax.jit(jax.grad(loss(lambda q, k, v: triangular_attention(q, k, v, mask)),
+                          argnums=(0, 1, 2)))(q, k, v)
+    for a, b in zip(gg, gw):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+
+
+@pytest.mark.parametrize("s", [20, 150])
+def test_prefixed_kernel_equals_attention_over_prefix_plus_row(s):
+    """prefixed_attention == plain attention of each row over [prefix; row] keys."""
+    rng = np.random.default_rng(s)
+    p, b = 11, 3
+    q, k, v = _qkv(rng, b, s)
+    kp, vp = (jnp.asarray(rng.normal(size=(p, 2, 8)), jnp.float32) for _ in range(2))
+    mask = jnp.asarray(np.arange(s)[None] < np.array([s, s - 5, 7])[:, None])
+    kk = jnp.concatenate([jnp.broadcast_to(kp, (b, p, 2, 8)), k], axis=1)
+    vv = jnp.concatenate([jnp.broadcast_to(vp, (b, p, 2, 8)), v], axis=1)
+    own = jnp.tril(jnp.ones((s, s), bool))[None] & mask[:, None, :]
+    allowed = jnp.concatenate([jnp.ones((b, s, p), bool), own], axis=2)
+    want = attention(q, kk, vv, allowed)
+    got = jax.jit(prefixed_attention)(q, kp, vp, k, v, mask)
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), atol=1e-5)
 
 
