@@ -35,6 +35,20 @@ from agentic_rl.sampling import SamplingParams
 from agentic_rl.train.config import judge_settings
 
 
+def local_chat(lm, tokenizer, chat_format, *, rows: int, seed: int, max_new_tokens: int,
+               max_context_tokens: int) -> tuple[ServiceChat, BatchingEngine, SamplerPolicy]:
+    """A greedy chat function (`messages -> text`) over a local model: its own sampler
+    (`rows` rows of `max_context_tokens`) behind a `BatchingEngine`, so concurrent calls
+    share one sampler call. Returns (chat, engine: close it when done, sampler)."""
+    sampler = SamplerPolicy(lm, tokenizer, max_rows=rows,
+                            params=SamplingParams(temperature=0.0, greedy=True), seed=seed,
+                            capacity=max_context_tokens)
+    engine = BatchingEngine(sampler, window_s=0.05)
+    service = ChatService(engine, chat_format, judge_service_config(max_new_tokens,
+                                                                    max_context_tokens))
+    return ServiceChat(service, max_tokens=max_new_tokens), engine, sampler
+
+
 class TrainJudge:
     """The judge of a run: `apply(batch, model)` -> (batch with judged rewards, metrics)."""
 
@@ -55,14 +69,9 @@ class TrainJudge:
                 loaded = load_policy(j.source, dtype=cfg.model.dtype)
                 lm, tok = loaded.model.lm, loaded.tokenizer
                 fmt = make_chat_format(j.chat_format, tok)
-            self.sampler = SamplerPolicy(
-                lm, tok, max_rows=max(1, cfg.rollout.tasks_per_step),
-                params=SamplingParams(temperature=0.0, greedy=True), seed=cfg.seed,
-                capacity=j.max_context_tokens)
-            self.engine = BatchingEngine(self.sampler, window_s=0.05)
-            service = ChatService(self.engine, fmt, judge_service_config(
-                j.max_new_tokens, j.max_context_tokens))
-            chat = ServiceChat(service, max_tokens=j.max_new_tokens)
+            chat, self.engine, self.sampler = local_chat(
+                lm, tok, fmt, rows=max(1, cfg.rollout.tasks_per_step), seed=cfg.seed,
+                max_new_tokens=j.max_new_tokens, max_context_tokens=j.max_context_tokens)
         self.judge = Judge(chat, config)
 
     def apply(self, batch, model=None) -> tuple[Any, dict[str, float], JudgedBatch]:
