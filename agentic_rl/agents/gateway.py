@@ -15,8 +15,10 @@ agent; without them a call goes to the serving scope):
 Every error is an OpenAI-style JSON body with a 4xx status (bad JSON, bad fields,
 unknown rollout, context overflow, unsupported parameter); an unexpected failure is a
 500 JSON body, and the server keeps serving. A request body over `max_body_bytes` is a
-413. Handlers wait for the batching engine on a dedicated thread pool sized for many
-concurrent clients (the default pool of 6 threads on 2 cores would cap a batch at 6).
+413. A client that hangs up before its body is read is counted
+(`app.state.client_disconnects`), not logged as a server error. Handlers wait for the
+batching engine on a dedicated thread pool sized for many concurrent clients (the
+default pool of 6 threads on 2 cores would cap a batch at 6).
 
 Imports: agentic_rl.agents (the chat service), starlette and uvicorn.
 """
@@ -46,8 +48,8 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
               max_concurrency: int = 512):
     """The Starlette application (routes in the module docstring)."""
     from starlette.applications import Starlette
-    from starlette.requests import Request
-    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.requests import ClientDisconnect, Request
+    from starlette.responses import JSONResponse, Response, StreamingResponse
     from starlette.routing import Route
 
     pool = ThreadPoolExecutor(max_workers=max_concurrency, thread_name_prefix="gateway")
@@ -78,6 +80,9 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
                 return await handler(request)
             except APIError as e:
                 return _error(e)
+            except ClientDisconnect:  # nobody to answer, and no server bug: counted
+                request.app.state.client_disconnects += 1
+                return Response(status_code=400)
             except Exception as e:  # noqa: BLE001 - a bug must not take the server down
                 traceback.print_exc()
                 return JSONResponse({"error": {"message": f"internal error: {type(e).__name__}:"
@@ -283,6 +288,7 @@ def build_app(service: ChatService, *, max_body_bytes: int = 16 << 20,
 
     app = Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
     app.state.pool = pool
+    app.state.client_disconnects = 0
     return app
 
 

@@ -134,3 +134,23 @@ def test_a_client_that_leaves_mid_stream_frees_its_row(fmt):
         assert chain.closed and chain.truncated  # kept for training, never extended
     finally:
         service.engine.close()
+
+
+def test_a_client_that_leaves_before_its_body_is_read_is_no_server_error(gateway, capfd):
+    """Headers promise 5000 bytes, 10 arrive, the socket closes: Starlette's
+    ClientDisconnect is not a server bug (no traceback, no 500 to nobody); counted, and
+    the server keeps serving."""
+    import socket
+    from urllib.parse import urlparse
+
+    u = urlparse(gateway.url)
+    before = gateway.app.state.client_disconnects
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n{\"model\":")
+    deadline = time.time() + 10
+    while gateway.app.state.client_disconnects == before and time.time() < deadline:
+        time.sleep(0.05)
+    assert gateway.app.state.client_disconnects == before + 1
+    assert post(gateway, "/v1/chat/completions", GOOD).status_code == 200
+    assert "Traceback" not in capfd.readouterr().err
