@@ -22,7 +22,8 @@ micro-batches of `--micro` rows; LoRA rank 8 as the trainer's default; AdamW) on
               what the run really took, compilation included; noisy
 
 A variant whose XLA estimate exceeds `--max-gib` is compiled but not run (so its memory
-is still reported). Variants: `plain` (no memory option: attention scores [H, T, T]),
+is still reported). Variants: `plain` (no memory option, `attention_chunk=0`: the
+triangle-skipping kernel at every length, quadratic memory),
 `remat` (per-layer rematerialisation only), `chunk` (query-blocked attention,
 `ModelConfig.attention_chunk=--chunk`, the default), `chunk+remat` (both).
 
