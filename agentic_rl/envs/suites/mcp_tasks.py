@@ -101,7 +101,7 @@ def mcp_suite(
     format_weight: float = 0.1,
 ) -> EnvSuite:
     """The `mcp` suite (module docstring). `eval_fraction` of the shuffled tasks (seeded)
-    are the eval split, at least one."""
+    are the eval split, at least one and leaving at least one to train on."""
     if not 0.0 < eval_fraction < 1.0:
         raise ValueError(f"mcp env: eval_fraction must be in (0, 1), got {eval_fraction}")
     if not tasks_file:
@@ -112,7 +112,7 @@ def mcp_suite(
         raise ValueError(f"mcp env: {tasks_file} has {len(tasks)} task; need >= 2 (train "
                          "and eval)")
     random.Random(seed).shuffle(tasks)
-    n_eval = max(1, round(eval_fraction * len(tasks)))
+    n_eval = min(len(tasks) - 1, max(1, round(eval_fraction * len(tasks))))
     toolset = McpToolset(server_spec(server), timeout_s=timeout_s)
     atexit.register(toolset.close)
     tools = toolset.tools
@@ -120,8 +120,10 @@ def mcp_suite(
         toolset.close()
         raise ValueError(f"mcp env: the server {server!r} lists no usable tools "
                          f"(skipped: {toolset.skipped})")
-    example = render_tool_call(tools[0].name, {
-        k: "..." for k in (tools[0].parameters.get("properties") or {})})
+    # the format shown with a tool that takes arguments, where there is one
+    shown = next((t for t in tools if t.parameters.get("properties")), tools[0])
+    example = render_tool_call(shown.name, {
+        k: "..." for k in (shown.parameters.get("properties") or {})})
     reward = CompositeReward({"grounded": (grounded_reward(), 1.0),
                               "format": (format_reward(), format_weight)})
 
