@@ -20,8 +20,12 @@ is measured but not trained on: it is what `eval/success` reports.
 Variants: `judge` (default, judge reward only), `verifier` (the grounded check as the
 reward, no judge: the comparison), `smoke` (1 step, 4 eval episodes).
 
-Expected result: see docs/results.md ("Tasks from an MCP server"); the measured run is
-recorded there with its numbers.
+Measured (2026-12-03, docs/results.md "Tasks from an MCP server"; 54 min wall at
+`nice -n 19` beside other runs): task generation kept 24 of 44 proposals (11 add, 9
+subtract, 4 list_cities); eval success 0/8 before and after 4 steps; the policy never
+called a tool, and the judge (the policy itself) wrote no parseable scores for any group
+(30 of 32 scores neutral, two zero-gradient steps). The pipeline works; SmolLM2-135M is
+too weak here both as a tool user without demonstrations and as a judge.
 """
 
 from agentic_rl.train.config import default_config

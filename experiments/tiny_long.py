@@ -33,29 +33,19 @@ Variants:
 - ppo: full context, PPO with a value head on the shared trunk and token-level GAE
   (lam 0.95): per-step credit from a learned baseline.
 
-Measured (2026-12-03, seed 0 only, 2-core dev CPU shared with a CI run and a benchmark,
-load average 8-13 for most of it, `nice -n 10`, up to 4 runs at once; 35-60 min wall per
-40-step run, 15-30 s per step once the machine was quiet):
+Measured (2026-12-03, `python scripts/ablate.py --family context --seeds 0 1 2 ...`,
+docs/ablations.md "context"; 2-core CPU, two runs at a time; 40 steps each):
 - untrained: greedy eval success 0 and return 0 (it answers other characters).
-- turn_credit: greedy eval success 0 at steps 0-30, 1.0 at step 40 (return 2.0, every
-  held-out walk in 30 turns). Training success 0 until step 30, then 0.19 (step 33),
-  0.72 (36), 0.97 (38), 1.0 (40).
-- full (= episode_credit): greedy eval 0 at every eval through step 40. Training return
-  ~0.6 from step 20 on: it answers a/b but ignores the sign (random a/b gets 0.67). A
-  greedy wrong letter gets the same observation back and repeats, so eval return 0.025.
-- ppo: 12 steps (stopped), behind the GRPO arms at step 12. window / memory / summarize:
-  3 / 2 / 2 steps, for cost only. Tokens per episode: full ~960-1015 (one row), window
-  1283 (up to 5 rows, rollout 2.5-3.5x slower), memory 2647 (its tool prompt in every
-  row, notes never written), summarize ~2200 (its request and a one-character summary
-  at each rewrite). Table: docs/ablations.md, "context".
-Later the same day, on a quieter machine (a CI run alongside, `nice -n 19`, ~30 s/step):
-- turn_credit seed 1 (`--config.seed=1`): greedy eval 0 at steps 0, 10, 20, **1.0 at 30
-  and 40** (return 2.0); training success 0 until step 24, 0.31 (25), 0.84 (27), 0.97 (30).
-- full (= episode_credit) seed 1 (`--config.seed=1`, alongside a CI run): greedy eval 0
-  at steps 0, 10, 20, 30 and 40 (return 0.025); training success 0 throughout, training
-  return 0.53 at step 20 and 0.66 at step 40: the a/b-at-random plateau again.
-So on seeds 0 and 1 turn-level credit learned the walk (eval 1.0) and episode-level
-credit did not (eval 0). Not run: seed 2, and seeds 1-2 of window, memory, summarize, ppo.
+- turn_credit (full context): greedy eval 1.0 (return 2.0, every held-out walk in 30
+  turns) on seeds 0, 1 and 2, at step 40, 30 and 30; ~12 s per step.
+- full (= episode_credit): greedy eval 0 on all 3 seeds through step 40; training return
+  0.64 +- 0.02, the a/b-at-random plateau (random a/b gets 0.67).
+- window (turn credit): eval 1.0 at step 30 on seeds 1 and 2, 0 at step 40 on seed 0;
+  1194 tokens/episode (up to 5 rows), ~20 s per step.
+- summarize (turn credit, seed 0 only): eval 1.0 at step 30; 2067 tokens/episode, ~58 s
+  per step. memory (turn credit, seed 0 only): eval 0 at step 40; 2589 tokens/episode,
+  ~40 s per step (its notes slot is never written by a char model).
+- ppo: not rerun (an earlier 12-step run was behind the GRPO arms at step 12).
 """
 
 from agentic_rl.train.config import default_config
