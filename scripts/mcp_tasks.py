@@ -35,6 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-attempts", type=int, default=0, help="proposals (default 4n)")
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--context", type=int, default=1024)
+    ap.add_argument("--explore", default="all",
+                    help="no-argument tools to call first: 'all', 'none' or a comma list "
+                         "(every proposed call is executed too: use servers whose tools "
+                         "are safe to call)")
     ap.add_argument("--out", type=Path, required=True)
     a = ap.parse_args(argv)
     if a.n < 1:
@@ -56,8 +60,11 @@ def main(argv: list[str] | None = None) -> int:
                                  max_context_tokens=a.context)
     try:
         with McpToolset(server_spec(a.server)) as toolset:
+            explore = (None if a.explore == "all" else () if a.explore == "none"
+                       else tuple(x.strip() for x in a.explore.split(",")))
             tasks, stats = generate_tool_tasks(chat, toolset.tools, a.n,
-                                               max_attempts=a.max_attempts or None)
+                                               max_attempts=a.max_attempts or None,
+                                               explore=explore)
     finally:
         engine.close()
     a.out.parent.mkdir(parents=True, exist_ok=True)

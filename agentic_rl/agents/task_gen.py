@@ -109,7 +109,7 @@ def parse_proposal(text: Any) -> tuple[str, str, dict[str, Any]] | None:
         if isinstance(arguments, str):
             try:
                 arguments = json.loads(arguments)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue
         if (isinstance(question, str) and question.strip() and isinstance(name, str)
                 and isinstance(arguments, dict)):
@@ -201,11 +201,14 @@ def check_proposal(tools: Mapping[str, Tool], question: str, name: str,
 
 
 def generate_tool_tasks(chat: ChatFn, tools: Sequence[Tool], n: int, *,
-                        max_attempts: int | None = None, prefix: str = "mcp"
+                        max_attempts: int | None = None, prefix: str = "mcp",
+                        explore: Sequence[str] | None = None
                         ) -> tuple[list[Task], dict[str, int]]:
     """Up to `n` solvable tasks from at most `max_attempts` (default 4n) proposals; see
-    the module docstring. Returns (tasks, stats: attempts, kept, explored and each
-    rejection reason)."""
+    the module docstring. `explore`: the no-argument tools to call first (None: all of
+    them; () : none). Every proposed call is executed, so point this at servers whose
+    tools are safe to call (read-only). Returns (tasks, stats: attempts, kept, explored
+    and each rejection reason)."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     max_attempts = 4 * n if max_attempts is None else max_attempts
@@ -213,10 +216,10 @@ def generate_tool_tasks(chat: ChatFn, tools: Sequence[Tool], n: int, *,
     needs_args = [t for t in tools if (t.parameters.get("required") or [])]
     if not needs_args:
         raise ValueError("no tool takes arguments: nothing to ask questions about")
-    stats: Counter[str] = Counter({r: 0 for r in REASONS})
+    stats: Counter[str] = Counter({r: 0 for r in (*REASONS, "explored", "repaired")})
     notes: list[str] = []
     for t in tools:
-        if t not in needs_args:
+        if t not in needs_args and (explore is None or t.name in explore):
             r = execute_tool(t, {})
             stats["explored"] += 1
             if r.ok and r.content.strip():

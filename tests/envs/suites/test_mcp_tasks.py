@@ -120,6 +120,20 @@ def test_generation_keeps_only_what_a_real_call_answers(toolset):
     assert "Tool: list_cities(" in seen_prompts[0] and f"Value: {COUNTRY}\n" in seen_prompts[0]
 
 
+def test_exploration_calls_only_the_named_no_argument_tools(toolset):
+    prompts = []
+
+    def chat(messages):
+        prompts.append(messages[-1]["content"])
+        return "no"
+
+    _, stats = generate_tool_tasks(chat, toolset.tools, 1, max_attempts=1, explore=())
+    assert stats["explored"] == 0 and "Value: (any)" in prompts[-1]
+    _, stats = generate_tool_tasks(chat, toolset.tools, 1, max_attempts=1,
+                                   explore=("list_countries",))
+    assert stats["explored"] == 1 and f"Value: {COUNTRY}" in prompts[-1]
+
+
 def test_generation_needs_a_tool_with_arguments_and_n_positive(toolset):
     no_args = [t for t in toolset.tools if t.name == "list_countries"]
     with pytest.raises(ValueError, match="arguments"):
