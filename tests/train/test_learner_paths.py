@@ -70,7 +70,11 @@ def test_kl_as_a_reward_penalty_end_to_end(compile_cache, tmp_path):
                                           trainer.learner_config.advantage.turn_gamma,
                                           trainer.learner_config.advantage.eps,
                                           token_rewards=-coef * k3)
-        np.testing.assert_allclose(np.asarray(batch.advantages), adv_ref, rtol=1e-4, atol=1e-5)
+        # The learner sums the float32 k3 terms and divides by the std of a 2-row group,
+        # which amplifies float32 rounding against this float64 reference: CI saw a
+        # relative error of 1.2e-4 on 2 of 384 tokens. A wrong sign, coefficient or
+        # token placement is off by orders of magnitude more than rtol=1e-3.
+        np.testing.assert_allclose(np.asarray(batch.advantages), adv_ref, rtol=1e-3, atol=1e-5)
         metrics = trainer.train_step()
         assert np.isfinite(metrics["train/loss"]) and metrics["train/skipped"] == 0
         assert "train/kl_loss" not in metrics
