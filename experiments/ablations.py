@@ -13,6 +13,7 @@ ARMS and run once per seed. `scripts/ablate.py` runs them and writes the tables 
     python scripts/ablate.py --family group_size --seeds 0 1 2 --out runs/ablations/group_size
     python scripts/ablate.py --family kl --seeds 0 1 2 --out runs/ablations/kl
     python scripts/ablate.py --family credit --seeds 0 1 2 --out runs/ablations/credit
+    python scripts/ablate.py --family async --seeds 0 1 2 --out runs/ablations/async
     python scripts/ablate.py --family context --seeds 0 1 2 --out runs/ablations/context \
         --figure-dir docs/figures/ablations
     python scripts/ablate.py --family all --seeds 0 1 2 --out runs/ablations
@@ -82,6 +83,11 @@ ARMS: dict[str, Arm] = {
                                "turn credit"),
     "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
                             note="walk: full context, GRPO turn-level credit"),
+    "async1": Arm("grpo_async1", note="asynchronous, batch j sampled by the weights of step "
+                                      "j - 1, TIS (cap 2) against the sampler"),
+    "async2": Arm("grpo_async2", note="asynchronous, staleness 2, TIS (cap 2)"),
+    "async2_nocorr": Arm("grpo_async2_nocorr",
+                         note="asynchronous, staleness 2, no off-policy correction"),
     "long_ppo": Arm("ppo", config=LONG_CONFIG,
                     note="walk: full context, PPO (value head, token-level GAE, lam 0.95)"),
 }
@@ -110,6 +116,11 @@ FAMILIES: dict[str, Family] = {
     "credit": Family(
         "episode-level vs turn-level credit on the dense-reward game (GRPO)",
         {"episode": "grpo", "turn": "turn_credit"}),
+    "async": Family(
+        "synchronous vs asynchronous (staleness 1 and 2) GRPO, with and without the "
+        "off-policy correction",
+        {"sync": "grpo", "S=1, TIS": "async1", "S=2, TIS": "async2",
+         "S=2, no correction": "async2_nocorr"}),
     "context": Family(
         "context strategies full / window / memory / summarize (turn-level credit), and "
         "episode- vs turn-level credit with the full context, on the 30-turn dense-reward "

@@ -50,7 +50,7 @@ include ~35 s of compilation):
 
 from agentic_rl.train.config import default_config
 
-VARIANTS = ("grpo", "ppo", "ppo_separate")
+VARIANTS = ("grpo", "ppo", "ppo_separate", "grpo_async1", "grpo_async2", "grpo_async2_nocorr")
 INSTRUCTIONS = "Guess my number from {low} to {high}."
 
 
@@ -100,6 +100,14 @@ def get_config(variant: str | None = None):
     elif variant == "ppo_separate":
         c = get_config("ppo")
         c.rl.critic = "separate"  # the critic's own trunk (a copy) and optimizer chain
+    elif variant in ("grpo_async1", "grpo_async2"):
+        # asynchronous: batch j sampled by the weights of step j - S while step j - 1
+        # trains, with token-level truncated importance sampling against the sampler
+        c.train.max_off_policy_steps = int(variant[-1])
+        c.rl.loss.off_policy = "tis"
+    elif variant == "grpo_async2_nocorr":
+        c = get_config("grpo_async2")
+        c.rl.loss.off_policy = "none"  # the same stale batches, no correction
     else:
         raise ValueError(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     return c

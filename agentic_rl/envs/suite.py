@@ -20,8 +20,11 @@ register them) agentic_rl.envs.suites; never jax.
 from __future__ import annotations
 
 import atexit
+import dataclasses
+import random
 import shutil
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +60,41 @@ def make_env_suite(name: str, config: Mapping[str, Any] | None = None, **kwargs:
     """Builds suite `name` from a config mapping (e.g. a ConfigDict) and/or keyword overrides."""
     options = {**dict(config or {}), **kwargs}
     return ENVS.get(name)(**options)
+
+
+class SlowEnv:
+    """An environment whose every step first sleeps `latency_s` (x (1 +- jitter), drawn
+    from the episode seed): a real sleep, as a slow tool, sandbox or web API makes the
+    rollout wait. For benchmarks of what overlaps with environment time (asynchronous
+    training, remote environments); everything else is the wrapped environment's."""
+
+    def __init__(self, inner: Env, latency_s: float, jitter: float = 0.0):
+        self.inner, self.latency_s, self.jitter = inner, latency_s, jitter
+        self._rng = random.Random(0)
+
+    def reset(self, task, seed):
+        self._rng.seed(seed)
+        return self.inner.reset(task, seed)
+
+    def step(self, action):
+        time.sleep(self.latency_s * (1 + self.jitter * (2 * self._rng.random() - 1)))
+        return self.inner.step(action)
+
+    def __getattr__(self, name: str):  # tools, close, the game's own attributes
+        if name.startswith("__") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def with_latency(suite: EnvSuite, latency_s: float, jitter: float = 0.0) -> EnvSuite:
+    """`suite` with every environment step delayed (see `SlowEnv`); 0 returns it as is."""
+    if not latency_s:
+        return suite
+    if latency_s < 0 or not 0 <= jitter <= 1:
+        raise ValueError(f"step latency must be >= 0 and its jitter in [0, 1], got "
+                         f"{latency_s}, {jitter}")
+    inner = suite.make_env
+    return dataclasses.replace(suite, make_env=lambda: SlowEnv(inner(), latency_s, jitter))
 
 
 def temporary_dir(prefix: str) -> Path:

@@ -7,6 +7,7 @@ modules: this is where they meet.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +15,7 @@ import numpy as np
 from flax import nnx
 
 from agentic_rl.envs import ParserLimits, make_env_suite
-from agentic_rl.envs.suite import EnvSuite
+from agentic_rl.envs.suite import EnvSuite, with_latency
 from agentic_rl.models import ModelConfig, PolicyModel, attach_lora, critic_from
 from agentic_rl.rl import AdvantageConfig, LossConfig
 from agentic_rl.rollout import CharTokenizer, ContextConfig, RolloutConfig, make_chat_format
@@ -90,7 +91,29 @@ def optimizer(cfg):
 
 
 def build_suite(cfg) -> EnvSuite:
-    return make_env_suite(cfg.env.name, dict(cfg.env.kwargs))
+    """The configured environment suite (with env.step_latency_s, if set)."""
+    return with_latency(make_env_suite(cfg.env.name, dict(cfg.env.kwargs)),
+                        cfg.env.step_latency_s, cfg.env.step_latency_jitter)
+
+
+def ray_env_pool(cfg, suite: EnvSuite, *, from_config: bool):
+    """rollout.backend="ray": a pool of Ray actors for the environments, and `suite` with
+    its `make_env` placing each episode's environment in one of them. A suite built from
+    the config is rebuilt by name in each worker; one passed in from Python is shipped to
+    them (pickled by Ray)."""
+    import functools
+
+    from agentic_rl.envs.ray_backend import RayEnvPool, suite_in_worker
+
+    if from_config:
+        make = functools.partial(suite_in_worker, cfg.env.name, cfg.env.kwargs.to_dict(),
+                                 cfg.env.step_latency_s, cfg.env.step_latency_jitter)
+    else:
+        def make(suite=suite):
+            return suite
+    pool = RayEnvPool(make, num_workers=cfg.rollout.ray_workers,
+                      address=cfg.rollout.ray_address or None)
+    return pool, dataclasses.replace(suite, make_env=pool.make_env)
 
 
 def rollout_config(cfg) -> RolloutConfig:

@@ -73,6 +73,10 @@ def default_config() -> ml_collections.ConfigDict:
     c.env.kwargs = ml_collections.ConfigDict()  # keyword arguments of the env factory
     c.env.train_split = "train"
     c.env.eval_split = "eval"
+    # Every environment step first sleeps this long (x (1 +- jitter)): a slow tool or API,
+    # for benchmarks of what overlaps with environment time (envs.suite.SlowEnv). 0: off.
+    c.env.step_latency_s = 0.0
+    c.env.step_latency_jitter = 0.0
 
     # One training step rolls out tasks_per_step tasks x group_size episodes.
     c.rollout = ml_collections.ConfigDict()
@@ -94,6 +98,12 @@ def default_config() -> ml_collections.ConfigDict:
     c.rollout.stop_strings = ("</tool_call>",)
     c.rollout.straggler_wait_s = 0.2  # how long a sampler batch waits for slow episodes
     c.rollout.max_workers = 32  # threads stepping environments concurrently
+    # Where environments run (agentic_rl/envs/ray_backend.py): "threads" (in this process)
+    # or "ray" (in `ray_workers` Ray actors: a local Ray started here, or the cluster at
+    # ray_address, e.g. "auto" or "ray://head:10001"). Generation stays batched here.
+    c.rollout.backend = "threads"
+    c.rollout.ray_address = ""
+    c.rollout.ray_workers = 2
     c.rollout.max_error_fraction = 0.25  # episodes an env may fail before the step fails
     c.rollout.max_tool_calls = 1  # tool calls allowed per turn (more: an error, none run)
     c.rollout.max_tool_call_chars = 4096  # one call's JSON, bounded before parsing
@@ -213,6 +223,11 @@ def default_config() -> ml_collections.ConfigDict:
     # once per micro-batch in the update and scoring passes, not once per row. Exact.
     c.train.shared_prefix = True
     c.train.max_nonfinite = 3  # consecutive skipped (non-finite) updates that stop the run
+    # Asynchronous training (train/async_rollout.py): S > 0 samples the next steps' batches
+    # on a thread while the learner trains, batch j by the weights of version j - S (the
+    # staleness is always S once warm; fixed, so runs reproduce). Pair it with an
+    # off-policy correction (rl.loss.off_policy). 0 = the synchronous loop, exactly.
+    c.train.max_off_policy_steps = 0
     c.train.fsdp = False  # shard params on their 'embed' axis over the data mesh axis
 
     # A relative LLM judge (agentic_rl.agents.judge, RULER-shaped): each task's group of
@@ -580,6 +595,19 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                 "that sampled (tokens outside the kept set have probability 0 under the "
                 "sampler). Use rollout.top_p=1 and rollout.top_k=0 for training"
             )
+    _choice("rollout.backend", cfg.rollout.backend, ("threads", "ray"))
+    if cfg.rollout.backend == "ray" and cfg.rollout.ray_workers < 1:
+        raise ConfigError(f"rollout.ray_workers must be >= 1, got {cfg.rollout.ray_workers}")
+    if not cfg.env.step_latency_s >= 0 or not 0 <= cfg.env.step_latency_jitter <= 1:
+        raise ConfigError(f"env.step_latency_s must be >= 0 and env.step_latency_jitter in "
+                          f"[0, 1], got {cfg.env.step_latency_s}, {cfg.env.step_latency_jitter}")
+    lag = cfg.train.max_off_policy_steps
+    if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
+        raise ConfigError(f"train.max_off_policy_steps must be an integer >= 0 (0: "
+                          f"synchronous), got {lag!r}")
+    if lag and cfg.rl.algo == "dpo" and cfg.rl.dpo.pairs_file:
+        raise ConfigError("train.max_off_policy_steps > 0 overlaps sampling with training, "
+                          "but offline DPO (rl.dpo.pairs_file) samples nothing; set it to 0")
     if cfg.train.reuse_sample_logprobs and loss.off_policy != "none":
         raise ConfigError(
             f"rl.loss.off_policy={loss.off_policy!r} weighs by pi_old / pi_behaviour, which "

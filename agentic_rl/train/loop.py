@@ -15,6 +15,13 @@ Everything random is derived from `seed`, the step number and the checkpointed P
 and the data position is checkpointed, so a run restarted with the same workdir resumes
 exactly: its metrics equal those of an uninterrupted run (timing fields aside).
 
+Asynchronous training (`train.max_off_policy_steps = S > 0`, train/async_rollout.py):
+step 2's rollout runs on a producer thread while step 1 trains; batch j is sampled by
+the weights of version j - S (fixed lag, so runs reproduce). A resumed run is consistent,
+not bit-exact: the checkpoint holds the position of the batches *trained*, so batches
+sampled but not trained when it stopped are sampled again, by the restored weights (no
+task is trained twice or skipped; the first S batches after a resume are on-policy).
+
 Imports: agentic_rl.rl, rollout, agents, models and the train modules.
 """
 
@@ -23,11 +30,13 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
@@ -46,6 +55,7 @@ from agentic_rl.rollout.preferences import load_preference_pairs, preference_bat
 from agentic_rl.rollout.sampler_policy import SamplerPolicy
 from agentic_rl.shapes import leading_rows, shared_prefix
 from agentic_rl.train import builders, distributed, viewer
+from agentic_rl.train.async_rollout import AsyncRollouts
 from agentic_rl.train.checkpoint import Checkpointer, write_json
 from agentic_rl.train.config import (
     ConfigError,
@@ -179,6 +189,11 @@ class Trainer:
             self.workdir.mkdir(parents=True, exist_ok=True)
         distributed.barrier("agentic_rl:workdir")
         self.suite = suite or builders.build_suite(cfg)
+        # rollout.backend="ray": the environments run in Ray actors (envs/ray_backend.py)
+        self.env_pool = None
+        if cfg.rollout.backend == "ray":
+            self.env_pool, self.suite = builders.ray_env_pool(cfg, self.suite,
+                                                              from_config=suite is None)
         self._name_agents(agent)
         self.num_adapters = num_adapters(cfg)
         self.policy = policy or builders.build_policy(cfg)
@@ -252,6 +267,15 @@ class Trainer:
 
             self.judge = TrainJudge(cfg, self.policy, self.policy.model.lm)
 
+        # Asynchronous rollouts (train.max_off_policy_steps > 0): a producer thread,
+        # started by `train()`; it and `evaluate` take turns on the sampler under the lock.
+        self.producer: AsyncRollouts | None = None
+        self._sampler_lock = threading.Lock()
+        if cfg.train.max_off_policy_steps and distributed.is_multiprocess():
+            raise ConfigError(
+                "train.max_off_policy_steps > 0 is single-process for now: every process "
+                "samples the same batch locally, and a producer thread per process would "
+                "need the processes' updates and rollouts kept in lockstep")
         self.ckpt = Checkpointer(self.workdir / "checkpoints", keep=cfg.checkpoint.keep,
                                  best_mode=cfg.checkpoint.best_mode)
         self.step = 0  # training steps completed
@@ -373,14 +397,16 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _sync_sampler(self, *, greedy: bool, seed: int) -> None:
-        """Point the sampler at the current weights, sampling settings and a fresh seed.
+    def _sync_sampler(self, *, greedy: bool, seed: int, model=None) -> None:
+        """Point the sampler at the current weights (or `model`: an async batch's
+        version), sampling settings and a fresh seed.
 
         The per-call seed matters: the sampler derives each draw from (seed, episode id,
         turn), and episode ids repeat every step, so a fixed seed would replay the same
         random numbers at every step.
         """
-        model, params = self.state.model().lm, builders.sampling_params(self.cfg, greedy=greedy)
+        params = builders.sampling_params(self.cfg, greedy=greedy)
+        model = self.state.model().lm if model is None else model
         if distributed.is_multiprocess():
             # Sampling is process-local: a copy of the weights on this process's first
             # device (decoding over the global mesh would cross hosts at every token).
@@ -399,14 +425,27 @@ class Trainer:
             self.programs.sync(sync)
 
     def rollout(self):
-        cfg = self.cfg
+        """The rollout of the next step (synchronous: the current weights)."""
         if self.preference_pairs is not None:
             return self._preference_rollout()
-        idx = builders.task_indices(len(self.train_tasks), self.position,
+        result, metrics, self.position = self._rollout_at(self.step, self.position)
+        return result, metrics
+
+    def _rollout_at(self, step: int, position: int, model=None):
+        """The rollout of step `step + 1` from data position `position`, sampled by
+        `model` (default: the current weights) -> (result, metrics, next position). A
+        function of its arguments: the producer thread of async training calls it too."""
+        cfg = self.cfg
+        idx = builders.task_indices(len(self.train_tasks), position,
                                     cfg.rollout.tasks_per_step, cfg.seed)
         tasks = [self.train_tasks[i] for i in idx]
-        seed = _seed(cfg.seed, self.step, 1)
-        self._sync_sampler(greedy=False, seed=seed)
+        seed = _seed(cfg.seed, step, 1)
+        with self._sampler_lock:
+            return self._sample(tasks, step, seed, model) + (position + len(tasks),)
+
+    def _sample(self, tasks, step: int, seed: int, model):
+        cfg = self.cfg
+        self._sync_sampler(greedy=False, seed=seed, model=model)
         generated = self.sampler.stats["generated_tokens"]
         t0 = time.perf_counter()
         if self.programs is not None:
@@ -414,15 +453,58 @@ class Trainer:
                                        sampling=builders.sampling_params(cfg))
         else:
             with self.progress.episodes(len(tasks) * cfg.rollout.group_size,
-                                        f"rollout step {self.step + 1}") as on_episode:
+                                        f"rollout step {step + 1}") as on_episode:
                 result = run_episodes(self.sampler, self.policy.chat_format,
                                       self.suite.make_env, tasks,
                                       group_size=cfg.rollout.group_size,
                                       config=self.rollout_cfg, seed=seed, on_episode=on_episode)
         dt = time.perf_counter() - t0
         new_tokens = self.sampler.stats["generated_tokens"] - generated
-        self.position += len(tasks)
         return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
+
+    def _next_rollout(self):
+        """The step's batch: sampled now (synchronous), or taken from the producer."""
+        if self.producer is None:
+            return self.rollout()
+        waited = self.producer.waited_s
+        ahead = self.producer.ready()
+        produced = self.producer.next()
+        result, metrics, self.position = produced.value
+        metrics = dict(metrics)
+        metrics["async/staleness"] = float(self.step - produced.version)
+        metrics["perf/batches_ready"] = float(ahead)  # timing-dependent
+        metrics["time/wait_s"] = self.producer.waited_s - waited
+        for rec in result.records:
+            rec.metadata["policy_version"] = produced.version
+        if result.batch is not None:
+            for meta in result.batch.metadata:
+                meta["policy_version"] = produced.version
+        return result, metrics
+
+    def _weights_copy(self):
+        """The LM with the current weights in arrays of its own (the learner donates its
+        arrays to the next update; an async batch's sampler keeps using these)."""
+        st = self.state
+        params, frozen = jax.tree.map(jnp.copy, (st.params, st.frozen))
+        return nnx.merge(st.graphdef, params, frozen).lm
+
+    def _start_producer(self) -> None:
+        lag = int(self.cfg.train.max_off_policy_steps)
+        if not lag or self.preference_pairs is not None or self.producer is not None:
+            return
+        start, position = self.step, self.position
+        per_step = self.cfg.rollout.tasks_per_step
+
+        def produce(step: int, model):
+            return self._rollout_at(step, position + (step - start) * per_step, model)
+
+        self.producer = AsyncRollouts(produce, start=start, weights=self._weights_copy(),
+                                      lag=lag, limit=lambda: self.cfg.train.max_steps)
+
+    def _stop_producer(self) -> None:
+        if self.producer is not None:
+            self.producer.close()
+            self.producer = None
 
     def _preference_rollout(self):
         """The next tasks_per_step pairs of the preference file, as the step's batch."""
@@ -467,7 +549,7 @@ class Trainer:
     def train_step(self) -> dict[str, Any]:
         """One rollout + update. Returns the step's metrics (without evaluation)."""
         t0 = time.perf_counter()
-        result, metrics = self.rollout()
+        result, metrics = self._next_rollout()
         if result.batch is None and not result.errors:
             raise RuntimeError(
                 f"step {self.step}: no row to train on: every row was dropped (an episode "
@@ -500,6 +582,8 @@ class Trainer:
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         self.step += 1
         metrics["time/update_s"] = time.perf_counter() - t1
+        if self.producer is not None and self.producer.wants(self.step):
+            self.producer.publish(self.step, self._weights_copy())
         metrics["perf/shared_prefix_len"] = hp.step.prefix_len
         metrics["time/step_s"] = time.perf_counter() - t0
         metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
@@ -530,6 +614,10 @@ class Trainer:
 
     def evaluate(self) -> dict[str, Any]:
         """Greedy (by default) episodes on the held-out split; saves sample trajectories."""
+        with self._sampler_lock:  # an async producer's rollout ends first
+            return self._evaluate()
+
+    def _evaluate(self) -> dict[str, Any]:
         cfg = self.cfg
         self._sync_sampler(greedy=cfg.eval.greedy, seed=_seed(cfg.seed, 2))
         t0 = time.perf_counter()
@@ -610,6 +698,7 @@ class Trainer:
             with self.progress.watch_compiles():
                 self._train_steps(writer, history)
         finally:
+            self._stop_producer()
             writer.close()
         if cfg.checkpoint.export_final and self.step >= cfg.train.max_steps:
             out = self.workdir / "export"
@@ -622,6 +711,7 @@ class Trainer:
         cfg = self.cfg
         if cfg.eval.at_start and self.step == 0:
             writer.write(0, self.evaluate())
+        self._start_producer()
         while self.step < cfg.train.max_steps:
             metrics = self.train_step()
             every = cfg.eval.every
@@ -661,8 +751,12 @@ class Trainer:
         return path
 
     def close(self) -> None:
+        self._stop_producer()
         if self.judge is not None:
             self.judge.close()
         if self.programs is not None:
             self.programs.close()
+        if self.env_pool is not None:
+            self.env_pool.close()
+            self.env_pool = None
         self.ckpt.close()
