@@ -18,9 +18,10 @@ ARMS and run once per seed. `scripts/ablate.py` runs them and writes the tables 
         --figure-dir docs/figures/ablations
     python scripts/ablate.py --family all --seeds 0 1 2 --out runs/ablations
 
-Every guess-number run trains 30 steps of 128 episodes (see tiny_learning.py); the
-`context` family's runs are much longer (40 turns an episode, see tiny_long.py). Results
-and their reading: docs/ablations.md.
+Every guess-number run trains 30 steps of 128 episodes (see tiny_learning.py), the
+`async` family's 50 (stale batches learn slower); the `context` family's runs are much
+longer (40 turns an episode, see tiny_long.py). Results and their reading:
+docs/ablations.md.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ ARMS: dict[str, Arm] = {
                                "turn credit"),
     "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
                             note="walk: full context, GRPO turn-level credit"),
+    "grpo50": Arm("grpo", {"train.max_steps": 50},
+                  note="synchronous GRPO, 50 steps (the async arms' length)"),
     "async1": Arm("grpo_async1", note="asynchronous, batch j sampled by the weights of step "
                                       "j - 1, TIS (cap 2) against the sampler"),
     "async2": Arm("grpo_async2", note="asynchronous, staleness 2, TIS (cap 2)"),
@@ -119,7 +122,7 @@ FAMILIES: dict[str, Family] = {
     "async": Family(
         "synchronous vs asynchronous (staleness 1 and 2) GRPO, with and without the "
         "off-policy correction",
-        {"sync": "grpo", "S=1, TIS": "async1", "S=2, TIS": "async2",
+        {"sync": "grpo50", "S=1, TIS": "async1", "S=2, TIS": "async2",
          "S=2, no correction": "async2_nocorr"}),
     "context": Family(
         "context strategies full / window / memory / summarize (turn-level credit), and "

@@ -8,6 +8,8 @@ Commands:
         --workdir runs/tiny_learning_ppo
     python -m agentic_rl.train --config experiments/tiny_learning.py:ppo_separate \
         --workdir runs/tiny_learning_ppo_separate
+    python -m agentic_rl.train --config experiments/tiny_learning.py:grpo_async1 \
+        --workdir runs/tiny_learning_async1     # also grpo_async2, grpo_async2_nocorr
 
 The policy is the `tiny` random model (character tokenizer, 2 layers, d=64, full
 fine-tuning: LoRA on random weights would only restrict it). The game: a secret in
@@ -27,7 +29,8 @@ Two environment settings make this learnable in minutes by a character-level mod
   patterns that reward alone did not teach within the budget.
 
 Expected result, measured by running this config through the Trainer with seed S (the
-same as the commands above plus `--config.seed=S`; runs are deterministic on one machine)
+same as the commands above plus `--config.seed=S`; runs are deterministic on one machine,
+see `rollout.straggler_wait_s` below)
 on the 2-core dev CPU shared with other jobs (load average 3-7, `nice -n 10`; wall times
 include ~35 s of compilation):
 - untrained policy: greedy eval success 0.0 at step 0 in every run; sampled success at
@@ -46,6 +49,12 @@ include ~35 s of compilation):
   25, 0.69 at 30) vs 20, 25, 25 for the shared value head (1.0 at step 30 in all three).
   No gain here: on this game the shared trunk's features serve both heads. Median update
   0.98 s vs 0.93 s (the critic's trunk pass and its parameters).
+- grpo_async1 / grpo_async2 / grpo_async2_nocorr (asynchronous, staleness 1 and 2, TIS
+  or no correction; 50 steps), seeds 0-2 (2026-12-04, docs/ablations.md `async`): eval
+  success reached >= 0.9 in 3/3, 2/3 and 1/3 runs; final 1.0/1.0/0.69, 1.0/0.67/0.69 and
+  0.64/0.67/1.0 (sync GRPO over 50 steps: 3/3, all 1.0). Seed 0: grpo_async1 at the
+  fixed-guess plateau 0.69 from step 15 to 30, 1.0 from step 35; grpo_async2 1.0 from
+  step 15. ~40 s/run.
 """
 
 from agentic_rl.train.config import default_config
@@ -75,6 +84,13 @@ def get_config(variant: str | None = None):
     c.rollout.max_new_tokens = 1  # a guess is one character
     c.rollout.max_episode_tokens = 96  # prompt 47 + 2 turns + one observation (26): 77
     c.rollout.length_bucket = 96  # one sequence length, hence one compilation
+    # Every turn's sampler call waits for every live episode, so the calls, hence the
+    # float rounding, do not depend on timing: with the default 0.2 s, two runs of grpo
+    # started together on the 2-core machine differed from step 8 on (sampling
+    # log-probs in the 7th significant digit first); with 60 s they were bit-identical
+    # through 25 steps, and equal to a 0.2 s run that had not been split. The game
+    # answers at once, so nothing waits long (env.step_latency_s: the slowest episode).
+    c.rollout.straggler_wait_s = 60.0
 
     c.rl.algo = "grpo"
     c.optim.learning_rate = 3e-3
@@ -105,6 +121,7 @@ def get_config(variant: str | None = None):
         # trains, with token-level truncated importance sampling against the sampler
         c.train.max_off_policy_steps = int(variant[-1])
         c.rl.loss.off_policy = "tis"
+        c.train.max_steps = 50  # stale batches learn slower: 30 steps left 1-2 of 3 short
     elif variant == "grpo_async2_nocorr":
         c = get_config("grpo_async2")
         c.rl.loss.off_policy = "none"  # the same stale batches, no correction

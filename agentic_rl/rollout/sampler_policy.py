@@ -10,6 +10,14 @@ summary replaced old turns) takes over the old episode's row and keeps the cache
 the two share, the system prompt and task at least (`stats["reused_prefix_tokens"]`),
 so only what changed is prefilled.
 
+Weights can change under live episodes (`switch_model`, or a `weight_source` asked before
+every batch of requests: asynchronous training's partial rollouts resumed on the newest
+version). The rows' cached keys and values were computed by the old weights, so each
+live row is re-prefilled in full with the new ones at its next request
+(`stats["switch_reprefills"]` / `["switch_prefill_tokens"]`): its next turn is sampled
+exactly as the new weights would sample it from that history. `turn_versions[episode_id]`
+records the weights version of every turn sampled.
+
 Imports: agentic_rl.models and agentic_rl.sampling (the one rollout module that touches
 jax).
 """
@@ -17,7 +25,7 @@ jax).
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from agentic_rl.models.transformer import Transformer
 from agentic_rl.rollout.policy import Generation, GenerationRequest, OnTokens
@@ -61,13 +69,28 @@ class SamplerPolicy:
                                     seed=seed)
         self.rows: dict[str, int] = {}
         self.stats = {"reprefills": 0, "prefill_tokens": 0, "generated_tokens": 0,
-                      "reused_prefix_tokens": 0}
+                      "reused_prefix_tokens": 0, "switch_reprefills": 0,
+                      "switch_prefill_tokens": 0}
+        # Weights versions (see the module docstring): the current one, the version of
+        # every turn sampled per episode, and an optional source of newer weights,
+        # weight_source(current) -> (version, model) or None, asked before each batch.
+        self.version = 0
+        self.turn_versions: dict[str, list[int]] = {}
+        self.weight_source: Callable[[int], tuple[int, Transformer] | None] | None = None
+        self._stale: set[str] = set()  # live episodes whose cache predates the weights
 
     def update_model(self, model: Transformer) -> None:
         """Sample from new weights (call between rollouts, with no live episodes)."""
         if self.rows:
             raise RuntimeError(f"{len(self.rows)} episodes still live; release them first")
         self.sampler.update_model(model)
+
+    def switch_model(self, model: Transformer, version: int) -> None:
+        """Sample from new weights now, live episodes included: each is re-prefilled with
+        them at its next request (its cache holds the old weights' keys and values)."""
+        self.sampler.update_model(model)
+        self.version = version
+        self._stale = set(self.rows)
 
     def _row_for(self, episode_id: str) -> int:
         if episode_id in self.rows:
@@ -88,16 +111,30 @@ class SamplerPolicy:
         """One `Generation` per request. With `on_tokens`, the batch decodes in chunks of
         `stream_chunk` tokens and `on_tokens(i, ids, logprobs)` gets request i's new
         tokens after each (False: stop that request there); the samples are the same."""
+        if self.weight_source is not None:
+            newer = self.weight_source(self.version)
+            if newer is not None:
+                self.switch_model(newer[1], newer[0])
         new_tokens: dict[int, list[int]] = {}
         for req in requests:
             fresh = req.episode_id not in self.rows
             if fresh and req.continues in self.rows:  # a rewritten context: take its row
                 self.rows[req.episode_id] = self.rows.pop(req.continues)
+                if req.continues in self._stale:
+                    self._stale.add(req.episode_id)
                 fresh = False
             row = self._row_for(req.episode_id)
             tokens = list(req.tokens)
-            prefix = tokens[: len(tokens) - req.num_new_tokens]
             adapter = req.adapter if self.sampler.model.num_adapters > 1 else 0
+            if req.episode_id in self._stale:  # cached by older weights: all of it again
+                self._stale.discard(req.episode_id)
+                self.stats["switch_reprefills"] += 1
+                self.stats["switch_prefill_tokens"] += len(tokens)
+                self.sampler.reset([row])
+                self.sampler.set_adapters({row: adapter})
+                new_tokens[row] = tokens
+                continue
+            prefix = tokens[: len(tokens) - req.num_new_tokens]
             if not fresh and self.sampler.adapters[row] == adapter and \
                     self.sampler.history[row] != prefix:
                 # keep the cached tokens the row shares with the request (at least one
@@ -137,6 +174,8 @@ class SamplerPolicy:
             on_chunk=on_chunk, chunk=self.stream_chunk if on_tokens is not None else None,
         )
         gens = []
+        for req in requests:
+            self.turn_versions.setdefault(req.episode_id, []).append(self.version)
         for row in rows:
             c = out[row]
             self.stats["generated_tokens"] += len(c.tokens)
@@ -144,6 +183,7 @@ class SamplerPolicy:
         return gens
 
     def release(self, episode_ids: Sequence[str]) -> None:
+        self._stale.difference_update(episode_ids)
         rows = [self.rows.pop(e) for e in episode_ids if e in self.rows]
         if rows:
             self.sampler.reset(rows)

@@ -10,15 +10,22 @@ weights": which policy sampled a batch does not depend on which side was faster,
 async run is as reproducible as a synchronous one (same seed and S, same metrics), and
 the staleness is known: `async/staleness = step - version` (<= S).
 
-Why a whole batch per version (episodes never span an update): each batch's episodes
-all start and finish on one version, which the learner's off-policy corrections
-(`rl.loss.off_policy`: TIS / MIS / decoupled PPO against the sampler's log-probs) need
-per token; recording the version per episode (`policy_version` in each row's metadata)
-then records it per turn too.
+By default a whole batch is sampled by one version (`train.partial_rollouts="finish"`:
+episodes running when newer weights arrive finish on the version they started with), so
+which policy sampled each token is known and reproducible. With "resume", the sampler
+asks `newest()` before each batch of requests and switches running episodes to the
+newest published version at their next turn (re-prefilled with it: rollout/
+sampler_policy.py), which lowers the staleness of later turns at the price of exact
+reproducibility. Either way every token's behaviour log-prob comes from the weights that
+sampled it, which is all the learner's off-policy corrections (`rl.loss.off_policy`:
+TIS / MIS / decoupled PPO) need, and each row records the version of its first turn
+(`policy_version`) and of every turn (`policy_versions`).
 
 The learner publishes a copy of its weights after every update (`publish`): its own
-arrays are donated to the next update, so the sampler cannot share them. At most S + 1
-versions are held at once (older ones are dropped as soon as no batch will need them).
+arrays are donated to the next update, so the sampler cannot share them (the frozen
+ones, a LoRA base, are copied once and shared by every version: with LoRA only the
+adapters are copied per update). At most S + 1 versions are held at once (older ones are
+dropped as soon as no batch will need them).
 
 The producer's rollouts and the trainer's evaluations share one sampler: `produce` must
 take turns with them (the Trainer holds a lock around both: an evaluation waits for the
@@ -113,6 +120,14 @@ class AsyncRollouts:
             if version >= self.version_for(self._next_step):  # else no batch needs it
                 self._weights[version] = weights
             self._cond.notify_all()
+
+    def newest(self, after: int) -> tuple[int, Any] | None:
+        """The newest published (version, weights) later than `after`, or None (a
+        partial rollout resumed on newer weights; only versions a batch still to be
+        sampled may start on are kept, and the newest published always is)."""
+        with self._cond:
+            later = [v for v in self._weights if v > after]
+            return (max(later), self._weights[max(later)]) if later else None
 
     def wants(self, version: int) -> bool:
         """Whether a batch still to be sampled uses version `version` (else `publish`

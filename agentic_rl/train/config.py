@@ -96,7 +96,14 @@ def default_config() -> ml_collections.ConfigDict:
     # Strings that end a turn (a tool call's close tag), as a tuple literal from the shell:
     # --config.rollout.stop_strings='("</tool_call>", "</answer>")'
     c.rollout.stop_strings = ("</tool_call>",)
-    c.rollout.straggler_wait_s = 0.2  # how long a sampler batch waits for slow episodes
+    # How long a sampler batch waits for slow episodes (it goes at once when every live
+    # episode's request is in). Shorter: fast episodes need not wait for slow ones; but
+    # which requests share a call then depends on timing, and a call's shapes change the
+    # float rounding of its log-probs (tokens stay the same, keyed by episode and turn,
+    # until a near-tie flips): on a loaded machine two runs of one config drift apart.
+    # Long enough that every turn's call holds every live episode = bit-reproducible runs
+    # (experiments/tiny_learning.py: 60 s).
+    c.rollout.straggler_wait_s = 0.2
     c.rollout.max_workers = 32  # threads stepping environments concurrently
     # Where environments run (agentic_rl/envs/ray_backend.py): "threads" (in this process)
     # or "ray" (in `ray_workers` Ray actors: a local Ray started here, or the cluster at
@@ -228,7 +235,21 @@ def default_config() -> ml_collections.ConfigDict:
     # staleness is always S once warm; fixed, so runs reproduce). Pair it with an
     # off-policy correction (rl.loss.off_policy). 0 = the synchronous loop, exactly.
     c.train.max_off_policy_steps = 0
+    # Episodes still running when the learner publishes newer weights (async only):
+    # "finish" them on the version they started with (the default: a whole batch per
+    # version, reproducible), or "resume" them on the newest one at their next turn
+    # (re-prefilled with it; less stale, but which turn switches depends on timing, so
+    # runs no longer reproduce exactly). Each row's metadata records the version of every
+    # turn (`policy_versions`); async/resumed_fraction and async/staleness_min are logged.
+    c.train.partial_rollouts = "finish"
     c.train.fsdp = False  # shard params on their 'embed' axis over the data mesh axis
+    # Where the sampler runs on a machine with several devices: "colocated" (on the train
+    # mesh, with the learner's own arrays) or "separate" (disaggregated: on the last local
+    # device with its own copy of the weights, moved there device to device after each
+    # update; the train mesh spans the other devices). Separate lets sampling and the
+    # update run at the same time on different chips (async training) and keeps the
+    # sampler's KV cache out of the learner's memory. Single process only.
+    c.train.sampler_placement = "colocated"
 
     # A relative LLM judge (agentic_rl.agents.judge, RULER-shaped): each task's group of
     # training episodes is shown to a judge model at once with a rubric and gets one score
@@ -605,6 +626,16 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if isinstance(lag, bool) or not isinstance(lag, int) or lag < 0:
         raise ConfigError(f"train.max_off_policy_steps must be an integer >= 0 (0: "
                           f"synchronous), got {lag!r}")
+    if cfg.train.sampler_placement not in ("colocated", "separate"):
+        raise ConfigError(f"train.sampler_placement must be 'colocated' or 'separate', got "
+                          f"{cfg.train.sampler_placement!r}")
+    if cfg.train.partial_rollouts not in ("finish", "resume"):
+        raise ConfigError(f"train.partial_rollouts must be 'finish' or 'resume', got "
+                          f"{cfg.train.partial_rollouts!r}")
+    if cfg.train.partial_rollouts == "resume" and not lag:
+        raise ConfigError("train.partial_rollouts='resume' switches running episodes to newer "
+                          "weights, which only asynchronous training has; set "
+                          "train.max_off_policy_steps > 0 (or partial_rollouts='finish')")
     if lag and cfg.rl.algo == "dpo" and cfg.rl.dpo.pairs_file:
         raise ConfigError("train.max_off_policy_steps > 0 overlaps sampling with training, "
                           "but offline DPO (rl.dpo.pairs_file) samples nothing; set it to 0")

@@ -21,6 +21,9 @@ the weights of version j - S (fixed lag, so runs reproduce). A resumed run is co
 not bit-exact: the checkpoint holds the position of the batches *trained*, so batches
 sampled but not trained when it stopped are sampled again, by the restored weights (no
 task is trained twice or skipped; the first S batches after a resume are on-policy).
+`train.partial_rollouts="resume"` switches episodes still running when newer weights
+arrive to them at their next turn (timing-dependent; each row records every turn's
+version in `policy_versions`).
 
 Imports: agentic_rl.rl, rollout, agents, models and the train modules.
 """
@@ -32,6 +35,7 @@ import math
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +173,12 @@ def _split_local(module):
     return graphdef, distributed.local_copy(state)
 
 
+def _on_device(module, device):
+    """The module with its arrays on `device` (a no-op for arrays already there)."""
+    graphdef, state = nnx.split(module)
+    return nnx.merge(graphdef, jax.device_put(state, device))
+
+
 class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
@@ -203,7 +213,8 @@ class Trainer:
         # with a context strategy, one per rewrite more (`builders.rows_per_episode`).
         per_episode = builders.rows_per_episode(cfg, program=bool(cfg.agent.program or agent))
         self.rows = cfg.rollout.tasks_per_step * cfg.rollout.group_size * per_episode
-        self.mesh = make_mesh()
+        self.mesh, self.sampler_device = self._placement()
+        self._sampler_frozen, self.frozen_moves = None, 0  # see _sampler_copy
         self._check_divisibility()
 
         c = cfg.rl
@@ -351,6 +362,19 @@ class Trainer:
         if self.primary:
             _write_atomic(self.workdir / "config.json", to_json(self.cfg))
 
+    def _placement(self):
+        """(train mesh, the sampler's own device or None): train.sampler_placement."""
+        if self.cfg.train.sampler_placement == "colocated":
+            return make_mesh(), None
+        devices = jax.devices()
+        if distributed.is_multiprocess() or len(devices) < 2:
+            raise ConfigError(
+                f"train.sampler_placement='separate' puts the sampler on a device of its own "
+                f"and trains on the others: it needs one process with >= 2 devices, found "
+                f"{len(devices)} device(s) in {jax.process_count()} process(es); use "
+                "'colocated'")
+        return make_mesh(devices[:-1]), devices[-1]
+
     def _check_divisibility(self) -> None:
         n = self.mesh.shape["data"]
         t = self.cfg.train
@@ -397,17 +421,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ one step
 
-    def _sync_sampler(self, *, greedy: bool, seed: int, model=None) -> None:
+    def _sync_sampler(self, *, greedy: bool, seed: int, model=None, version=None,
+                      source=None) -> None:
         """Point the sampler at the current weights (or `model`: an async batch's
-        version), sampling settings and a fresh seed.
+        `version`; `source`: where newer weights come from when partial rollouts resume
+        on them), sampling settings and a fresh seed.
 
         The per-call seed matters: the sampler derives each draw from (seed, episode id,
         turn), and episode ids repeat every step, so a fixed seed would replay the same
         random numbers at every step.
         """
         params = builders.sampling_params(self.cfg, greedy=greedy)
-        model = self.state.model().lm if model is None else model
-        if distributed.is_multiprocess():
+        if model is None:
+            model = (self._sampler_copy() if self.sampler_device is not None
+                     else self.state.model().lm)
+        if self.sampler_device is not None:  # its own copy on its own device
+            model = _on_device(model, self.sampler_device)
+        elif distributed.is_multiprocess():
             # Sampling is process-local: a copy of the weights on this process's first
             # device (decoding over the global mesh would cross hosts at every token).
             model = nnx.merge(*_split_local(model))
@@ -416,6 +446,13 @@ class Trainer:
             # an agent that outlived its episode's timeout may still hold a row
             sampler.release(list(sampler.rows))
             sampler.update_model(model)
+            if self.sampler_device is not None:  # its KV cache on its device too
+                b = sampler.sampler
+                b.cache, b.next_logits = jax.device_put((b.cache, b.next_logits),
+                                                        self.sampler_device)
+            sampler.version = self.step if version is None else version
+            sampler.turn_versions = {}
+            sampler.weight_source = source
             sampler.params = params
             sampler.sampler.seed = seed
 
@@ -431,21 +468,27 @@ class Trainer:
         result, metrics, self.position = self._rollout_at(self.step, self.position)
         return result, metrics
 
-    def _rollout_at(self, step: int, position: int, model=None):
+    def _rollout_at(self, step: int, position: int, model=None, version=None):
         """The rollout of step `step + 1` from data position `position`, sampled by
-        `model` (default: the current weights) -> (result, metrics, next position). A
-        function of its arguments: the producer thread of async training calls it too."""
+        `model` (default: the current weights; else the weights of `version`) ->
+        (result, metrics, next position). A function of its arguments (and, with
+        partial rollouts resumed on newer weights, of when they arrive): the producer
+        thread of async training calls it too."""
         cfg = self.cfg
         idx = builders.task_indices(len(self.train_tasks), position,
                                     cfg.rollout.tasks_per_step, cfg.seed)
         tasks = [self.train_tasks[i] for i in idx]
         seed = _seed(cfg.seed, step, 1)
         with self._sampler_lock:
-            return self._sample(tasks, step, seed, model) + (position + len(tasks),)
+            return self._sample(tasks, step, seed, model, version) + (position + len(tasks),)
 
-    def _sample(self, tasks, step: int, seed: int, model):
+    def _sample(self, tasks, step: int, seed: int, model, version=None):
         cfg = self.cfg
-        self._sync_sampler(greedy=False, seed=seed, model=model)
+        source = None
+        if version is not None and cfg.train.partial_rollouts == "resume":
+            source = self._newest_weights
+        self._sync_sampler(greedy=False, seed=seed, model=model, version=version,
+                           source=source)
         generated = self.sampler.stats["generated_tokens"]
         t0 = time.perf_counter()
         if self.programs is not None:
@@ -460,7 +503,17 @@ class Trainer:
                                       config=self.rollout_cfg, seed=seed, on_episode=on_episode)
         dt = time.perf_counter() - t0
         new_tokens = self.sampler.stats["generated_tokens"] - generated
+        if version is not None:  # an async batch: which weights sampled each turn
+            turns = self.sampler.turn_versions
+            for rec in result.records:
+                rec.metadata["policy_versions"] = list(turns.get(rec.metadata["episode_id"],
+                                                                 ()))
         return result, {"time/rollout_s": dt, "perf/tokens_per_s": new_tokens / max(dt, 1e-9)}
+
+    def _newest_weights(self, after: int):
+        """Weights published after version `after` (partial rollouts resumed on them)."""
+        producer = self.producer
+        return producer.newest(after) if producer is not None else None
 
     def _next_rollout(self):
         """The step's batch: sampled now (synchronous), or taken from the producer."""
@@ -474,19 +527,41 @@ class Trainer:
         metrics["async/staleness"] = float(self.step - produced.version)
         metrics["perf/batches_ready"] = float(ahead)  # timing-dependent
         metrics["time/wait_s"] = self.producer.waited_s - waited
+        per_turn = {}
         for rec in result.records:
             rec.metadata["policy_version"] = produced.version
+            per_turn[rec.metadata["episode_id"]] = rec.metadata.get("policy_versions") or \
+                [produced.version]
         if result.batch is not None:
             for meta in result.batch.metadata:
                 meta["policy_version"] = produced.version
+                meta["policy_versions"] = per_turn.get(meta.get("episode_id"),
+                                                       [produced.version])
+        if per_turn:
+            newest = max(max(v) for v in per_turn.values())
+            metrics["async/staleness_min"] = float(self.step - newest)
+            metrics["async/resumed_fraction"] = sum(
+                len(set(v)) > 1 for v in per_turn.values()) / len(per_turn)
         return result, metrics
 
     def _weights_copy(self):
         """The LM with the current weights in arrays of its own (the learner donates its
         arrays to the next update; an async batch's sampler keeps using these)."""
+        return self._sampler_copy()
+
+    def _sampler_copy(self):
+        """The LM in arrays the learner will not donate: the trained params copied (with
+        train.sampler_placement="separate", moved device to device to the sampler's
+        device: the copy is the move); the frozen ones (a LoRA base) never change, so they
+        are copied once and shared by every version (LoRA: only the adapters move)."""
         st = self.state
-        params, frozen = jax.tree.map(jnp.copy, (st.params, st.frozen))
-        return nnx.merge(st.graphdef, params, frozen).lm
+        dev = self.sampler_device
+        copy = (lambda t: jax.device_put(t, dev)) if dev is not None else (
+            lambda t: jax.tree.map(jnp.copy, t))
+        if self._sampler_frozen is None:
+            self._sampler_frozen = copy(st.frozen)
+            self.frozen_moves += 1
+        return nnx.merge(st.graphdef, copy(st.params), self._sampler_frozen).lm
 
     def _start_producer(self) -> None:
         lag = int(self.cfg.train.max_off_policy_steps)
@@ -495,8 +570,9 @@ class Trainer:
         start, position = self.step, self.position
         per_step = self.cfg.rollout.tasks_per_step
 
-        def produce(step: int, model):
-            return self._rollout_at(step, position + (step - start) * per_step, model)
+        def produce(step: int, model):  # model: the weights of version max(start, step - lag)
+            return self._rollout_at(step, position + (step - start) * per_step, model,
+                                    max(start, step - lag))
 
         self.producer = AsyncRollouts(produce, start=start, weights=self._weights_copy(),
                                       lag=lag, limit=lambda: self.cfg.train.max_steps)
@@ -582,10 +658,18 @@ class Trainer:
         train_metrics = {k: float(v) for k, v in train_metrics.items()}
         self.step += 1
         metrics["time/update_s"] = time.perf_counter() - t1
-        if self.producer is not None and self.producer.wants(self.step):
+        if self.producer is not None and (self.producer.wants(self.step) or (
+                self.cfg.train.partial_rollouts == "resume"
+                and self.step < self.cfg.train.max_steps)):
+            # (resume: the batches still being sampled switch to it, even the last)
             self.producer.publish(self.step, self._weights_copy())
         metrics["perf/shared_prefix_len"] = hp.step.prefix_len
         metrics["time/step_s"] = time.perf_counter() - t0
+        # which data the step trained: the position after it, and a checksum of its rows'
+        # task ids (audits of a resumed run: no task trained twice or skipped)
+        metrics["data/position"] = float(self.position)
+        metrics["data/tasks_crc32"] = float(zlib.crc32("\n".join(
+            str(m.get("task_id", "")) for m in result.batch.metadata).encode()))
         metrics.update({f"rollout/{k}": v for k, v in result.metrics.items()})
         metrics.update({f"train/{k}": v for k, v in train_metrics.items()})
         self.last_batch, self.last_learner_config = batch, hp

@@ -77,3 +77,50 @@ def test_a_rewritten_context_reuses_the_cached_prefix_and_samples_exactly():
         st, jnp.asarray(b.tokens), jnp.asarray(b.attention_mask)))
     mask = np.asarray(b.loss_mask, bool)
     np.testing.assert_allclose(np.asarray(b.sample_logprobs)[mask], lp[mask], atol=2e-4)
+
+
+def test_weights_switched_under_live_episodes_resample_them_exactly():
+    """Partial rollouts resumed on newer weights (async training): a `weight_source` swaps
+    the model between turns; every live episode is re-prefilled with the new weights, so
+    each turn's sampling log-probs equal a full forward pass of the version that sampled
+    it (`turn_versions`), and later turns differ from what the old weights give."""
+    tok = CharTokenizer()
+    old, new = tiny_model(seed=3, scale=0.3), tiny_model(seed=4, scale=0.3)
+    policy = SamplerPolicy(old, tok, max_rows=8, params=SamplingParams(temperature=1.0),
+                           seed=0)
+    calls = {"n": 0}
+
+    def source(current):
+        calls["n"] += 1
+        return (7, new) if current == 0 and calls["n"] > 1 else None  # after turn 0's batch
+
+    policy.weight_source = source
+    fmt = make_chat_format("chatml", tok)
+    suite = make_env_suite("guess_number", num_eval=3)
+    cfg = RolloutConfig(max_turns=3, max_new_tokens=12, max_episode_tokens=2048)
+    res = run_episodes(policy, fmt, suite.make_env, suite.tasks.split("eval"), group_size=2,
+                       config=cfg, seed=5)
+    assert not res.errors and not policy.rows and not policy._stale
+    b = res.batch
+    versions = [policy.turn_versions[r.metadata["episode_id"]] for r in res.records]
+    assert all(v[0] == 0 and set(v[1:]) <= {7} for v in versions), versions
+    multi = [i for i, v in enumerate(versions) if len(v) > 1]
+    assert len(multi) >= 2, versions  # episodes that lived through the switch
+    assert policy.stats["switch_reprefills"] == len(multi) and policy.stats["reprefills"] == 0
+
+    def logprobs(model):
+        gd, st = nnx.split(model)
+        return np.asarray(jax.jit(lambda s, t, m: token_logprobs(nnx.merge(gd, s), t, m)[0])(
+            st, jnp.asarray(b.tokens), jnp.asarray(b.attention_mask)))
+
+    by_version = {0: logprobs(old), 7: logprobs(new)}
+    sampled = np.asarray(b.sample_logprobs)
+    mask, turn = np.asarray(b.loss_mask, bool), np.asarray(b.turn_index)
+    later_gap = 0.0
+    for i, v in enumerate(versions):
+        for k, version in enumerate(v):
+            m = mask[i] & (turn[i] == k)
+            np.testing.assert_allclose(sampled[i][m], by_version[version][i][m], atol=2e-4)
+            if k:
+                later_gap = max(later_gap, np.abs(sampled[i][m] - by_version[0][i][m]).max())
+    assert later_gap > 1e-2  # the old weights would have sampled the later turns differently

@@ -116,6 +116,10 @@ def test_an_async_run_is_stale_by_the_lag_and_reproduces(tiny_config, tmp_path):
     trainer, history = run(cfg, tmp_path / "a")
     assert [h["async/staleness"] for h in history] == [0.0, 1.0, 1.0]
     assert {m["policy_version"] for m in trainer.last_metadata} == {1}  # step 3: version 1
+    # finished on the version they started with: every turn of every row
+    assert all(m["policy_versions"] == [1] * m["num_turns"] for m in trainer.last_metadata)
+    assert [h["async/resumed_fraction"] for h in history] == [0.0, 0.0, 0.0]
+    assert [h["async/staleness_min"] for h in history] == [0.0, 1.0, 1.0]
     # version 0 sampled step 2's batch, trained by version 1: the behaviour ratio moved
     assert history[0]["train/behav_ratio_max"] == pytest.approx(1.0, abs=1e-3)
     assert history[1]["train/behav_ratio_max"] > 1.01 or \
@@ -140,6 +144,37 @@ def test_the_batch_of_step_2_is_the_one_version_0_samples(tiny_config, tmp_path)
     np.testing.assert_array_equal(np.asarray(fresh.tokens), np.asarray(stale.tokens))
     np.testing.assert_allclose(np.asarray(fresh.sample_logprobs),
                                np.asarray(stale.sample_logprobs), atol=1e-6)
+
+
+def test_partial_rollouts_resume_on_the_newest_weights(tiny_config, tmp_path):
+    """train.partial_rollouts=resume: the learner publishes version k + 1 while batch k + 1's
+    episodes wait on their slow environment (1 s a step), so those that take a second turn
+    sample it with the newer weights: the rows record both versions, the staleness of the
+    newest turns drops to 0, and the switched rows were re-prefilled."""
+    cfg = async_config(tiny_config, 1, steps=4, **{
+        "eval.every": 0, "train.partial_rollouts": "resume", "env.step_latency_s": 1.0,
+        "rollout.max_workers": 64})
+    trainer, history = run(cfg, tmp_path)
+    resumed = [h["async/resumed_fraction"] for h in history]
+    assert max(resumed) > 0, history
+    late = history[-1]
+    assert late["async/staleness"] == 1.0 and late["async/staleness_min"] == 0.0, late
+    rows = trainer.last_metadata
+    assert {m["policy_version"] for m in rows} == {2}
+    versions = [m["policy_versions"] for m in rows]
+    # the last batch's switch (it needs version 3 published although no batch starts on it)
+    assert any(set(v) == {2, 3} for v in versions), versions
+    assert all(len(v) == m["num_turns"] and v == sorted(v) and v[0] == 2 and set(v) <= {2, 3}
+               for v, m in zip(versions, rows))
+    assert trainer.sampler.stats["switch_reprefills"] > 0
+
+
+def test_resuming_partial_rollouts_needs_async(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="only asynchronous training has"):
+        Trainer(apply_overrides(tiny_config("grpo"), {"train.partial_rollouts": "resume"}),
+                tmp_path)
+    with pytest.raises(ConfigError, match="'finish' or 'resume'"):
+        Trainer(async_config(tiny_config, 1, **{"train.partial_rollouts": "newest"}), tmp_path)
 
 
 class Interrupted(Exception):
