@@ -126,8 +126,8 @@ class AsyncRollouts:
         partial rollout resumed on newer weights; only versions a batch still to be
         sampled may start on are kept, and the newest published always is)."""
         with self._cond:
-            later = [v for v in self._weights if v > after]
-            return (max(later), self._weights[max(later)]) if later else None
+            newest = max(self._weights, default=after)
+            return (newest, self._weights[newest]) if newest > after else None
 
     def wants(self, version: int) -> bool:
         """Whether a batch still to be sampled uses version `version` (else `publish`

@@ -173,12 +173,6 @@ def _split_local(module):
     return graphdef, distributed.local_copy(state)
 
 
-def _on_device(module, device):
-    """The module with its arrays on `device` (a no-op for arrays already there)."""
-    graphdef, state = nnx.split(module)
-    return nnx.merge(graphdef, jax.device_put(state, device))
-
-
 class Trainer:
     """Runs (or resumes) one experiment in `workdir` from a config.
 
@@ -432,12 +426,10 @@ class Trainer:
         random numbers at every step.
         """
         params = builders.sampling_params(self.cfg, greedy=greedy)
-        if model is None:
+        if model is None:  # (a separate sampler: its own copy, on its own device)
             model = (self._sampler_copy() if self.sampler_device is not None
                      else self.state.model().lm)
-        if self.sampler_device is not None:  # its own copy on its own device
-            model = _on_device(model, self.sampler_device)
-        elif distributed.is_multiprocess():
+        if self.sampler_device is None and distributed.is_multiprocess():
             # Sampling is process-local: a copy of the weights on this process's first
             # device (decoding over the global mesh would cross hosts at every token).
             model = nnx.merge(*_split_local(model))
@@ -544,13 +536,9 @@ class Trainer:
                 len(set(v)) > 1 for v in per_turn.values()) / len(per_turn)
         return result, metrics
 
-    def _weights_copy(self):
-        """The LM with the current weights in arrays of its own (the learner donates its
-        arrays to the next update; an async batch's sampler keeps using these)."""
-        return self._sampler_copy()
-
     def _sampler_copy(self):
-        """The LM in arrays the learner will not donate: the trained params copied (with
+        """The LM in arrays the learner will not donate (it donates its own to the next
+        update; an async batch's sampler keeps using these): the trained params copied (with
         train.sampler_placement="separate", moved device to device to the sampler's
         device: the copy is the move); the frozen ones (a LoRA base) never change, so they
         are copied once and shared by every version (LoRA: only the adapters move)."""
@@ -574,7 +562,7 @@ class Trainer:
             return self._rollout_at(step, position + (step - start) * per_step, model,
                                     max(start, step - lag))
 
-        self.producer = AsyncRollouts(produce, start=start, weights=self._weights_copy(),
+        self.producer = AsyncRollouts(produce, start=start, weights=self._sampler_copy(),
                                       lag=lag, limit=lambda: self.cfg.train.max_steps)
 
     def _stop_producer(self) -> None:
@@ -662,7 +650,7 @@ class Trainer:
                 self.cfg.train.partial_rollouts == "resume"
                 and self.step < self.cfg.train.max_steps)):
             # (resume: the batches still being sampled switch to it, even the last)
-            self.producer.publish(self.step, self._weights_copy())
+            self.producer.publish(self.step, self._sampler_copy())
         metrics["perf/shared_prefix_len"] = hp.step.prefix_len
         metrics["time/step_s"] = time.perf_counter() - t0
         # which data the step trained: the position after it, and a checksum of its rows'

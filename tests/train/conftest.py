@@ -7,7 +7,10 @@ of the same program skip compilation.
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import jax
@@ -16,6 +19,17 @@ import pytest
 from agentic_rl.train.config_files import load_config_file
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+def run_json_worker(code: str, timeout: int) -> dict:
+    """Runs `code` in a fresh Python (its own XLA_FLAGS: forced CPU devices) from the repo
+    and returns the JSON object on the last line of its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("XLA_FLAGS", None)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=REPO, env=env, timeout=timeout)
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
 TINY = REPO / "experiments" / "tiny_guess_number.py"
 
 

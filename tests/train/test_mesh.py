@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
-from tests.train.conftest import REPO
+from tests.train.conftest import run_json_worker
 
 WORKER = r"""
 import os, json, sys
@@ -44,12 +39,7 @@ json.dump(results, sys.stdout)
 
 
 def test_update_on_four_devices_matches_one_device():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True,
-                         cwd=REPO, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-3000:]
-    res = json.loads(out.stdout)
+    res = run_json_worker(WORKER, timeout=300)
     one = res["one"]
     for name in ("data4", "fsdp4"):
         other = res[name]

@@ -5,17 +5,12 @@ with LoRA only the adapters move after the first copy."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
 import pytest
 
 from agentic_rl.train import Trainer
 from agentic_rl.train.config import ConfigError
 from agentic_rl.train.config_files import apply_overrides
-from tests.train.conftest import REPO
+from tests.train.conftest import run_json_worker
 
 WORKER = r"""
 import os, json, sys, tempfile
@@ -72,12 +67,7 @@ json.dump(out, sys.stdout)
 
 @pytest.mark.slow
 def test_a_separate_sampler_device_trains_like_a_colocated_one():
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("XLA_FLAGS", None)
-    out = subprocess.run([sys.executable, "-c", WORKER], capture_output=True, text=True,
-                         cwd=REPO, env=env, timeout=900)
-    assert out.returncode == 0, out.stderr[-4000:]
-    res = json.loads(out.stdout.strip().splitlines()[-1])
+    res = run_json_worker(WORKER, timeout=900)
     for name in ("separate", "separate_async"):
         r = res[name]
         assert r["mesh"] == [0, 1, 2] and r["train_devices"] == [0, 1, 2], r
