@@ -30,6 +30,8 @@ def run_json_worker(code: str, timeout: int) -> dict:
                          cwd=REPO, env=env, timeout=timeout)
     assert out.returncode == 0, out.stderr[-4000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 TINY = REPO / "experiments" / "tiny_guess_number.py"
 
 
