@@ -84,8 +84,10 @@ ARMS: dict[str, Arm] = {
                                "turn credit"),
     "long_turn_credit": Arm("turn_credit", config=LONG_CONFIG,
                             note="walk: full context, GRPO turn-level credit"),
-    "grpo50": Arm("grpo", {"train.max_steps": 50},
-                  note="synchronous GRPO, 50 steps (the async arms' length)"),
+    "grpo50": Arm("grpo", {"train.max_steps": 50, "optim.schedule": "cosine",
+                           "rl.loss.policy_loss": "asym_clip"},
+                  note="synchronous GRPO, 50 steps, cosine + clip-higher (the async arms' "
+                       "settings)"),
     "async1": Arm("grpo_async1", note="asynchronous, batch j sampled by the weights of step "
                                       "j - 1, TIS (cap 2) against the sampler"),
     "async2": Arm("grpo_async2", note="asynchronous, staleness 2, TIS (cap 2)"),
