@@ -147,7 +147,13 @@ class EnvAgent:
 
                 self._shared = (openai.OpenAI(base_url=llm.base_url, api_key=llm.api_key,
                                               max_retries=0, timeout=600),
-                                httpx.Client(timeout=60))
+                                # Limits: every episode's thread may post at once. With
+                                # httpx's defaults (100 connections, 20 kept alive) 128
+                                # concurrent posts churned the pool, and 4 of 3840 posts
+                                # in a 30-step run failed with "ReadError: [Errno 9] Bad
+                                # file descriptor" (a connection closed while reused).
+                                httpx.Client(timeout=60, limits=httpx.Limits(
+                                    max_connections=1024, max_keepalive_connections=1024)))
             return self._shared
 
     def _caller(self, llm: AgentLLM) -> tuple[Callable[[list], tuple[str, str, str]], Callable]:

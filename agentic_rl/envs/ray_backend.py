@@ -26,7 +26,9 @@ change a single token (tests/train/test_ray_rollouts.py).
 
 Failures: an actor that dies (its process killed, the machine gone) fails the calls of
 the episodes it held (`EnvWorkerDied`, an episode error at stage reset/step, counted
-against the rollout's error budget); Ray restarts the actor (`max_restarts=-1`) and
+against the rollout's error budget), whether it died during one of their calls or
+between two (the restarted actor does not hold their environments: `EnvLost`, turned
+into `EnvWorkerDied`); Ray restarts the actor (`max_restarts=-1`) and
 later episodes use it again, so training goes on. A call stuck in an actor is bounded
 by the rollout's `step_timeout_s` as for a local environment.
 
@@ -48,6 +50,12 @@ from agentic_rl.envs.tools.base import Tool
 
 class EnvWorkerDied(RuntimeError):
     """The Ray actor holding an episode's environment died (its episode is dropped)."""
+
+
+class EnvLost(LookupError):
+    """Raised in a worker asked for an episode it does not hold: the actor was restarted
+    (its process died between two calls of the episode) and its environments went with
+    it. The proxy turns it into `EnvWorkerDied`, like a death seen during a call."""
 
 
 def suite_in_worker(name: str, kwargs: Mapping[str, Any], latency_s: float = 0.0,
@@ -83,7 +91,11 @@ class EnvWorker:
         return messages, [_tool_spec(t) for t in getattr(env, "tools", ())]
 
     def step(self, key: str, action):
-        return self.envs[key].step(action)
+        env = self.envs.get(key)
+        if env is None:
+            raise EnvLost(f"this worker (pid {os.getpid()}) holds no environment {key!r}: "
+                          f"it was restarted after the one that held it died")
+        return env.step(action)
 
     def close(self, key: str) -> None:
         env = self.envs.pop(key, None)
@@ -110,6 +122,9 @@ class RayEnv:
             raise EnvWorkerDied(f"the Ray worker holding this episode's environment died: "
                                 f"{type(e).__name__}") from None
         except ray.exceptions.RayTaskError as e:
+            if isinstance(e.cause, EnvLost):  # died between calls, restarted since
+                raise EnvWorkerDied(f"the Ray worker holding this episode's environment "
+                                    f"died: {e.cause}") from None
             raise e.as_instanceof_cause() from None  # the environment's own exception
 
     def reset(self, task: Task, seed: int):

@@ -30,6 +30,7 @@ Imports: agentic_rl.rl, rollout, agents, models and the train modules.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -619,6 +620,7 @@ class Trainer:
                 f"step {self.step}: no row to train on: every row was dropped (an episode "
                 "keeps its last agent.rows_per_episode rows; a multi-agent program makes one "
                 "per agent) or frozen (agent.train_agents)")
+        self._log_errors(result.errors)
         if result.batch is None:
             raise RuntimeError(f"step {self.step}: every episode failed: {result.errors[:3]}")
         if self.judge is not None:
@@ -665,6 +667,15 @@ class Trainer:
         self.last_metadata = list(result.batch.metadata)
         self._check_finite(int(train_metrics["skipped"]))
         return metrics
+
+    def _log_errors(self, errors) -> None:
+        """Dropped episodes, one JSON line each, in `errors.jsonl` (the metrics count them;
+        this keeps why: stage, message and traceback) for step `self.step + 1`."""
+        if not errors or not self.primary:
+            return
+        with open(self.workdir / "errors.jsonl", "a") as f:
+            for e in errors:
+                f.write(json.dumps({"step": self.step + 1, **dataclasses.asdict(e)}) + "\n")
 
     def _check_finite(self, skipped: int) -> None:
         if not skipped:

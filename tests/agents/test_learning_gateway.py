@@ -32,4 +32,6 @@ def test_an_openai_sdk_agent_learns_through_the_gateway(compile_cache, tmp_path)
     train_rows = [r for r in rows if "rollout/gateway/prefix_breaks" in r]
     assert len(train_rows) == cfg.train.max_steps
     assert all(r["rollout/gateway/prefix_breaks"] == 0 for r in train_rows)
+    errors = read_jsonl(tmp_path / "errors.jsonl") if (tmp_path / "errors.jsonl").exists() else []
+    assert not errors, errors[:3]  # why episodes were dropped, when any were
     assert all(r["rollout/num_episodes"] == 128 for r in train_rows)

@@ -9,12 +9,16 @@ import os
 import signal
 import threading
 import time
+from functools import partial
 
 import pytest
 import ray  # the test extra installs it: a missing Ray fails here, never skips
 
+from agentic_rl.envs import make_env_suite
+from agentic_rl.envs.ray_backend import EnvWorkerDied, RayEnvPool, suite_in_worker
 from agentic_rl.train import Trainer
 from agentic_rl.train.config_files import apply_overrides
+from agentic_rl.train.metrics import read_jsonl
 from tests.train.test_loop import strip_timing
 
 pytestmark = pytest.mark.slow
@@ -70,13 +74,6 @@ def test_a_killed_worker_costs_only_its_episodes(ray_runtime, tiny_config, tmp_p
                     return
                 time.sleep(0.05)
 
-        results, take = [], trainer._next_rollout
-
-        def keep():  # the step's rollout result, for its errors
-            results.append(take())
-            return results[-1]
-
-        trainer._next_rollout = keep
         killer = threading.Thread(target=kill_when_busy, daemon=True)
         killer.start()
         first = trainer.train_step()
@@ -86,9 +83,10 @@ def test_a_killed_worker_costs_only_its_episodes(ray_runtime, tiny_config, tmp_p
         # round robin: the victim held every other episode, and only those failed
         assert first["rollout/num_errors"] == episodes // 2, first
         assert first["rollout/num_episodes"] == episodes - episodes // 2
-        errors = results[0][0].errors
-        assert {e.stage for e in errors} <= {"reset", "step"}
-        assert all("Ray worker holding this episode's environment died" in e.message
+        errors = read_jsonl(tmp_path / "errors.jsonl")  # the trainer logs each dropped one
+        assert len(errors) == episodes // 2 and {e["step"] for e in errors} == {1}
+        assert {e["stage"] for e in errors} <= {"reset", "step"}
+        assert all("Ray worker holding this episode's environment died" in e["message"]
                    for e in errors), errors
         assert pool.pids()[0] != victim_pid  # Ray restarted the worker
         second = trainer.train_step()  # training goes on, on the restarted worker too
@@ -96,3 +94,31 @@ def test_a_killed_worker_costs_only_its_episodes(ray_runtime, tiny_config, tmp_p
         assert second["rollout/num_episodes"] == episodes
     finally:
         trainer.close()
+
+
+def test_a_worker_killed_between_two_calls_fails_its_episode_as_died(ray_runtime):
+    # The race a CI run hit: the kill lands between an episode's reset and its step, so
+    # the step reaches the restarted actor, which never held that environment.
+    pool = RayEnvPool(partial(suite_in_worker, "guess_number", {}), num_workers=1)
+    try:
+        task = next(iter(make_env_suite("guess_number").tasks.split("train")))
+        env = pool.make_env()
+        env.reset(task, seed=0)
+        victim = pool.pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:  # until Ray has restarted the actor
+            try:
+                if pool.pids()[0] != victim:
+                    break
+            except ray.exceptions.RayActorError:
+                pass
+            assert time.monotonic() < deadline, "Ray did not restart the worker"
+            time.sleep(0.1)
+        with pytest.raises(EnvWorkerDied, match="holds no environment 'env0'"):
+            env.step("<answer>1</answer>")
+        env.close()  # closing a lost environment is not an error
+        fresh = pool.make_env()  # later episodes use the restarted worker
+        assert fresh.reset(task, seed=0)
+    finally:
+        pool.close()
