@@ -23,6 +23,7 @@ from agentic_rl.sampling import SamplingParams
 from agentic_rl.train.config import (
     critic_chain,
     estimator,
+    frozen_adapters,
     num_adapters,
     separate_critic,
     uses_critic,
@@ -86,8 +87,10 @@ def total_updates(cfg) -> int:
 
 def optimizer(cfg):
     """The run's optimizer: `make_optimizer` over its horizon, with a chain of its own for
-    the critic when rl.critic='separate' or optim.critic_learning_rate > 0."""
-    return make_optimizer(cfg.optim, total_updates(cfg), critic_chain=critic_chain(cfg))
+    the critic when rl.critic='separate' or optim.critic_learning_rate > 0, and the
+    adapters of the agents left out of agent.train_agents held exactly still."""
+    return make_optimizer(cfg.optim, total_updates(cfg), critic_chain=critic_chain(cfg),
+                          frozen_adapters=frozen_adapters(cfg), num_adapters=num_adapters(cfg))
 
 
 def build_suite(cfg) -> EnvSuite:

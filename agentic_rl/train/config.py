@@ -433,6 +433,17 @@ def num_adapters(cfg: ml_collections.ConfigDict) -> int:
     return len(names)
 
 
+def frozen_adapters(cfg: ml_collections.ConfigDict) -> tuple[int, ...]:
+    """The adapter indices of the agents that `agent.train_agents` leaves frozen (per-agent
+    adapters only; with one shared adapter a frozen agent has no weights of its own). The
+    optimizer zeroes these adapters' updates: their rows leave the batch, but AdamW's
+    weight decay would still shrink their slices every step."""
+    if cfg.model.lora_adapters != "per_agent" or not cfg.agent.train_agents:
+        return ()
+    trainable = re.compile(cfg.agent.train_agents)
+    return tuple(i for i, name in enumerate(agent_names(cfg)) if not trainable.fullmatch(name))
+
+
 def uses_reference(cfg: ml_collections.ConfigDict) -> bool:
     """Reference log-probs are computed for DPO, a KL term or a loss that reads them."""
     return cfg.rl.algo == "dpo" or cfg.rl.kl_coef > 0 or "ref_logprobs" in loss_reads(cfg)

@@ -112,7 +112,8 @@ def critic_labels(params: nnx.State):
         lambda path, _: "critic" if is_critic_path(path) else "policy", params)
 
 
-def make_optimizer(ocfg, total_updates: int, *, critic_chain: bool = False
+def make_optimizer(ocfg, total_updates: int, *, critic_chain: bool = False,
+                   frozen_adapters: tuple[int, ...] = (), num_adapters: int = 1
                    ) -> optax.GradientTransformation:
     """Global-norm clipping, then AdamW with the configured schedule.
 
@@ -121,13 +122,59 @@ def make_optimizer(ocfg, total_updates: int, *, critic_chain: bool = False
     often far larger than the policy's, set the policy's clipping factor; it changes from
     step to step with the critic's gradient norm and so re-weights the policy's steps in
     Adam's moments. In its own chain the policy update is what its own gradients give.
+
+    `frozen_adapters` (of `num_adapters` per-agent adapters): their updates are zeroed
+    after everything else (`freeze_adapter_slices`), so a frozen agent's weights stay bit
+    for bit what they were, weight decay included.
     """
     if not critic_chain:
-        return _chain(ocfg, total_updates)
-    critic_lr = float(ocfg.critic_learning_rate) or float(ocfg.learning_rate)
-    return optax.multi_transform(
-        {"policy": _chain(ocfg, total_updates), "critic": _chain(ocfg, total_updates, critic_lr)},
-        critic_labels)
+        tx = _chain(ocfg, total_updates)
+    else:
+        critic_lr = float(ocfg.critic_learning_rate) or float(ocfg.learning_rate)
+        tx = optax.multi_transform(
+            {"policy": _chain(ocfg, total_updates),
+             "critic": _chain(ocfg, total_updates, critic_lr)}, critic_labels)
+    if frozen_adapters:
+        tx = optax.chain(tx, freeze_adapter_slices(tuple(frozen_adapters), num_adapters))
+    return tx
+
+
+def freeze_adapter_slices(frozen: tuple[int, ...], num_adapters: int
+                          ) -> optax.GradientTransformation:
+    """Zeroes the updates of adapters `frozen` (indices) in every stacked LoRA factor.
+
+    With one adapter per agent the n adapters sit side by side along each factor's
+    'lora_rank' axis (A [L, in, n*r], B [L, n*r, out]). A frozen agent's rows leave the
+    batch, so its slices get zero gradient, but a zero gradient is not a zero update:
+    AdamW's decoupled weight decay (and any moments left from earlier training) would
+    still move them. Placed last in the chain, this makes the update exactly 0 there.
+    """
+    frozen = tuple(sorted(set(frozen)))
+    if any(not 0 <= k < num_adapters for k in frozen):
+        raise ValueError(f"frozen adapters {frozen} out of range for {num_adapters} adapters")
+
+    def mask(v):
+        if not isinstance(v, LoRAWeight):
+            return v
+        x = v.get_value()
+        axes = tuple(v.get_metadata().get("out_sharding") or ())
+        if "lora_rank" not in axes or len(axes) != x.ndim:
+            raise ValueError(f"a LoRA weight of shape {x.shape} has no 'lora_rank' axis "
+                             f"(axes {axes}): cannot find its adapters' slices")
+        axis = axes.index("lora_rank")
+        r = x.shape[axis] // num_adapters
+        keep = np.ones(x.shape[axis], np.float32)
+        for k in frozen:
+            keep[k * r:(k + 1) * r] = 0.0
+        shape = [1] * x.ndim
+        shape[axis] = x.shape[axis]
+        return v.replace(value=x * jnp.asarray(keep.reshape(shape), x.dtype))
+
+    def update(updates, state, params=None):
+        del params
+        return jax.tree.map(mask, updates, is_leaf=_is_var), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def init_train_state(

@@ -52,8 +52,10 @@ def make(tmp_path, overrides=(), **kw):
 @pytest.mark.slow
 @pytest.mark.parametrize("train_agents", [["writer"], None])
 def test_per_agent_adapters_train_only_their_agents(compile_cache, tmp_path, train_agents):
-    # training both: the checker's advantages by RLOO, the writer's by GRPO
-    per_agent = {} if train_agents else {"rl.advantage.per_agent": "checker:rloo"}
+    # training both: the checker's advantages by RLOO, the writer's by GRPO; the writer
+    # alone with weight decay on, which must not shrink the frozen checker's adapter
+    per_agent = ({"optim.weight_decay": 0.1} if train_agents else
+                 {"rl.advantage.per_agent": "checker:rloo"})
     trainer = make(tmp_path / "run", per_agent, train_agents=train_agents)
     try:
         built = trainer._build()
