@@ -5,7 +5,8 @@
 - `env_rollout`: `run_episodes` / `evaluate_policy`, our environments' rollouts and
   evaluation over `run_agents` + `EnvAgent`;
 - `system`: multi-agent systems (`Agent`, `AgentSystem`, pipeline and critique loop);
-- `teams`: ready-made systems on our tasks (`SqlTeam`: a SQL writer and a checker);
+- `teams`: ready-made systems on our tasks (`SqlTeam`: a SQL writer and a checker;
+  `GuessTeam`: an opener and a closer on guess-the-number);
 - `service`: the chat service (token-exact chains of calls, rewards, rows);
 - `engine`: dynamic batching of concurrent requests into one sampler call;
 - `gateway`: the HTTP server (Starlette + uvicorn) in front of the service;
@@ -29,7 +30,7 @@ from agentic_rl.agents.runtime import (
 )
 from agentic_rl.agents.service import ChatService, ServiceConfig
 from agentic_rl.agents.system import Agent, AgentContext, AgentSystem, critique_loop, pipeline
-from agentic_rl.agents.teams import SqlTeam
+from agentic_rl.agents.teams import GuessTeam, SqlTeam
 
 __all__ = [
     "AGENTS",
@@ -37,6 +38,7 @@ __all__ = [
     "AgentContext",
     "AgentSystem",
     "SqlTeam",
+    "GuessTeam",
     "critique_loop",
     "pipeline",
     "APIError",

@@ -26,8 +26,11 @@ openai only for the HTTP client.
 from __future__ import annotations
 
 import asyncio
+import copy
+import hashlib
 import importlib
 import inspect
+import json
 import math
 import queue
 import re
@@ -142,18 +145,32 @@ class AgentLLM:
         self.service.post_reward(self.rollout_id, value, call_id)
 
 
-def load_agent(spec: str | Callable, **context: Any) -> Callable:
+def load_agent(spec: str | Callable, options: Mapping[str, Any] | None = None,
+               **context: Any) -> Callable:
     """An agent program from a callable, a registered name, or `module:function`.
 
     A registered name maps to a factory called with `context` (the trainer passes
-    `suite=` and `transport=`): e.g. "env" builds the environment's own agent program."""
+    `suite=` and `transport=`): e.g. "env" builds the environment's own agent program.
+    `options` (the config's agent.kwargs) are the factory's own keywords: each must be
+    a named parameter of it (a typo is an error, not silently swallowed by `**_`)."""
+    options = dict(options or {})
+    if options and not (isinstance(spec, str) and spec in AGENTS):
+        raise ValueError(f"agent options {sorted(options)} are for a registered agent "
+                         f"program's factory; {spec!r} is not one")
     if callable(spec):
         return spec
     if not isinstance(spec, str) or not spec:
         raise ValueError(f"agent program must be a callable, a registered name or "
                          f"'module:function', got {spec!r}")
     if spec in AGENTS:
-        return AGENTS.get(spec)(**context)
+        factory = AGENTS.get(spec)
+        named = {n for n, p in inspect.signature(factory).parameters.items()
+                 if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+        unknown = sorted(set(options) - named)
+        if unknown:
+            raise ValueError(f"agent program {spec!r} has no option {unknown}; its options: "
+                             f"{sorted(named - set(context)) or 'none'}")
+        return factory(**{**context, **options})
     if ":" not in spec:
         raise ValueError(f"unknown agent program {spec!r}: not registered (known: "
                          f"{', '.join(AGENTS.names()) or 'none'}) and not 'module:function'")
@@ -190,6 +207,95 @@ def _as_result(out: Any) -> AgentResult:
     return AgentResult(reward=float(out))
 
 
+@dataclass
+class _Call:
+    agent: str
+    digest: str  # of the request's messages and parameters
+    response: dict[str, Any]
+
+
+def _request_digest(messages: Sequence[Mapping[str, Any]], params: Mapping[str, Any]) -> str:
+    blob = json.dumps([list(messages), dict(params)], sort_keys=True, default=repr)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class _LoggedLLM(AgentLLM):
+    """An `AgentLLM` that logs each in-process call (agent, request digest, response) and,
+    for a counterfactual run, answers the first `upto` calls from an earlier run's log
+    instead of sampling them (the same agent and the same request, else it samples from
+    there on and counts a `mismatch`: the program is not deterministic given its replies).
+    A counterfactual run's posted rewards are dropped: only its team reward is used."""
+
+    def __init__(self, base: AgentLLM, *, rollout_id: str | None = None,
+                 replay: Sequence[_Call] = (), upto: int = 0):
+        super().__init__(base.service, rollout_id or base.rollout_id, base.seed,
+                         gateway_url=base._gateway, model=base.model,
+                         on_abandon=base._on_abandon)
+        self.counterfactual = rollout_id is not None
+        self.log: list[_Call] = []
+        self._replay = list(replay[:upto])
+        self.mismatch = False
+
+    def chat(self, messages, *, agent=None, **params):
+        name = agent or params.get("model") or self.model
+        digest = _request_digest(messages, params)
+        j = len(self.log)
+        if j < len(self._replay) and not self.mismatch:
+            old = self._replay[j]
+            if (old.agent, old.digest) == (name, digest):
+                self.log.append(old)
+                return copy.deepcopy(old.response)
+            self.mismatch = True
+        response = super().chat(messages, agent=agent, **params)
+        self.log.append(_Call(name, digest, copy.deepcopy(response)))
+        return response
+
+    def reward(self, value: float, call_id: str | None = None) -> None:
+        if not self.counterfactual:
+            super().reward(value, call_id)
+
+
+def counterfactual_baselines(agent: Callable, task: Task, llm: _LoggedLLM, group: int,
+                             reward_fn: Callable | None, stats: dict[str, int]
+                             ) -> dict[str, float]:
+    """Counterfactual credit: for each agent of a finished episode (its calls in
+    `llm.log`), the return of the program run again on the same task with every call
+    before that agent's first one replayed exactly and everything from it on sampled
+    afresh from the current policy, in a scratch rollout whose rows are discarded.
+
+    Why it is a baseline for that agent: it depends on the state where the agent first
+    acts (the task and the other agents' earlier replies) and on fresh samples, never on
+    the agent's own sampled tokens, so R - b is an unbiased estimate of Q(s, a) - V(s)
+    for the agent's first action; unlike a group mean, it holds the earlier agents' part
+    fixed, so a later agent is not credited or blamed for what came before it. Agents
+    whose replay or run failed are left out (they keep the team reward); `stats` counts
+    runs, failures and replay mismatches."""
+    firsts: dict[str, int] = {}
+    for j, call in enumerate(llm.log):
+        firsts.setdefault(call.agent, j)
+    service, out = llm.service, {}
+    for k, (name, upto) in enumerate(firsts.items()):
+        cf_id = f"{llm.rollout_id}~cf{k}"
+        service.start_rollout(cf_id, group)
+        cf = _LoggedLLM(llm, rollout_id=cf_id, replay=llm.log, upto=upto)
+        stats["runs"] += 1
+        try:
+            res = _as_result(_call_agent(agent, task, cf))
+            value = res.reward
+            if value is None and reward_fn is not None:
+                value = float(reward_fn(task, res.answer))
+            if value is None or not math.isfinite(value):
+                raise ValueError(f"the counterfactual run returned no finite reward: {value!r}")
+            out[name] = float(value)
+        except Exception:  # noqa: BLE001 - this agent keeps the team reward, counted
+            stats["failed"] += 1
+        finally:
+            stats["mismatches"] += int(cf.mismatch)
+            if cf_id in service.scopes:
+                service.finish_rollout(cf_id)
+    return out
+
+
 class EpisodeFailure(Exception):
     """Raised by an agent program to drop its episode with a stage and message of its own
     (e.g. `EnvAgent`: an environment's reset or step failed, or timed out); any other
@@ -211,6 +317,9 @@ class _Episode:
     started: float = 0.0
     result: AgentResult | None = None
     error: tuple[str, str, str] | None = None  # (stage, message, traceback)
+    baselines: dict[str, float] | None = None  # counterfactual credit, per agent
+    cf_counts: dict[str, int] = field(default_factory=lambda: {"runs": 0, "failed": 0,
+                                                               "mismatches": 0})
     ended: bool = False  # no longer counted live (returned, raised or abandoned)
     settled: bool = False  # its rollout finished (rows taken or dropped)
 
@@ -252,6 +361,7 @@ def run_agents(
     posted_reward_weight: float = 1.0,
     row_metadata: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     budget_label: tuple[str, str] = ("agent episodes", "max_error_fraction"),
+    credit: str = "team",
 ) -> RolloutResult:
     """Runs `group_size` copies of `agent` on every task concurrently; their calls become
     the rows of an `EpisodeBatch` (ordered by task, sample, then chain).
@@ -284,7 +394,13 @@ def run_agents(
     Credit: a row's rewards are `posted_reward_weight` x the rewards posted during the
     episode (per-agent ones such as a checker's, at their calls) plus
     `team_reward_weight` x the program's returned (team) reward on its last turn.
+    `credit="counterfactual"`: each agent's team reward is the episode's minus that
+    agent's `counterfactual_baselines` (one extra, partly replayed run of the program per
+    agent, in-process calls only); the rows' metadata keep the episode's own `return`
+    and `success`, plus `credit_baseline`; metrics `credit/*` count the extra runs.
     """
+    if credit not in ("team", "counterfactual"):
+        raise ValueError(f"credit must be 'team' or 'counterfactual', got {credit!r}")
     trainable = re.compile(train_agents) if train_agents else None
     if not tasks:
         raise ValueError("run_agents needs at least one task")
@@ -315,8 +431,13 @@ def run_agents(
 
         llm = AgentLLM(service, ep.rollout_id, ep.seed, gateway_url=gateway_url,
                        model=service.cfg.model_name, on_abandon=abandon)
+        if credit == "counterfactual":
+            llm = _LoggedLLM(llm)
         try:
             ep.result = _as_result(_call_agent(agent, ep.task, llm))
+            if credit == "counterfactual":
+                ep.baselines = counterfactual_baselines(agent, ep.task, llm, ep.group,
+                                                        reward_fn, ep.cf_counts)
         except EpisodeFailure as e:
             ep.error = (e.stage, e.message, e.traceback)
         except BaseException as e:  # noqa: BLE001 - one agent failing drops one episode
@@ -330,6 +451,7 @@ def run_agents(
     errors: list[EpisodeError] = []
     per_agent: dict[str, list[dict]] = {}
     counts = {"dropped": 0, "frozen": 0}
+    cf_stats = {"runs": 0, "failed": 0, "mismatches": 0}  # summed as episodes settle
 
     def fail(ep: _Episode, stage: str, message: str, tb: str = "") -> None:
         errors.append(EpisodeError(ep.rollout_id, ep.task.id, ep.group, stage, message, tb))
@@ -369,9 +491,14 @@ def run_agents(
             if not rec.metadata.get("continued"):  # an episode's last row (see ChatService)
                 rec.turn_rewards[-1] += team_reward_weight * (reward or 0.0)
                 rec.truncated = rec.truncated or res.truncated
-        totals = _episode_totals(rows)
+        for k, v in ep.cf_counts.items():
+            cf_stats[k] += v
+        totals = _episode_totals(rows)  # the episode's own returns, before credit
         for rec in rows:
             name = rec.metadata["agent"]
+            baseline = (ep.baselines or {}).get(name)
+            if baseline is not None and not rec.metadata.get("continued"):
+                rec.turn_rewards[-1] -= team_reward_weight * baseline
             rec.group_id = service.agent_ids[name] * len(tasks) + ep.group
             total = totals[rec.metadata.get("episode")]["return"]
             rec.metadata.update({
@@ -383,6 +510,7 @@ def run_agents(
                 "truncated": rec.truncated,
                 "termination": "truncated" if rec.truncated else "done",
                 "rows_in_episode": len(rows), "timings": dict(timings), **extra,
+                **({"credit_baseline": baseline} if ep.baselines is not None else {}),
                 "episode_totals": totals[rec.metadata.get("episode")],
             })
             if row_metadata is not None:
@@ -445,6 +573,8 @@ def run_agents(
     metrics["dropped_rows"] = float(counts["dropped"])
     metrics["frozen_rows"] = float(counts["frozen"])
     metrics["rows_per_episode"] = len(records) / max(len(rows_of), 1)
+    if credit == "counterfactual":
+        metrics.update({f"credit/counterfactual_{k}": float(v) for k, v in cf_stats.items()})
     if len(per_agent) > 1:
         for name, metas in sorted(per_agent.items()):
             n = len(metas)
@@ -456,5 +586,5 @@ def run_agents(
     return RolloutResult(batch, records, errors, metrics)
 
 
-__all__ = ["AGENTS", "AgentLLM", "AgentResult", "APIError", "EpisodeFailure", "load_agent",
-           "run_agents"]
+__all__ = ["AGENTS", "AgentLLM", "AgentResult", "APIError", "EpisodeFailure",
+           "counterfactual_baselines", "load_agent", "run_agents"]

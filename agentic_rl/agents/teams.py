@@ -11,6 +11,13 @@ catch wrong queries. It is the shape of Agent-Lightning's Spider agent, as an or
 
     python -m agentic_rl.train --config experiments/sql_team.py --workdir runs/sql_team
 
+`GuessTeam` (agent program "guess_team"), over `guess_number` tasks: an opener makes a
+first guess, the game answers "correct", "higher" or "lower", and a closer, who sees only
+that first guess and the answer, gives the team's final guess (the reward: it is the
+secret). The opener's part is pure information (its guess matters only through the
+answer it gets), which is what makes it a test of credit between agents; small enough
+for the tiny character model (experiments/tiny_team.py, the `multi_agent` ablations).
+
 Imports: agentic_rl.envs and agentic_rl.agents only.
 """
 
@@ -22,6 +29,7 @@ from typing import Any
 from agentic_rl.agents.runtime import AGENTS, AgentLLM, AgentResult
 from agentic_rl.agents.system import Agent, AgentSystem, critique_loop
 from agentic_rl.envs.base import Task
+from agentic_rl.envs.suites.guess_number import extract_guess
 from agentic_rl.envs.suites.sql import extract_sql, score_sql
 from agentic_rl.envs.tools.sql import ReadOnlyDatabase, SqlError, SqlLimits, sql_tools
 
@@ -122,6 +130,57 @@ class SqlTeam:
         result.info.update({"predicted_sql": draft_sql(result.answer or ""),
                             "gold_sql": task.data["gold_sql"], "checks": checks})
         return result
+
+
+class GuessTeam:
+    """An opener and a closer on a guess-the-number task (see the module docstring).
+
+    Best play: the opener guesses the middle (2 of 1..3), the closer repeats it on
+    "correct" and moves one up or down on "higher" / "lower": success 1.0. An opener
+    fixed on an end (1) caps the team at 2/3, whatever the closer does; a closer that
+    ignores the answer, at 1/3 per fixed guess. `own_weight` > 0 also posts each agent a
+    reward of its own (`ctx.reward(..., agent=)`): the opener's own guess being right,
+    the closer's final guess being right. That is the obvious per-agent reward and a
+    misaligned one for the opener (any guess is right 1 time in 3; only the middle one
+    informs): train with agent.team_reward_weight=0 to see credit by it alone.
+    A task's `data` holds `secret` (the guess_number tasks do).
+    """
+
+    names = ("opener", "closer")
+
+    def __init__(self, *, own_weight: float = 0.0):
+        if own_weight < 0:
+            raise ValueError(f"own_weight must be >= 0, got {own_weight}")
+        self.own_weight = own_weight
+        self.system = AgentSystem([Agent("opener"), Agent("closer")], self._play)
+
+    def _play(self, ctx) -> AgentResult:
+        secret = ctx.task.data["secret"]
+        first = extract_guess(ctx.act("opener", ctx.task.prompt))
+        if first is None:
+            hint = "invalid"
+        else:
+            hint = "correct" if first == secret else "higher" if first < secret else "lower"
+        final = extract_guess(ctx.act("closer", f"{first if first is not None else '?'} "
+                                                f"{hint}"))
+        win = final == secret
+        if self.own_weight:
+            ctx.reward(self.own_weight * float(first == secret), agent="opener")
+            ctx.reward(self.own_weight * float(win), agent="closer")
+        return AgentResult(reward=float(win), answer=None if final is None else str(final),
+                           success=win, info={"first": first, "hint": hint, "final": final})
+
+    def __call__(self, task: Task, llm: AgentLLM) -> AgentResult:
+        if "secret" not in (task.data or {}):
+            raise ValueError(f"task {task.id!r}: guess_team tasks need data['secret'] (the "
+                             "guess_number environment's tasks have it)")
+        return self.system(task, llm)
+
+
+@AGENTS.register("guess_team")
+def _guess_team(own_weight: float = 0.0, **_) -> GuessTeam:
+    """The opener + closer team on guess_number tasks (`agent.program=guess_team`)."""
+    return GuessTeam(own_weight=own_weight)
 
 
 @AGENTS.register("sql_team")

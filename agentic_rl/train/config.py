@@ -30,7 +30,7 @@ import ml_collections
 
 ALGOS = ("grpo", "ppo", "dpo")
 DEFAULT_ESTIMATOR = {"grpo": "grpo", "ppo": "gae", "dpo": "grpo"}  # dpo: unused
-OPEN_KEYS = ("env.kwargs",)  # free-form mappings, validated elsewhere
+OPEN_KEYS = ("env.kwargs", "agent.kwargs")  # free-form mappings, validated elsewhere
 
 
 class ConfigError(ValueError):
@@ -144,10 +144,15 @@ def default_config() -> ml_collections.ConfigDict:
         {"program": "", "transport": "inprocess", "reward": "", "timeout_s": 600.0,
          "gateway_host": "127.0.0.1", "gateway_port": 0, "batch_window_s": 0.05,
          "render_tools": True, "rows_per_episode": 1, "train_agents": "", "names": "",
-         "team_reward_weight": 1.0, "posted_reward_weight": 1.0})
+         "team_reward_weight": 1.0, "posted_reward_weight": 1.0, "credit": "team"})
+    c.agent.kwargs = ml_collections.ConfigDict()  # a registered program's own options
     # team_reward_weight / posted_reward_weight: credit between agents, a row's reward is
     # posted x the rewards posted during the episode (per-agent ones: ctx.reward(v, agent=))
     # + team x the program's returned (team) reward.
+    # credit: "team" (that reward as it is) or "counterfactual": each agent's team reward
+    # minus the return of the program re-run with its first call and everything after
+    # resampled, the calls before replayed (runtime.counterfactual_baselines; one more,
+    # partial run per agent per training episode; in-process calls only).
     # names: the agents of a multi-agent program, comma-separated, in a fixed order (their
     # agent ids; adapter i under model.lora_adapters="per_agent"); "" = an AgentSystem's
     # own names, else ids by first call.
@@ -568,6 +573,11 @@ def validate(cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
                f"rl.advantage.estimator={estimator(cfg)!r}")
         raise ConfigError(f"{who} needs a critic; set rl.algo='ppo'")
     _choice("agent.transport", cfg.agent.transport, ("inprocess", "http"))
+    _choice("agent.credit", cfg.agent.credit, ("team", "counterfactual"))
+    if cfg.agent.credit == "counterfactual" and cfg.agent.transport != "inprocess":
+        raise ConfigError("agent.credit='counterfactual' replays a program's calls in "
+                          "process: it needs agent.transport='inprocess' (HTTP calls "
+                          "cannot be replayed)")
     if cfg.agent.program and cfg.rl.algo == "dpo" and cfg.rl.dpo.pairs_file:
         raise ConfigError("agent.program and rl.dpo.pairs_file both replace the rollout; "
                           "set one")

@@ -258,6 +258,9 @@ class Trainer:
         # Agent programs (agent.program): their LLM calls reach the sampler through the
         # batching engine and the chat service (and the gateway for transport "http").
         self.programs = None
+        if cfg.agent.credit != "team" and not (cfg.agent.program or agent is not None):
+            raise ConfigError(f"agent.credit={cfg.agent.credit!r} is credit between the "
+                              "agents of an agent program: set agent.program (or pass one)")
         if cfg.agent.program or agent is not None:
             from agentic_rl.train.programs import ProgramRollouts
 
@@ -319,8 +322,8 @@ class Trainer:
         if agent is None and cfg.agent.program:
             from agentic_rl.agents import load_agent
 
-            agent = load_agent(cfg.agent.program, suite=self.suite,
-                               transport=cfg.agent.transport)
+            agent = load_agent(cfg.agent.program, cfg.agent.kwargs.to_dict(),
+                               suite=self.suite, transport=cfg.agent.transport)
         names = tuple(getattr(agent, "names", ()) or ())
         if names:
             with cfg.unlocked():
@@ -486,7 +489,8 @@ class Trainer:
         t0 = time.perf_counter()
         if self.programs is not None:
             result = self.programs.run(tasks, group_size=cfg.rollout.group_size, seed=seed,
-                                       sampling=builders.sampling_params(cfg))
+                                       sampling=builders.sampling_params(cfg),
+                                       credit=cfg.agent.credit)
         else:
             with self.progress.episodes(len(tasks) * cfg.rollout.group_size,
                                         f"rollout step {step + 1}") as on_episode:

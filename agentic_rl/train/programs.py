@@ -51,8 +51,9 @@ class ProgramRollouts:
                  reward_fn=None):
         a, r = cfg.agent, cfg.rollout
         try:
-            self.agent = load_agent(agent if agent is not None else a.program, suite=suite,
-                                    transport=a.transport,
+            self.agent = load_agent(agent if agent is not None else a.program,
+                                    None if agent is not None else a.kwargs.to_dict(),
+                                    suite=suite, transport=a.transport,
                                     rollout_config=builders.rollout_config(cfg))
         except ValueError as e:
             raise ConfigError(f"agent.program: {e}") from None
@@ -81,7 +82,9 @@ class ProgramRollouts:
         self.engine.call(fn)
 
     def run(self, tasks, *, group_size: int, seed: int, sampling,
-            collate_batch: bool = True) -> RolloutResult:
+            collate_batch: bool = True, credit: str = "team") -> RolloutResult:
+        """One rollout of the program over `tasks`; `credit` "counterfactual" (training
+        rollouts, agent.credit) adds each agent's counterfactual baseline."""
         self.service.sampling = sampling
         r = self.cfg.rollout
         before = dict(self.service.metrics)
@@ -95,7 +98,8 @@ class ProgramRollouts:
                                                                          program=True),
                           train_agents=self.cfg.agent.train_agents or None,
                           team_reward_weight=float(self.cfg.agent.team_reward_weight),
-                          posted_reward_weight=float(self.cfg.agent.posted_reward_weight))
+                          posted_reward_weight=float(self.cfg.agent.posted_reward_weight),
+                          credit=credit)
         for key in ("prefix_breaks", "malformed_tool_calls", "context_overflows",
                     "max_turns_refusals", "ignored_sampling_params", "bad_requests"):
             result.metrics[f"gateway/{key}"] = self.service.metrics[key] - before.get(key, 0)
