@@ -87,6 +87,15 @@ def test_experiment_configs_validate():
         validate(load_config_file(str(REPO / "experiments" / spec)))
 
 
+@pytest.mark.parametrize("variant", ["both", "closer", "shared", "own", "counterfactual"])
+def test_tiny_team_variants_validate(variant):
+    cfg = load_config_file(str(REPO / "experiments" / f"tiny_team.py:{variant}"))
+    validate(cfg)
+    # agent.kwargs is open: a registered program's options, parsed as Python literals
+    cfg = apply_overrides(cfg, {"agent.kwargs.own_weight": "0.5"})
+    assert cfg.agent.kwargs.own_weight == 0.5
+
+
 def test_split_overrides_accepts_both_shell_forms():
     rest, ov = split_overrides(["--config", "x.py", "--config.rl.kl_coef=0.1",
                                 "--config.seed", "3", "--workdir", "w"])
